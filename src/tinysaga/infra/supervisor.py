@@ -1,0 +1,161 @@
+"""A small process supervisor: starts every process of the topology, restarts one that dies (with
+backoff), keeps one log file per process, and writes what runs where to `run/state.json`.
+
+A process can be held down on purpose (`tiny-saga stop NAME`, used by the fault tests): a file
+`run/hold/NAME` makes the supervisor stop it and not restart it until the file is gone.
+Run as `python -m tinysaga.infra.supervisor`; it stops its children on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinysaga.infra.topology import ProcSpec, processes
+from tinysaga.platform.settings import Settings, get_settings
+
+TICK = 0.2
+STOP_GRACE = 8.0
+
+
+@dataclass
+class Child:
+    spec: ProcSpec
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0
+    failures: int = 0
+    stopping_since: float | None = None
+    log: object = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.children = {p.name: Child(p) for p in processes(settings)}
+        self.hold_dir = settings.run_dir / "hold"
+        self.hold_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = settings.run_dir / "state.json"
+        self.running = True
+
+    def held(self, name: str) -> bool:
+        return (self.hold_dir / name).exists()
+
+    def start(self, c: Child) -> None:
+        self.s.logs_dir.mkdir(parents=True, exist_ok=True)
+        logf = open(self.s.logs_dir / f"{c.spec.name}.log", "ab", buffering=0)  # noqa: SIM115
+        logf.write(f"--- supervisor: starting {c.spec.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        env = {**os.environ, **c.spec.env}
+        c.proc = subprocess.Popen(
+            c.spec.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=c.spec.cwd, start_new_session=True,
+        )
+        if c.log is not None:
+            c.log.close()
+        c.log = logf
+        c.started_at = time.monotonic()
+        c.stopping_since = None
+
+    def stop(self, c: Child, now: float) -> None:
+        if c.proc is None or c.proc.poll() is not None:
+            return
+        if c.stopping_since is None:
+            c.stopping_since = now
+            c.proc.terminate()
+        elif now - c.stopping_since > STOP_GRACE:
+            c.proc.kill()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for c in self.children.values():
+            alive = c.proc is not None and c.proc.poll() is None
+            if self.held(c.spec.name):
+                self.stop(c, now)
+                continue
+            if alive:
+                if now - c.started_at > 30:
+                    c.failures = 0
+                continue
+            if c.proc is not None and c.stopping_since is None:
+                # it died on its own: restart with backoff
+                code = c.proc.returncode
+                c.log.write(f"--- supervisor: {c.spec.name} exited with {code}; restarting ---\n".encode())
+                c.proc = None
+                c.failures += 1
+                c.restarts += 1
+                c.next_start = now + min(10.0, 0.25 * 2 ** (c.failures - 1))
+            if now >= c.next_start:
+                self.start(c)
+        self.write_state()
+
+    def write_state(self) -> None:
+        state = {
+            "supervisor": os.getpid(),
+            "children": {
+                name: {
+                    "pid": c.proc.pid if c.proc is not None and c.proc.poll() is None else None,
+                    "port": c.spec.port,
+                    "restarts": c.restarts,
+                    "held": self.held(name),
+                    "health": c.spec.health,
+                }
+                for name, c in self.children.items()
+            },
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_GRACE
+        # the gateway and services first, Kafka last, so that nothing in flight loses its broker
+        order = sorted(self.children.values(), key=lambda c: c.spec.stop_order)
+        for group in sorted({c.spec.stop_order for c in order}):
+            batch = [c for c in order if c.spec.stop_order == group and c.proc and c.proc.poll() is None]
+            for c in batch:
+                c.proc.terminate()
+            for c in batch:
+                try:
+                    c.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    c.proc.kill()
+                    c.proc.wait()
+            deadline = time.monotonic() + STOP_GRACE
+        self.state_file.unlink(missing_ok=True)
+
+    def run(self) -> None:
+        def on_term(*_: object) -> None:
+            self.running = False
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        while self.running:
+            self.tick()
+            time.sleep(TICK)
+        self.shutdown()
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.run_dir / "supervisor.pid"
+
+
+def main() -> None:
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file(settings).write_text(str(os.getpid()))
+    try:
+        Supervisor(settings).run()
+    finally:
+        pid_file(settings).unlink(missing_ok=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inventory service: the catalogue, stock levels, and reservations made by one conditional UPDATE."""

@@ -1,0 +1,52 @@
+"""Channels. Email goes over SMTP (by default to the local sink `tiny-saga up` starts); SMS goes
+through a provider interface whose default adapter records the message in the database."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+import asyncpg
+
+from tinysaga.platform.settings import Settings
+
+
+class ChannelDown(Exception):
+    """The channel could not take the message now; it is retried later."""
+
+
+class EmailSender:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        msg = EmailMessage()
+        msg["From"] = self.s.smtp_sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg.set_content(body)
+        try:
+            await aiosmtplib.send(msg, hostname=self.s.smtp_host, port=self.s.effective_smtp_port, timeout=5)
+        except (aiosmtplib.SMTPException, OSError) as e:
+            raise ChannelDown(f"smtp: {e}") from e
+
+
+class SmsProvider(Protocol):
+    async def send(self, conn: asyncpg.Connection, notification_id: object, to: str, body: str) -> None: ...
+
+
+class RecordingSms:
+    """Records each SMS (the default: a real provider is an adapter with the same method)."""
+
+    async def send(self, conn: asyncpg.Connection, notification_id: object, to: str, body: str) -> None:
+        await conn.execute(
+            "INSERT INTO sms_messages(notification_id, to_number, body) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+            notification_id, to, body,
+        )
+
+
+def sms_provider(settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "record":
+        return RecordingSms()
+    raise RuntimeError(f"unknown SMS provider {settings.sms_provider!r} (TINYSAGA_SMS_PROVIDER)")

@@ -1,0 +1,163 @@
+"""Notification routes (the inbox, the sink's mails for the admin) and its handlers: record a
+notification per (order, type, channel) from the saga events, then deliver each with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+from email import policy
+from email.parser import BytesParser
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+
+from tinysaga.contracts import events as ev
+from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider
+from tinysaga.notification.domain import notification_for
+from tinysaga.platform.consumer import Handler, HandlerContext
+from tinysaga.platform.service import Runtime
+from tinysaga.platform.web import Identity, admin_user, current_user
+
+log = logging.getLogger("tinysaga.notification")
+router = APIRouter()
+NEW_CHANNEL = "tinysaga_notification_new"
+
+
+def _rt(request: Request) -> Runtime:
+    return request.app.state.rt
+
+
+def _json(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "notificationId": str(r["notification_id"]),
+        "orderId": r["order_id"],
+        "channel": r["channel"],
+        "type": r["type"],
+        "message": r["message"],
+        "status": r["status"],
+        "createdAt": r["created_at"].isoformat(),
+    }
+
+
+@router.get("/api/notifications")
+async def inbox(
+    request: Request, limit: int = Query(100, ge=1, le=500), user: Identity = Depends(current_user)
+) -> list[dict[str, Any]]:
+    rows = await _rt(request).pool.fetch(
+        "SELECT * FROM notifications WHERE user_id=$1 ORDER BY created_at DESC, channel LIMIT $2", user.user_id, limit
+    )
+    return [_json(r) for r in rows]
+
+
+@router.get("/api/admin/notifications/mail")
+async def sink_mail(request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
+    """The mails the local SMTP sink received, newest first."""
+    folder = _rt(request).settings.home / "mail"
+    files = sorted(folder.glob("*.eml"), reverse=True)[:limit] if folder.exists() else []
+    out = []
+    for f in files:
+        msg = BytesParser(policy=policy.default).parsebytes(f.read_bytes())
+        body = msg.get_body(("plain",))
+        out.append({"file": f.name, "to": msg["To"], "subject": msg["Subject"],
+                    "body": body.get_content() if body else ""})
+    return out
+
+
+@router.get("/api/admin/notifications/sms")
+async def sms_log(request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
+    rows = await _rt(request).pool.fetch("SELECT * FROM sms_messages ORDER BY id DESC LIMIT $1", limit)
+    return [{"to": r["to_number"], "body": r["body"], "createdAt": r["created_at"].isoformat()} for r in rows]
+
+
+def handlers(rt: Runtime) -> dict[str, Handler]:
+    async def on_saga_event(event: ev.Event, ctx: HandlerContext) -> None:
+        what = notification_for(event)
+        async with ctx.transaction() as conn:
+            if what is None or not event.orderId or not event.userId:
+                return
+            kind, message = what
+            for channel in ("EMAIL", "SMS"):
+                await conn.execute(
+                    "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
+                    " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (order_id, type, channel) DO NOTHING",
+                    uuid.uuid4(), event.userId, event.orderId, kind, channel, message,
+                )
+            await conn.execute(f"NOTIFY {NEW_CHANNEL}")
+
+    async def on_user_registered(event: ev.Event, ctx: HandlerContext) -> None:
+        async with ctx.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO contacts(user_id, email, phone, name) VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT (user_id) DO UPDATE SET email=EXCLUDED.email, phone=EXCLUDED.phone, name=EXCLUDED.name",
+                event.userId, event.email, event.phone, event.name,
+            )
+
+    names = (ev.PAYMENT_DONE, ev.PAYMENT_FAIL, ev.INVENTORY_RESERVED, ev.INVENTORY_INSUFFICIENT,
+             ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED, ev.ORDER_TIMED_OUT)
+    return {**{n: on_saga_event for n in names}, ev.USER_REGISTERED: on_user_registered}
+
+
+async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
+    """Send the notifications that are due. Each row stands alone: a channel that is down is retried
+    with backoff and never holds up the other channel."""
+    async with rt.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT n.*, c.email, c.phone FROM notifications n LEFT JOIN contacts c USING (user_id)"
+            " WHERE n.status='PENDING' AND n.next_attempt_at <= now() ORDER BY n.next_attempt_at LIMIT 50"
+            " FOR UPDATE OF n SKIP LOCKED"
+        )
+        for r in rows:
+            to = r["email"] if r["channel"] == "EMAIL" else r["phone"]
+            if not to:
+                if r["attempts"] < 10:  # the contact may not have arrived yet (another topic)
+                    await _retry_later(conn, r, "no contact yet")
+                else:
+                    await conn.execute(
+                        "UPDATE notifications SET status='SKIPPED', last_error='no contact' WHERE notification_id=$1",
+                        r["notification_id"],
+                    )
+                continue
+            try:
+                if r["channel"] == "EMAIL":
+                    await email.send(to, f"Tiny-Saga: {r['type'].replace('_', ' ').lower()}", r["message"])
+                else:
+                    await sms.send(conn, r["notification_id"], to, r["message"])
+            except ChannelDown as e:
+                await _retry_later(conn, r, str(e))
+                continue
+            await conn.execute(
+                "UPDATE notifications SET status='SENT', sent_at=now(), attempts=attempts+1 WHERE notification_id=$1",
+                r["notification_id"],
+            )
+    return len(rows)
+
+
+async def _retry_later(conn: asyncpg.Connection, r: asyncpg.Record, error: str) -> None:
+    pause = timedelta(seconds=min(60.0, 0.5 * 2 ** r["attempts"]))
+    await conn.execute(
+        "UPDATE notifications SET attempts=attempts+1, last_error=$2, next_attempt_at=now()+$3 WHERE notification_id=$1",
+        r["notification_id"], error[:500], pause,
+    )
+
+
+def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN201 - a task factory
+    async def notification_deliverer() -> None:
+        wake = asyncio.Event()
+        conn = await asyncpg.connect(rt.dsn)
+        await conn.add_listener(NEW_CHANNEL, lambda *_: wake.set())
+        try:
+            while True:
+                wake.clear()
+                while await deliver_due(rt, email, sms) == 50:
+                    pass
+                try:
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                except TimeoutError:
+                    pass
+        finally:
+            await conn.close()
+
+    return notification_deliverer

@@ -1,0 +1,67 @@
+"""Order's view of other services: the catalogue (Inventory) and the balance (Wallet), over HTTP,
+and its own orders table."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import httpx
+
+from tinysaga.platform.money import as_number
+from tinysaga.platform.service import Runtime
+from tinysaga.platform.web import Problem
+
+
+async def _get(rt: Runtime, service: str, path: str) -> httpx.Response:
+    """GET from any healthy replica: try them all, starting from a random one."""
+    n = rt.settings.replicas(service)
+    start = random.randrange(n)
+    last: Exception | None = None
+    for i in range(n):
+        url = rt.settings.service_url(service, (start + i) % n + 1) + path
+        try:
+            r = await rt.http.get(url, timeout=3.0)
+            if r.status_code < 500:
+                return r
+        except httpx.HTTPError as e:
+            last = e
+    raise Problem(503, "Service Unavailable", f"the {service} service is unavailable") from last
+
+
+async def fetch_product(rt: Runtime, product_id: str) -> dict[str, Any]:
+    r = await _get(rt, "inventory", f"/api/products/{quote(product_id, safe='')}")
+    if r.status_code == 404:
+        raise Problem(404, "Not Found", f"no product {product_id!r}")
+    if r.status_code != 200:
+        raise Problem(503, "Service Unavailable", "the catalogue did not answer")
+    return r.json()
+
+
+async def fetch_balance(rt: Runtime, user_id: str) -> dict[str, Any]:
+    r = await _get(rt, "wallet", f"/internal/wallets/{user_id}")
+    if r.status_code != 200:
+        raise Problem(503, "Service Unavailable", "the wallet did not answer")
+    return r.json()
+
+
+def order_json(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "orderId": str(r["order_id"]),
+        "userId": r["user_id"],
+        "productId": r["product_id"],
+        "productQuantity": r["product_quantity"],
+        "price": as_number(r["price"]),
+        "totalAmount": as_number(r["total_amount"]),
+        "currency": r["currency"],
+        "paymentType": r["payment_type"],
+        "orderStatus": r["order_status"],
+        "failReason": r["fail_reason"],
+        "refundStatus": r["refund_status"],
+        "statusInfo": r["status_info"],
+        "transactionId": r["transaction_id"],
+        "createdAt": r["created_at"].isoformat(),
+        "updatedAt": r["updated_at"].isoformat(),
+    }

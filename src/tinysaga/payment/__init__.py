@@ -1,0 +1,1 @@
+"""Payment service: charges and refunds orders through the Wallet service, and says so in events."""

@@ -1,0 +1,65 @@
+"""The Wallet client: the only synchronous call of the saga. Each attempt has a timeout; attempts are
+retried with exponential backoff and full jitter, within a total deadline. Debit and refund are
+idempotent by orderId on the Wallet side, so a retry after a lost response is never a second charge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from tinysaga.platform.settings import Settings
+
+log = logging.getLogger("tinysaga.payment.wallet")
+
+
+class WalletUnavailable(Exception):
+    """The wallet did not give an answer within the attempts and deadline."""
+
+
+class WalletClient:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.s = settings
+        self.http = http
+        self.base = settings.service_url("wallet")
+
+    def backoff(self, attempt: int) -> float:
+        cap = self.s.wallet_backoff_base_seconds * 2 ** (attempt - 1)
+        return random.uniform(0, cap)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.s.wallet_deadline_seconds
+        last = "no attempt"
+        for attempt in range(1, self.s.wallet_attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                r = await self.http.post(
+                    self.base + path, json=body, timeout=min(self.s.wallet_attempt_timeout_seconds, remaining)
+                )
+                if r.status_code == 200:
+                    return r.json()
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                if 400 <= r.status_code < 500:
+                    raise WalletUnavailable(f"wallet refused the request: {last}")
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            log.warning("wallet %s attempt %d failed: %s", path, attempt, last)
+            pause = min(self.backoff(attempt), max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+        raise WalletUnavailable(last)
+
+    async def debit(self, order_id: str, user_id: str, amount: Decimal, currency: str) -> dict[str, Any]:
+        return await self._post(
+            "/internal/payments",
+            {"orderId": order_id, "userId": user_id, "amount": str(amount), "currency": currency},
+        )
+
+    async def refund(self, order_id: str, user_id: str, reason: str) -> dict[str, Any]:
+        return await self._post("/internal/refunds", {"orderId": order_id, "userId": user_id, "reason": reason})

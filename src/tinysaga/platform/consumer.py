@@ -1,0 +1,181 @@
+"""The idempotent consumer loop every service uses.
+
+- one consumer group per service; only the event names in the service's configuration are handled,
+  the rest are skipped;
+- a handler opens its transaction with `ctx.transaction()`, which records the eventId in the same
+  transaction as the effect; an event already recorded is skipped (redelivery is normal);
+- offsets are committed only after the database commit;
+- partitions are worked concurrently, each in order;
+- a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
+  (through the outbox, so exactly once) with its error, and the loop moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from tinysaga.contracts.events import Event, InvalidEvent
+from tinysaga.platform.db import OUTBOX_CHANNEL, mark_processed
+from tinysaga.platform.logging import correlation_id
+from tinysaga.platform.settings import Settings
+
+log = logging.getLogger("tinysaga.consumer")
+
+
+class AlreadyHandled(Exception):
+    """The event's id is already recorded: its effect exists, nothing to do."""
+
+
+@dataclass
+class HandlerContext:
+    pool: asyncpg.Pool
+    event: Event
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await mark_processed(conn, self.event):
+                raise AlreadyHandled
+            yield conn
+
+
+Handler = Callable[[Event, HandlerContext], Awaitable[None]]
+
+
+async def add_dead_letter(
+    conn: asyncpg.Connection, settings: Settings, service: str, record: ConsumerRecord, error: str
+) -> None:
+    raw: bytes = record.value or b""
+    try:
+        payload_text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload_text, encoding = base64.b64encode(raw).decode(), "base64"
+    body = {
+        "service": service,
+        "error": error[:2000],
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": (record.key or b"").decode("utf-8", "replace"),
+        "payload": payload_text,
+        "payloadEncoding": encoding,
+    }
+    await conn.execute(
+        "INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+        settings.dead_letter_topic,
+        body["key"] or f"{record.topic}-{record.partition}-{record.offset}",
+        "DEAD_LETTER",
+        orjson.dumps(body),
+        orjson.dumps({"service": service, "error": error[:200]}).decode(),
+    )
+    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+@dataclass
+class ConsumerLoop:
+    settings: Settings
+    service: str
+    pool: asyncpg.Pool
+    handlers: dict[str, Handler]
+    handled: frozenset[str]
+    topics: tuple[str, ...]
+    group_id: str | None = None
+    consumer: AIOKafkaConsumer | None = field(default=None, init=False)
+    connected: bool = field(default=False, init=False)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.consumer = AIOKafkaConsumer(
+                    *self.topics,
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    group_id=self.group_id or self.service,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    fetch_max_wait_ms=100,
+                    max_poll_records=500,
+                    session_timeout_ms=10000,
+                    heartbeat_interval_ms=1000,
+                    metadata_max_age_ms=30000,
+                )
+                await self.consumer.start()
+                self.connected = True
+                await self._poll_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer error; restarting the consumer")
+                self.connected = False
+                await asyncio.sleep(1.0)
+            finally:
+                self.connected = False
+                if self.consumer is not None:
+                    try:
+                        await self.consumer.stop()
+                    except Exception:
+                        log.warning("consumer stop failed", exc_info=True)
+
+    async def _poll_forever(self) -> None:
+        assert self.consumer is not None
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=1000)
+            if not batches:
+                continue
+            await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
+            offsets = {TopicPartition(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batches.items()}
+            await self.consumer.commit(offsets)
+
+    async def _work_partition(self, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            await self.handle_record(record)
+
+    async def handle_record(self, record: ConsumerRecord) -> None:
+        try:
+            event = Event.from_bytes(record.value)
+        except InvalidEvent as e:
+            log.warning("invalid message to the dead-letter topic: %s", e, extra={"offset": record.offset})
+            await self._dead_letter(record, str(e))
+            return
+        name = event.name_canonical
+        handler = self.handlers.get(name)
+        if handler is None or (name not in self.handled and event.eventName not in self.handled):
+            return
+        token = correlation_id.set(event.correlationId)
+        try:
+            await self.dispatch(event, handler, record)
+        finally:
+            correlation_id.reset(token)
+
+    async def dispatch(self, event: Event, handler: Handler, record: ConsumerRecord | None = None) -> None:
+        attempts = self.settings.consumer_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await handler(event, HandlerContext(self.pool, event))
+                return
+            except AlreadyHandled:
+                log.debug("duplicate event skipped", extra={"eventId": str(event.eventId)})
+                return
+            except Exception as e:
+                if attempt == attempts:
+                    log.exception(
+                        "handler failed %d times; event to the dead-letter topic",
+                        attempts,
+                        extra={"eventName": event.eventName, "eventId": str(event.eventId)},
+                    )
+                    if record is not None:
+                        await self._dead_letter(record, f"{type(e).__name__}: {e}")
+                    return
+                await asyncio.sleep(0.2 * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await add_dead_letter(conn, self.settings, self.service, record, error)

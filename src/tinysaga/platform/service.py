@@ -1,0 +1,180 @@
+"""The composition every service process shares: a pooled database, its consumer loops and
+background tasks started in the app's lifespan, readiness from its real dependencies, and the
+uvicorn entrypoint bound to loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from fastapi import FastAPI
+
+from tinysaga.platform import web
+from tinysaga.platform.consumer import ConsumerLoop, Handler
+from tinysaga.platform.db import create_pool
+from tinysaga.platform.logging import setup_logging
+from tinysaga.platform.secrets import database_dsn, internal_secret
+from tinysaga.platform.settings import Settings, get_settings
+
+log = logging.getLogger("tinysaga.service")
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the topics if they are missing (idempotent; `up` does it too)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(t, settings.topic_partitions, 1)
+            for t in (settings.topic, settings.user_topic, settings.dead_letter_topic)
+            if t not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+@dataclass
+class Runtime:
+    """What a service's handlers and routes are given: settings, its pool, its clients."""
+
+    name: str
+    settings: Settings
+    secret: str
+    pool: asyncpg.Pool = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    consumers: list[ConsumerLoop] = field(default_factory=list)
+    tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def consume(
+        self, handlers: dict[str, Handler], handled: frozenset[str], *topics: str, group: str | None = None
+    ) -> None:
+        """Consume `topics` (default: the saga topic) in the service's own consumer group."""
+        self.consumers.append(
+            ConsumerLoop(
+                self.settings, self.name, self.pool, handlers, handled, topics or (self.settings.topic,),
+                group_id=group,
+            )
+        )
+
+    @property
+    def dsn(self) -> str:
+        return database_dsn(self.settings, self.name)
+
+    def internal_headers(self) -> dict[str, str]:
+        return {"x-internal-secret": self.secret}
+
+
+async def _connect_pool(rt: Runtime, max_size: int) -> asyncpg.Pool:
+    while True:
+        try:
+            return await create_pool(rt.settings, rt.name, max_size=max_size)
+        except (OSError, asyncpg.PostgresError) as e:
+            log.warning("database not reachable yet: %s", e)
+            await asyncio.sleep(1.0)
+
+
+async def _supervised(name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await fn()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task %s failed; restarting it", name)
+            await asyncio.sleep(1.0)
+
+
+def create_service_app(
+    name: str,
+    setup: Callable[[Runtime], Awaitable[None] | None],
+    *,
+    routers: list[Any],
+    pool_size: int = 10,
+    title: str | None = None,
+) -> FastAPI:
+    settings = get_settings()
+    setup_logging(name, settings.log_level)
+    rt = Runtime(name=name, settings=settings, secret=internal_secret(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt.pool = await _connect_pool(rt, pool_size)
+        rt.http = httpx.AsyncClient(headers=rt.internal_headers(), timeout=5.0)
+        result = setup(rt)
+        if result is not None:
+            await result
+        running = []
+        if rt.consumers:
+            running.append(asyncio.create_task(_start_consumers(rt)))
+        running += [asyncio.create_task(_supervised(t.__name__, t)) for t in rt.tasks]
+        app.state.rt = rt
+        try:
+            yield
+        finally:
+            for t in running:
+                t.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await rt.http.aclose()
+            await rt.pool.close()
+
+    app = FastAPI(title=title or f"Tiny-Saga {name}", lifespan=lifespan, default_response_class=web.JSON)
+    app.state.rt = rt
+    web.install(app, internal_secret=rt.secret, max_body=settings.max_body_bytes)
+
+    async def db_ready() -> bool:
+        return bool(await rt.pool.fetchval("SELECT 1"))
+
+    async def kafka_ready() -> bool:  # a service without consumers only needs its database
+        return all(c.connected for c in rt.consumers)
+
+    web.add_health(app, {"database": db_ready, "kafka": kafka_ready})
+    for r in routers:
+        app.include_router(r)
+    return app
+
+
+async def _start_consumers(rt: Runtime) -> None:
+    while True:
+        try:
+            await ensure_topics(rt.settings)
+            break
+        except Exception as e:
+            log.warning("kafka not reachable yet: %s", e)
+            await asyncio.sleep(1.0)
+    await asyncio.gather(*(_supervised(f"consumer-{rt.name}", c.run) for c in rt.consumers))
+
+
+def serve(app_path: str, default_service: str) -> None:
+    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only."""
+    settings = get_settings()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=settings.port_of(default_service))
+    args = parser.parse_args()
+    uvicorn.run(
+        app_path,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )

@@ -1,0 +1,136 @@
+"""Every TINYSAGA_* setting, typed, with its default. The README's settings table mirrors this class."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+# Internal ports are offsets from TINYSAGA_SERVICE_PORT_BASE.
+SERVICE_PORT_OFFSETS = {
+    "auth": 1,
+    "order": 11,  # order-1 = base+11, order-2 = base+12, ...
+    "payment": 21,
+    "wallet": 31,
+    "inventory": 41,
+    "notification": 51,
+    "web": 61,
+    "smtp": 25,
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TINYSAGA_", extra="ignore")
+
+    profile: str = Field("local", description="local or production; production refuses default secrets")
+    home: Path = Field(REPO_ROOT / ".tinysaga", description="state dir: data, logs, secrets, run files")
+    cache: Path = Field(REPO_ROOT / ".tinysaga" / "cache", description="download cache (Kafka jars)")
+
+    gateway_port: int = 8080
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    pg_port: int = 5544
+    service_port_base: int = 8100
+
+    order_replicas: int = 2
+    inventory_replicas: int = 2
+
+    kafka_version: str = "4.1.1"
+    kafka_heap_mb: int = 384
+    topic: str = "order-topic"
+    user_topic: str = "user-topic"
+    dead_letter_topic: str = "order-topic.DLT"
+    topic_partitions: int = 6
+
+    currency: str = "USD"
+    jwt_issuer: str = "tinysaga"
+    token_ttl_seconds: int = 3600
+    admin_email: str = "admin@tinysaga.local"
+    admin_password: str | None = None  # defaults to tinysaga-admin in the local profile
+    demo_email: str = "demo@tinysaga.local"
+    demo_password: str = "tinysaga-demo"
+
+    rate_user_per_10s: int = 100
+    rate_ip_per_10s: int = 2000
+    rate_auth_per_min: int = 60
+    max_body_bytes: int = 65536
+
+    # Saga behaviour
+    saga_timeout_seconds: float = 60.0
+    sweeper_interval_seconds: float = 5.0
+    wallet_attempts: int = 5
+    wallet_attempt_timeout_seconds: float = 2.0
+    wallet_deadline_seconds: float = 10.0
+    wallet_backoff_base_seconds: float = 0.1
+    consumer_max_attempts: int = 3
+
+    # Handled event names per service: comma-separated, set outside the code.
+    order_events: str = (
+        "PAYMENT_DONE,PAYMENT_FAIL,INVENTORY_RESERVED,INVENTORY_RESERVERVED,INVENTORY_INSUFFICIENT,"
+        "REFUND_INITIATED,REFUND_DONE,REFUND_FAILED"
+    )
+    payment_events: str = "ORDER_INITIATED,INVENTORY_INSUFFICIENT,ORDER_TIMED_OUT"
+    inventory_events: str = "PAYMENT_DONE,ORDER_TIMED_OUT"
+    notification_events: str = (
+        "PAYMENT_DONE,PAYMENT_FAIL,INVENTORY_RESERVED,INVENTORY_RESERVERVED,INVENTORY_INSUFFICIENT,"
+        "REFUND_INITIATED,REFUND_DONE,REFUND_FAILED,ORDER_TIMED_OUT"
+    )
+    wallet_user_events: str = "USER_REGISTERED"
+
+    # Notifications
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int | None = None  # default: the local SMTP sink on service_port_base + 25
+    smtp_sender: str = "shop@tinysaga.local"
+    sms_provider: str = "record"
+
+    log_level: str = "INFO"
+
+    # ---- derived -------------------------------------------------------------------------
+    def port_of(self, service: str, replica: int = 1) -> int:
+        return self.service_port_base + SERVICE_PORT_OFFSETS[service] + (replica - 1)
+
+    def replicas(self, service: str) -> int:
+        return {"order": self.order_replicas, "inventory": self.inventory_replicas}.get(service, 1)
+
+    def service_url(self, service: str, replica: int = 1) -> str:
+        return f"http://127.0.0.1:{self.port_of(service, replica)}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def effective_admin_password(self) -> str:
+        if self.admin_password:
+            return self.admin_password
+        if self.profile == "production":
+            raise RuntimeError("TINYSAGA_ADMIN_PASSWORD must be set in the production profile")
+        return "tinysaga-admin"
+
+    @property
+    def effective_smtp_port(self) -> int:
+        return self.smtp_port or self.port_of("smtp")
+
+    def handled(self, names: str) -> frozenset[str]:
+        return frozenset(n.strip() for n in names.split(",") if n.strip())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,172 @@
+"""What every service's HTTP side shares: problem+json errors (RFC 9457), JSON with exact money,
+the gateway's identity headers, the internal secret, and the health endpoints."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("tinysaga.web")
+
+PROBLEM = "application/problem+json"
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return float(o)
+    raise TypeError
+
+
+class JSON(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default)
+
+
+class Problem(Exception):
+    """Raise to answer with problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        type_: str | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail = status, title, detail or title
+        self.errors, self.headers = errors, headers
+        self.type = type_ or f"urn:tinysaga:problem:{title.lower().replace(' ', '-')}"
+
+
+def problem_response(p: Problem) -> Response:
+    body: dict[str, Any] = {"type": p.type, "title": p.title, "status": p.status, "detail": p.detail}
+    if p.errors is not None:
+        body["errors"] = p.errors
+    return Response(orjson.dumps(body), status_code=p.status, media_type=PROBLEM, headers=p.headers)
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def current_user(request: Request) -> Identity:
+    """The user the gateway verified. Only the gateway sets these headers (it strips a client's)."""
+    uid = request.headers.get("x-user-id")
+    if not uid:
+        raise Problem(401, "Unauthorized", "a valid access token is required")
+    return Identity(uid, request.headers.get("x-user-role") or "user")
+
+
+def admin_user(request: Request) -> Identity:
+    ident = current_user(request)
+    if not ident.is_admin:
+        raise Problem(403, "Forbidden", "this route needs the admin role")
+    return ident
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        out.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid"), "type": e.get("type")})
+    return out
+
+
+def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536) -> None:
+    """Error handlers and the request guard for a service app."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return problem_response(Problem(400, "Bad Request", "the body is not valid JSON"))
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errs):
+            return problem_response(Problem(400, "Bad Request", "a JSON body is required"))
+        return problem_response(
+            Problem(422, "Unprocessable Content", "some values are invalid", errors=_field_errors(exc))
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        title = _TITLES.get(exc.status_code, "Error")
+        return problem_response(Problem(exc.status_code, title, str(exc.detail) if exc.detail else title))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "Internal Server Error", "an unexpected error; it was logged"))
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if internal_secret and not path.startswith("/health/"):
+            given = request.headers.get("x-internal-secret", "")
+            if not hmac.compare_digest(given.encode(), internal_secret.encode()):
+                return problem_response(Problem(403, "Forbidden", "requests must come through the gateway"))
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > max_body:
+                return problem_response(Problem(413, "Content Too Large", f"bodies are limited to {max_body} bytes"))
+            ctype = request.headers.get("content-type", "")
+            has_body = (length and length != "0") or request.headers.get("transfer-encoding")
+            if has_body and ctype.split(";")[0].strip().lower() != "application/json":
+                return problem_response(Problem(415, "Unsupported Media Type", "send the body as application/json"))
+        return await call_next(request)
+
+
+def add_health(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "up"}
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> Response:
+        results = {}
+        for name, check in checks.items():
+            try:
+                results[name] = "up" if await check() else "down"
+            except Exception:
+                results[name] = "down"
+        ok = all(v == "up" for v in results.values())
+        return JSON({"status": "up" if ok else "down", "checks": results}, status_code=200 if ok else 503)

@@ -1,0 +1,1 @@
+"""Wallet service: balances and the ledger; idempotent debit and refund by (orderId, kind)."""

@@ -1,0 +1,3 @@
+from tinysaga.platform.service import serve
+
+serve("tinysaga.wallet.bootstrap:app", "wallet")

@@ -1,0 +1,220 @@
+"""Wallet routes: the user's balance, deposits and ledger (public, through the gateway), and the
+debit and refund that Payment calls (internal, never routed by the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinysaga.contracts.events import USER_REGISTERED, Event
+from tinysaga.platform.consumer import Handler, HandlerContext
+from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
+from tinysaga.platform.money import Amount, as_number
+from tinysaga.platform.service import Runtime
+from tinysaga.platform.web import JSON, Identity, Problem, current_user
+from tinysaga.wallet.domain import MAX_DEPOSIT, LedgerEntry, Status, debit_outcome, refund_outcome
+
+router = APIRouter()
+
+
+def _rt(request: Request) -> Runtime:
+    return request.app.state.rt
+
+
+class DepositIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    amount: Amount = Field(le=MAX_DEPOSIT)
+
+
+class DebitIn(BaseModel):
+    orderId: str = Field(min_length=1, max_length=64)
+    userId: str = Field(min_length=1, max_length=64)
+    amount: Amount
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class RefundIn(BaseModel):
+    orderId: str = Field(min_length=1, max_length=64)
+    userId: str = Field(min_length=1, max_length=64)
+    reason: str = Field("", max_length=200)
+
+
+async def ensure_wallet(conn: asyncpg.Connection, user_id: str, currency: str) -> None:
+    await conn.execute(
+        "INSERT INTO wallets(user_id, balance, currency) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+        user_id, currency,
+    )
+
+
+def _tx_json(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "transactionId": str(r["transaction_id"]),
+        "orderId": r["order_id"],
+        "transactionType": r["transaction_type"],
+        "paymentStatus": r["payment_status"],
+        "amount": as_number(r["amount"]),
+        "currency": r["currency"],
+        "timestamp": r["created_at"].isoformat(),
+        "description": r["description"],
+    }
+
+
+@router.get("/api/wallet")
+async def get_wallet(request: Request, user: Identity = Depends(current_user)) -> dict[str, Any]:
+    rt = _rt(request)
+    async with rt.pool.acquire() as conn:
+        await ensure_wallet(conn, user.user_id, rt.settings.currency)
+        row = await conn.fetchrow("SELECT balance, currency FROM wallets WHERE user_id=$1", user.user_id)
+    return {"userId": user.user_id, "balance": as_number(row["balance"]), "currency": row["currency"]}
+
+
+@router.post("/api/wallet/deposits", status_code=201)
+async def deposit(
+    body: DepositIn,
+    request: Request,
+    user: Identity = Depends(current_user),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSON:
+    rt = _rt(request)
+    key = check_key(idempotency_key)
+    digest = request_hash({"amount": str(body.amount)}) if key else None
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await ensure_wallet(conn, user.user_id, rt.settings.currency)
+        balance = await conn.fetchval("SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", user.user_id)
+        if key:
+            prior = await conn.fetchrow(
+                "SELECT transaction_id, request_hash FROM transactions WHERE user_id=$1 AND idempotency_key=$2",
+                user.user_id, key,
+            )
+            if prior is not None:
+                if prior["request_hash"] != digest:
+                    raise reused_with_other_body()
+                return JSON({"balance": balance, "transactionId": str(prior["transaction_id"])}, status_code=201)
+        tx_id = uuid.uuid4()
+        balance = await conn.fetchval(
+            "UPDATE wallets SET balance = balance + $2, updated_at = now() WHERE user_id=$1 RETURNING balance",
+            user.user_id, body.amount,
+        )
+        await conn.execute(
+            "INSERT INTO transactions(transaction_id, user_id, transaction_type, payment_status, amount, currency,"
+            " description, idempotency_key, request_hash) VALUES ($1,$2,'DEPOSIT','COMPLETED',$3,$4,$5,$6,$7)",
+            tx_id, user.user_id, body.amount, rt.settings.currency, "wallet top-up", key, digest,
+        )
+    return JSON({"balance": balance, "transactionId": str(tx_id)}, status_code=201)
+
+
+@router.get("/api/wallet/transactions")
+async def transactions(
+    request: Request,
+    user: Identity = Depends(current_user),
+    limit: int = Query(100, ge=1, le=500),
+) -> list[dict[str, Any]]:
+    rows = await _rt(request).pool.fetch(
+        "SELECT * FROM transactions WHERE user_id=$1 ORDER BY created_at DESC LIMIT $2", user.user_id, limit
+    )
+    return [_tx_json(r) for r in rows]
+
+
+# ---- internal: called by Payment only -------------------------------------------------------
+
+
+def _entry(r: asyncpg.Record | None) -> LedgerEntry | None:
+    if r is None:
+        return None
+    return LedgerEntry(str(r["transaction_id"]), r["transaction_type"], r["payment_status"], r["amount"])
+
+
+async def _order_rows(conn: asyncpg.Connection, order_id: str) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch("SELECT * FROM transactions WHERE order_id=$1", order_id)
+    return {r["transaction_type"]: r for r in rows}
+
+
+@router.post("/internal/payments")
+async def debit(body: DebitIn, request: Request) -> dict[str, Any]:
+    """Charge a wallet for an order, once. The answer for an order is always the same."""
+    rt = _rt(request)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await ensure_wallet(conn, body.userId, rt.settings.currency)
+        balance: Decimal = await conn.fetchval(
+            "SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId
+        )
+        rows = await _order_rows(conn, body.orderId)
+        outcome = debit_outcome(balance, body.amount, _entry(rows.get("PAYMENT")), _entry(rows.get("REFUND")))
+        if outcome == "EXISTING":
+            r = rows["PAYMENT"]
+            if r["user_id"] != body.userId:
+                raise Problem(409, "Conflict", "this order was charged to another wallet")
+            return {"transactionId": str(r["transaction_id"]), "status": r["payment_status"], "amount": as_number(r["amount"])}
+        if outcome == Status.REFUSED:
+            return {"transactionId": None, "status": Status.REFUSED, "amount": as_number(body.amount)}
+        tx_id = uuid.uuid4()
+        if outcome == Status.COMPLETED:
+            await conn.execute(
+                "UPDATE wallets SET balance = balance - $2, updated_at = now() WHERE user_id=$1",
+                body.userId, body.amount,
+            )
+        await conn.execute(
+            "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
+            " currency, description) VALUES ($1,$2,$3,'PAYMENT',$4,$5,$6,$7)",
+            tx_id, body.userId, body.orderId, str(outcome), body.amount, body.currency,
+            f"order {body.orderId}" + ("" if outcome == Status.COMPLETED else ": insufficient funds"),
+        )
+    return {"transactionId": str(tx_id), "status": str(outcome), "amount": as_number(body.amount)}
+
+
+@router.post("/internal/refunds")
+async def refund(body: RefundIn, request: Request) -> dict[str, Any]:
+    """Give back what an order was charged, once. The amount comes from the ledger, never from the
+    caller; an order never charged gets a NOTHING_TO_REFUND row, which refuses a late debit."""
+    rt = _rt(request)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await ensure_wallet(conn, body.userId, rt.settings.currency)
+        await conn.execute("SELECT 1 FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId)
+        rows = await _order_rows(conn, body.orderId)
+        payment = rows.get("PAYMENT")
+        if payment is not None and payment["user_id"] != body.userId:
+            raise Problem(409, "Conflict", "this order was charged to another wallet")
+        outcome = refund_outcome(_entry(payment), _entry(rows.get("REFUND")))
+        if outcome == "EXISTING":
+            r = rows["REFUND"]
+            return {"transactionId": str(r["transaction_id"]), "status": r["payment_status"], "amount": as_number(r["amount"])}
+        amount = payment["amount"] if outcome == Status.REFUNDED else Decimal("0")
+        tx_id = uuid.uuid4()
+        if amount:
+            await conn.execute(
+                "UPDATE wallets SET balance = balance + $2, updated_at = now() WHERE user_id=$1", body.userId, amount
+            )
+        await conn.execute(
+            "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
+            " currency, description) VALUES ($1,$2,$3,'REFUND',$4,$5,$6,$7)",
+            tx_id, body.userId, body.orderId, str(outcome), amount, rt.settings.currency,
+            f"refund of order {body.orderId}" + (f": {body.reason}" if body.reason else ""),
+        )
+    return {"transactionId": str(tx_id), "status": str(outcome), "amount": as_number(amount)}
+
+
+@router.get("/internal/wallets/{user_id}")
+async def internal_balance(user_id: str, request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    async with rt.pool.acquire() as conn:
+        await ensure_wallet(conn, user_id, rt.settings.currency)
+        row = await conn.fetchrow("SELECT balance, currency FROM wallets WHERE user_id=$1", user_id)
+    return {"userId": user_id, "balance": as_number(row["balance"]), "currency": row["currency"]}
+
+
+# ---- consumer ----------------------------------------------------------------------------------
+
+
+def handlers(rt: Runtime) -> dict[str, Handler]:
+    async def on_user_registered(event: Event, ctx: HandlerContext) -> None:
+        if not event.userId:
+            raise ValueError("USER_REGISTERED without userId")
+        async with ctx.transaction() as conn:
+            await ensure_wallet(conn, event.userId, rt.settings.currency)
+
+    return {USER_REGISTERED: on_user_registered}

@@ -1,0 +1,1 @@
+"""The web storefront, served through the gateway at `/`."""

@@ -1,0 +1,3 @@
+from tinysaga.platform.service import serve
+
+serve("tinysaga.web.app:app", "web")

@@ -1,0 +1,93 @@
+"""Faults: kill -9 in the middle of a burst, then check SPEC section 4 on the data."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import httpx
+
+from tests.support import Stack, check_invariants, register, wait_at_rest
+from tinysaga.platform.settings import Settings
+
+
+def test_supervisor_restarts_a_killed_service_and_nothing_else_moves(stack: Stack, gateway: str) -> None:
+    before = stack.state()
+    old = stack.kill9("wallet")
+    new = stack.wait_restarted("wallet", old)
+    assert new != old
+    after = stack.state()
+    assert after["wallet"]["restarts"] == before["wallet"]["restarts"] + 1
+    for name, c in before.items():
+        if name != "wallet":
+            assert after[name]["pid"] == c["pid"], f"{name} was disturbed"
+    u = register(gateway)
+    assert u.deposit(1) == 1
+
+
+def test_gateway_keeps_answering_through_the_other_order_instance(stack: Stack, gateway: str, product) -> None:
+    u = register(gateway)
+    pid = product(stock=1)
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                codes.append(c.get(f"{gateway}/api/checkout/quote", params={"productId": pid},
+                                   headers=u.auth).status_code)
+                time.sleep(0.15)  # under the per-user rate limit
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        time.sleep(1)
+        old = stack.kill9("order-1")
+        time.sleep(3)
+    finally:
+        stop.set()
+        t.join()
+    stack.wait_restarted("order-1", old)
+    assert len(codes) > 15
+    assert set(codes) == {200}, f"answers during the kill: {sorted(set(codes))}"
+
+
+def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(stack: Stack, gateway: str, product,
+                                                                        settings: Settings) -> None:
+    plenty, scarce = product(stock=1000, price="3.00"), product(stock=15, price="2.00")
+    users = [register(gateway, tag=f"burst{i}") for i in range(10)]
+    for i, u in enumerate(users):
+        u.deposit(40 if i % 5 else 4)  # every fifth user cannot pay for much
+    victims = ["payment", "inventory-1", "relay", "inventory-2", "payment", "relay"]
+
+    def place(i: int) -> tuple[int, int]:
+        u = users[i % len(users)]
+        r = u.order(plenty if i % 3 else scarce, 1 + i % 2)
+        return i, r.status_code
+
+    killed = []
+
+    def killer() -> None:
+        for name in victims:
+            time.sleep(0.4)
+            killed.append((name, stack.kill9(name)))
+
+    k = threading.Thread(target=killer)
+    k.start()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(place, range(100)))
+    k.join()
+    accepted = [i for i, code in results if code == 202]
+    assert all(code in (202, 409) for _, code in results), results
+    assert len(accepted) >= 80
+    for name in {n for n, _ in killed}:
+        deadline = time.monotonic() + 60
+        while not stack.healthy(name):
+            assert time.monotonic() < deadline, f"{name} did not come back"
+            time.sleep(0.2)
+    asyncio.run(wait_at_rest(settings, timeout=180))
+    counts = asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    assert counts["orders"] == len(accepted)
+    assert counts["placed"] > 0 and counts["failed"] > 0

@@ -1,0 +1,181 @@
+"""The saga's events on the real broker: wire format, duplicates acted on once, hostile messages to
+the dead-letter topic, forged events paying nothing out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.support import ApiUser, check_invariants, register, wait_at_rest
+from tinysaga.contracts.events import Event
+from tinysaga.platform.settings import Settings
+
+
+async def read_topic(settings: Settings, topic: str, keys: set[str] | None = None, timeout: float = 5) -> list:
+    """Every record of `topic` (optionally only these keys), read from the beginning without a group."""
+    c = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    out = []
+    try:
+        end = await c.end_offsets(list(c.assignment()) or [])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not c.assignment():
+                await asyncio.sleep(0.1)
+                continue
+            end = await c.end_offsets(list(c.assignment()))
+            batch = await c.getmany(timeout_ms=300)
+            for recs in batch.values():
+                for r in recs:
+                    if keys is None or (r.key and r.key.decode() in keys):
+                        out.append(r)
+            if all((await c.position(tp)) >= off for tp, off in end.items()):
+                break
+    finally:
+        await c.stop()
+    return out
+
+
+async def produce(settings: Settings, records: list[tuple[bytes | None, bytes, list]]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    await p.start()
+    try:
+        for key, value, headers in records:
+            await p.send_and_wait(settings.topic, value=value, key=key, headers=headers)
+    finally:
+        await p.stop()
+
+
+def snapshot(users: list[ApiUser], product_ids: list[str], order_ids: dict[str, ApiUser]) -> dict:
+    return {
+        "balances": {u.user_id: u.balance() for u in users},
+        "stock": {p: users[0].get(f"/api/products/{p}").json()["availableCount"] for p in product_ids},
+        "orders": {o: {k: v for k, v in u.get(f"/api/orders/{o}").json().items() if k != "updatedAt"}
+                   for o, u in order_ids.items()},
+        "history": {o: len(u.get(f"/api/orders/{o}/history").json()) for o, u in order_ids.items()},
+        "ledger": {u.user_id: len(u.get("/api/wallet/transactions").json()) for u in users},
+        "inbox": {u.user_id: len(u.get("/api/notifications").json()) for u in users},
+    }
+
+
+@pytest.fixture
+def finished_sagas(gateway: str, product, settings: Settings):
+    """A few finished sagas of every kind: placed, insufficient funds, out of stock and refunded."""
+    pid_ok, pid_scarce = product(stock=20, price="5.00"), product(stock=1, price="7.00")
+    rich, poor = register(gateway, tag="rich"), register(gateway, tag="poor")
+    rich.deposit(200)
+    poor.deposit(3)
+    orders = {rich.place(pid_ok, 2): rich, poor.place(pid_ok, 1): poor}
+    orders[rich.place(pid_scarce, 1)] = rich
+    for oid, u in orders.items():
+        u.wait_terminal(oid)
+    # a second order for the scarce product: admin-free way to get an out-of-stock compensation
+    adm_stock = rich.get(f"/api/products/{pid_scarce}").json()["availableCount"]
+    assert adm_stock == 0
+    asyncio.run(wait_at_rest(settings))
+    return [rich, poor], [pid_ok, pid_scarce], orders
+
+
+def test_events_follow_the_wire_format(finished_sagas, settings: Settings) -> None:
+    users, _, orders = finished_sagas
+    records = asyncio.run(read_topic(settings, settings.topic, set(orders)))
+    assert records
+    for r in records:
+        body = json.loads(r.value)
+        for k in ("eventId", "correlationId", "eventName", "version", "timestamp", "orderId", "userId"):
+            assert k in body, (k, body)
+        assert body["version"] == "1.0" and body["timestamp"].endswith("Z")
+        assert r.key.decode() == body["orderId"] == body["correlationId"]
+        assert dict(r.headers)["eventName"].decode() == body["eventName"]
+        uuid.UUID(body["eventId"])
+    names = {json.loads(r.value)["eventName"] for r in records}
+    assert {"ORDER_INITIATED", "PAYMENT_DONE", "PAYMENT_FAIL", "INVENTORY_RESERVED"} <= names
+
+
+@pytest.mark.parametrize("fresh_ids", [False, True], ids=["same-event-ids", "new-event-ids"])
+def test_every_event_delivered_twice_changes_nothing(finished_sagas, settings: Settings, fresh_ids: bool) -> None:
+    users, products, orders = finished_sagas
+    before = snapshot(users, products, orders)
+    records = asyncio.run(read_topic(settings, settings.topic, set(orders)))
+    again = []
+    for r in records:
+        value = r.value
+        if fresh_ids:
+            body = json.loads(value)
+            body["eventId"] = str(uuid.uuid4())
+            value = json.dumps(body).encode()
+        again.append((r.key, value, list(r.headers)))
+    asyncio.run(produce(settings, again))
+    # a marker saga published after the duplicates: when it is done, the duplicates were consumed
+    marker = register(users[0].base, tag="marker")
+    marker.deposit(10)
+    marker.wait_terminal(marker.place(products[0], 1))
+    asyncio.run(wait_at_rest(settings))
+    assert snapshot(users, products, orders) == before
+    asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+
+
+def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(gateway: str, product,
+                                                                           settings: Settings) -> None:
+    tag = uuid.uuid4().hex
+    good = Event(eventName="PAYMENT_DONE", correlationId=tag, orderId=f"o-{tag}").model_dump(mode="json")
+    hostile = [
+        (tag.encode(), b"\x00\xffnot json", []),
+        (tag.encode(), b"[1, 2, 3]", []),
+        (tag.encode(), orjson.dumps({**good, "version": "2.0"}), []),
+        (tag.encode(), orjson.dumps({**good, "productQuantity": "lots"}), []),
+        (tag.encode(), b'{"eventName": "PAYMENT_DONE", "x": "' + b"a" * 70000 + b'"}', []),
+    ]
+    asyncio.run(produce(settings, hostile))
+    u = register(gateway)
+    u.deposit(10)
+    pid = product(stock=2, price="1.00")
+    assert u.wait_terminal(u.place(pid))["orderStatus"] == "PLACED"
+    deadline = time.monotonic() + 30
+    mine: list = []
+    while time.monotonic() < deadline:
+        dlt = asyncio.run(read_topic(settings, settings.dead_letter_topic, {tag}))
+        mine = [json.loads(r.value) for r in dlt]
+        # each hostile message is dead-lettered once per service that consumes the topic
+        if len({(d["offset"], d["service"]) for d in mine}) >= len(hostile) * 4:
+            break
+        time.sleep(0.5)
+    per_message = {}
+    for d in mine:
+        per_message.setdefault(d["offset"], set()).add(d["service"])
+        assert d["error"] and d["topic"] == settings.topic
+    assert len(per_message) == len(hostile), per_message
+    assert all({"order", "payment", "inventory", "notification"} <= s for s in per_message.values())
+
+
+def test_forged_refund_events_pay_nothing_out(gateway: str, product, settings: Settings) -> None:
+    victim, thief = register(gateway, tag="victim"), register(gateway, tag="thief")
+    victim.deposit(50)
+    pid = product(stock=5, price="20.00")
+    real = victim.place(pid)
+    assert victim.wait_terminal(real)["orderStatus"] == "PLACED"
+    forged = [
+        # an order that was never charged: nothing to refund
+        Event(eventName="INVENTORY_INSUFFICIENT", correlationId="x", orderId=str(uuid.uuid4()),
+              userId=thief.user_id, totalAmount=Decimal("999.00"), currency="USD", productId=pid,
+              productQuantity=1),
+        # a real order but naming another user: the wallet refuses to pay the thief
+        Event(eventName="ORDER_TIMED_OUT", correlationId="x", orderId=str(uuid.uuid4()),
+              userId=thief.user_id, totalAmount=Decimal("999.00"), currency="USD"),
+    ]
+    asyncio.run(produce(settings, [(e.orderId.encode(), e.to_bytes(), []) for e in forged]))
+    marker = register(gateway, tag="marker")
+    marker.deposit(20)
+    marker.wait_terminal(marker.place(pid))
+    asyncio.run(wait_at_rest(settings))
+    assert thief.balance() == Decimal("0.00")
+    assert victim.balance() == Decimal("30.00")
+    assert victim.get(f"/api/orders/{real}").json()["orderStatus"] == "PLACED"
