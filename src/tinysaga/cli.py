@@ -232,6 +232,7 @@ def cmd_test(s: Settings, pytest_args: list[str]) -> int:
     env.setdefault("TINYSAGA_CACHE", str(s.cache))
     env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     me = [sys.executable, "-m", "tinysaga.cli"]
+    system.ensure_packages(["chromium"])  # the browser tests drive Debian's chromium
     code = 1
     try:
         if subprocess.call([*me, "reset"], env=env) != 0:
@@ -268,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("test", "bench"):  # everything after is the runner's own arguments
+        args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     s = get_settings()
     try:
         if args.cmd == "up":

@@ -141,3 +141,11 @@ async def ensure_admin(rt: Runtime) -> None:
             "UPDATE users SET password_hash=$2, role='admin' WHERE user_id=$1", row["user_id"], hasher.hash(password)
         )
     await rt.pool.execute("UPDATE users SET role='admin' WHERE user_id=$1", row["user_id"])
+
+
+@router.post("/api/auth/logout", status_code=204)
+async def logout() -> Response:
+    """Sign out of the browser: the HttpOnly cookie can only be cleared by the server."""
+    resp = Response(status_code=204)
+    resp.delete_cookie("access_token", path="/", httponly=True, samesite="strict")
+    return resp

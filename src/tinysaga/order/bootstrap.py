@@ -1,3 +1,4 @@
+from tinysaga.order import dead_letters
 from tinysaga.order.api import StatusFanout, router
 from tinysaga.order.handlers import handlers, sweeper
 from tinysaga.platform.service import Runtime, create_service_app
@@ -11,7 +12,7 @@ def setup(rt: Runtime) -> None:
     async def status_listener() -> None:
         await fanout.run(rt)
 
-    rt.tasks += [status_listener, sweeper(rt)]
+    rt.tasks += [status_listener, sweeper(rt), dead_letters.collector(rt)]
 
 
-app = create_service_app("order", setup, routers=[router])
+app = create_service_app("order", setup, routers=[router, dead_letters.router])

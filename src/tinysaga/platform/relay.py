@@ -66,7 +66,7 @@ async def relay_database(settings: Settings, service: str, producer: AIOKafkaPro
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                 await asyncio.sleep(1.0)
             wake = asyncio.Event()
-            await conn.add_listener(OUTBOX_CHANNEL, lambda *_: wake.set())
+            await conn.add_listener(OUTBOX_CHANNEL, lambda *_, w=wake: w.set())
             log.info("relaying outbox", extra={"database": service})
             while True:
                 wake.clear()
