@@ -166,9 +166,17 @@ class Stack:
     def release(self, name: str, wait: bool = True) -> None:
         (self.s.run_dir / "hold" / name).unlink(missing_ok=True)
         deadline = time.monotonic() + 60
-        while wait and not (self.pid(name) and self.healthy(name)):
+        while wait and not (self.pid(name) and self.healthy(name) and self.gateway_sees(name)):
             assert time.monotonic() < deadline, f"{name} did not come back"
             time.sleep(0.2)
+
+    def gateway_sees(self, name: str) -> bool:
+        """The gateway's health check has this server up again (not just the process)."""
+        from tinysaga.infra.gateway import server_states
+
+        server = name if name[-2:-1] == "-" else f"{name}-1"
+        states = server_states(self.s.port_of("gateway-stats"))
+        return server not in states or states[server].startswith("UP")
 
 
 # ---- the invariants of SPEC section 4 -----------------------------------------------------------

@@ -28,6 +28,7 @@ class GatewayConfig:
     rate_auth_per_min: int = 60
     max_body_bytes: int = 65536
     maxconn: int = 2000
+    stats_port: int = 8180
 
 
 def _problem_http(status: int, reason: str, detail: str) -> str:
@@ -79,7 +80,11 @@ def render_config(cfg: GatewayConfig, errors_dir: Path) -> str:
         rate_auth_per_min=cfg.rate_auth_per_min,
         max_body_bytes=cfg.max_body_bytes,
         errors_dir=errors_dir,
+        stats_port=cfg.stats_port,
         backends=_backends(cfg),
+        backends_down=" or ".join(
+            f"is_health_backends {{ nbsrv({name}) lt {len(servers)} }}" for name, servers in cfg.backends.items()
+        ),
     )
 
 
@@ -91,6 +96,19 @@ def write_config(cfg: GatewayConfig, path: Path) -> Path:
     path.write_text(render_config(cfg, errors_dir))
     path.chmod(0o600)  # it holds the internal secret
     return path
+
+
+def server_states(stats_port: int) -> dict[str, str]:
+    """{"order-1": "UP", ...} as the gateway's health checks see them."""
+    import csv
+    import io
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{stats_port}/stats;csv", timeout=2) as r:
+        rows = csv.reader(io.StringIO(r.read().decode()))
+        header = next(rows)
+        svname, status = header.index("svname"), header.index("status")
+        return {row[svname]: row[status] for row in rows if row[svname] not in ("FRONTEND", "BACKEND")}
 
 
 def check_config(path: Path) -> None:

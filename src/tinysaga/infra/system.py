@@ -53,6 +53,7 @@ def gateway_config(s: Settings) -> GatewayConfig:
         rate_ip_per_10s=s.rate_ip_per_10s,
         rate_auth_per_min=s.rate_auth_per_min,
         max_body_bytes=s.max_body_bytes,
+        stats_port=s.port_of("gateway-stats"),
     )
 
 

@@ -20,6 +20,7 @@ SERVICE_PORT_OFFSETS = {
     "notification": 51,
     "web": 61,
     "smtp": 25,
+    "gateway-stats": 80,
 }
 
 
