@@ -11,34 +11,38 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.support import ApiUser, check_invariants, register, wait_at_rest
 from tinysaga.contracts.events import Event
 from tinysaga.platform.settings import Settings
 
 
-async def read_topic(settings: Settings, topic: str, keys: set[str] | None = None, timeout: float = 5) -> list:
-    """Every record of `topic` (optionally only these keys), read from the beginning without a group."""
-    c = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+async def read_topic(settings: Settings, topic: str, keys: set[str] | None = None) -> list:
+    """Every record of `topic` up to its current end (optionally only these keys), without a group."""
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     await c.start()
     out = []
     try:
-        end = await c.end_offsets(list(c.assignment()) or [])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not c.assignment():
-                await asyncio.sleep(0.1)
-                continue
-            end = await c.end_offsets(list(c.assignment()))
-            batch = await c.getmany(timeout_ms=300)
-            for recs in batch.values():
+        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+        c.assign(parts)
+        await c.seek_to_beginning(*parts)
+        end = await c.end_offsets(parts)
+        remaining = {tp for tp in parts if end[tp] > 0}
+        deadline = time.monotonic() + 30
+        while remaining and time.monotonic() < deadline:
+            batch = await c.getmany(*remaining, timeout_ms=500)
+            for tp, recs in batch.items():
                 for r in recs:
-                    if keys is None or (r.key and r.key.decode() in keys):
+                    if r.offset < end[tp] and (keys is None or (r.key and r.key.decode() in keys)):
                         out.append(r)
-            if all((await c.position(tp)) >= off for tp, off in end.items()):
-                break
+            for tp in list(remaining):
+                if await c.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        assert not remaining, f"could not read {topic} to its end"
     finally:
         await c.stop()
     return out
@@ -101,7 +105,8 @@ def test_events_follow_the_wire_format(finished_sagas, settings: Settings) -> No
 
 
 @pytest.mark.parametrize("fresh_ids", [False, True], ids=["same-event-ids", "new-event-ids"])
-def test_every_event_delivered_twice_changes_nothing(finished_sagas, settings: Settings, fresh_ids: bool) -> None:
+def test_every_event_delivered_twice_changes_nothing(finished_sagas, product, settings: Settings,
+                                                     fresh_ids: bool) -> None:
     users, products, orders = finished_sagas
     before = snapshot(users, products, orders)
     records = asyncio.run(read_topic(settings, settings.topic, set(orders)))
@@ -117,7 +122,7 @@ def test_every_event_delivered_twice_changes_nothing(finished_sagas, settings: S
     # a marker saga published after the duplicates: when it is done, the duplicates were consumed
     marker = register(users[0].base, tag="marker")
     marker.deposit(10)
-    marker.wait_terminal(marker.place(products[0], 1))
+    marker.wait_terminal(marker.place(product(stock=1), 1))
     asyncio.run(wait_at_rest(settings))
     assert snapshot(users, products, orders) == before
     asyncio.run(check_invariants(settings, [u.user_id for u in users]))
