@@ -143,7 +143,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.pid(name)
-            if pid and pid != old_pid and self.healthy(name):
+            if pid and pid != old_pid and self.healthy(name) and self.gateway_sees(name):
                 return pid
             time.sleep(0.2)
         raise AssertionError(f"{name} was not restarted healthy within {timeout}s")

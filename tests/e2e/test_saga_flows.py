@@ -129,8 +129,18 @@ def test_refund_that_cannot_be_done_raises_an_alert(gateway: str, product, stack
         stack.release("inventory-2", wait=False)
     failed = [f for f in finals.values() if f["orderStatus"] == "FAILED"]
     assert len(failed) == 1 and failed[0]["refundStatus"] == "REFUND_FAILED"
+    oid = failed[0]["orderId"]
     alerts = admin.get("/api/admin/alerts").json()
-    assert any(al["orderId"] == failed[0]["orderId"] and al["kind"] == "REFUND_FAILED" for al in alerts)
+    assert any(al["orderId"] == oid and al["kind"] == "REFUND_FAILED" for al in alerts)
+    # the alert is also an ERROR log line naming the order, and a metric
+    logs = "".join((stack.s.logs_dir / f"{n}.log").read_text() for n in ("order-1", "order-2"))
+    assert any('"level":"ERROR"' in line and oid in line and "ALERT" in line for line in logs.splitlines())
+    metric = 0.0
+    for i in (1, 2):
+        text = httpx.get(f"http://127.0.0.1:{stack.s.port_of('order', i)}/metrics").text
+        metric += sum(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith("tinysaga_refund_failed_total"))
+    assert metric >= 1
 
 
 def test_wallet_down_fails_the_payment_and_keeps_no_money(user: ApiUser, product, stack: Stack) -> None:

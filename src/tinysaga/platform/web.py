@@ -140,7 +140,7 @@ def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536)
     @app.middleware("http")
     async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
-        if internal_secret and not path.startswith("/health/"):
+        if internal_secret and not (path.startswith("/health/") or path == "/metrics"):
             given = request.headers.get("x-internal-secret", "")
             if not hmac.compare_digest(given.encode(), internal_secret.encode()):
                 return problem_response(Problem(403, "Forbidden", "requests must come through the gateway"))
@@ -156,6 +156,15 @@ def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536)
 
 
 def add_health(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
+    """Liveness, readiness (the service's real dependencies) and Prometheus metrics, on the
+    internal port only (the gateway answers 404 for these paths)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health/live", include_in_schema=False)
     async def live() -> dict[str, str]:
         return {"status": "up"}

@@ -1,0 +1,68 @@
+"""Notifications: one email (in the SMTP sink) and one SMS record per notifiable event, once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.integration.test_events_on_kafka import produce, read_topic
+from tests.support import ApiUser, register, wait_at_rest
+from tinysaga.platform.settings import Settings
+
+
+def _wait(pred, timeout: float = 30):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.3)
+
+
+def mails_for(admin: ApiUser, email: str) -> list[dict]:
+    return [m for m in admin.get("/api/admin/notifications/mail", params={"limit": 500}).json() if m["to"] == email]
+
+
+def sms_for(admin: ApiUser, phone: str, order_id: str) -> list[dict]:
+    return [s for s in admin.get("/api/admin/notifications/sms", params={"limit": 500}).json()
+            if s["to"] == phone and order_id in s["body"]]
+
+
+def test_placed_order_notifies_by_email_sms_and_inbox_once(gateway: str, product, admin: ApiUser,
+                                                           settings: Settings) -> None:
+    u = register(gateway, phone="+15550199")
+    u.deposit(10)
+    oid = u.place(product(stock=1, price="2.00"))
+    assert u.wait_terminal(oid)["orderStatus"] == "PLACED"
+    def sent() -> list[dict] | None:
+        mine = [n for n in u.get("/api/notifications").json() if n["orderId"] == oid and n["status"] == "SENT"]
+        return mine if len(mine) == 4 else None
+
+    inbox = _wait(sent)
+    assert sorted((n["type"], n["channel"]) for n in inbox) == [
+        ("ORDER_PLACED", "EMAIL"), ("ORDER_PLACED", "SMS"), ("PAYMENT_DONE", "EMAIL"), ("PAYMENT_DONE", "SMS")]
+    mails = _wait(lambda: [m for m in mails_for(admin, u.email) if oid in m["body"]])
+    assert len(mails) == 2 and all(m["subject"].startswith("Tiny-Saga:") for m in mails)
+    assert len(sms_for(admin, "+15550199", oid)) == 2
+
+    # every event of this order delivered again: nothing is sent twice
+    records = asyncio.run(read_topic(settings, settings.topic, {oid}))
+    asyncio.run(produce(settings, [(r.key, r.value, list(r.headers)) for r in records]))
+    marker = register(gateway, tag="marker")
+    marker.deposit(5)
+    marker.wait_terminal(marker.place(product(stock=1, price="1.00")))
+    asyncio.run(wait_at_rest(settings))
+    time.sleep(1)
+    assert len([n for n in u.get("/api/notifications").json() if n["orderId"] == oid]) == 4
+    assert len([m for m in mails_for(admin, u.email) if oid in m["body"]]) == 2
+    assert len(sms_for(admin, "+15550199", oid)) == 2
+
+
+def test_payment_failure_is_notified(gateway: str, product, admin: ApiUser) -> None:
+    u = register(gateway)
+    oid = u.place(product(stock=1, price="3.00"))
+    assert u.wait_terminal(oid)["failReason"] == "INSUFFICIENT_FUNDS"
+    inbox = _wait(lambda: [n for n in u.get("/api/notifications").json() if n["type"] == "PAYMENT_FAILED"])
+    assert "not enough money" in inbox[0]["message"]
+    assert _wait(lambda: mails_for(admin, u.email))
