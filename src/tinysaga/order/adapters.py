@@ -7,44 +7,44 @@ import random
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import asyncpg
-import httpx
 
 from tinysaga.platform.money import as_number
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.web import Problem
 
 
-async def _get(rt: Runtime, service: str, path: str) -> httpx.Response:
-    """GET from any healthy replica: try them all, starting from a random one."""
+async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
+    """GET (status, JSON) from any healthy replica: try them all, starting from a random one."""
     n = rt.settings.replicas(service)
     start = random.randrange(n)
     last: Exception | None = None
     for i in range(n):
         url = rt.settings.service_url(service, (start + i) % n + 1) + path
         try:
-            r = await rt.http.get(url, timeout=3.0)
-            if r.status_code < 500:
-                return r
-        except httpx.HTTPError as e:
+            async with rt.http.get(url, timeout=aiohttp.ClientTimeout(total=3)) as r:
+                if r.status < 500:
+                    return r.status, await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             last = e
     raise Problem(503, "Service Unavailable", f"the {service} service is unavailable") from last
 
 
 async def fetch_product(rt: Runtime, product_id: str) -> dict[str, Any]:
-    r = await _get(rt, "inventory", f"/api/products/{quote(product_id, safe='')}")
-    if r.status_code == 404:
+    status, body = await _get(rt, "inventory", f"/api/products/{quote(product_id, safe='')}")
+    if status in (404, 422):
         raise Problem(404, "Not Found", f"no product {product_id!r}")
-    if r.status_code != 200:
+    if status != 200:
         raise Problem(503, "Service Unavailable", "the catalogue did not answer")
-    return r.json()
+    return body
 
 
 async def fetch_balance(rt: Runtime, user_id: str) -> dict[str, Any]:
-    r = await _get(rt, "wallet", f"/internal/wallets/{user_id}")
-    if r.status_code != 200:
+    status, body = await _get(rt, "wallet", f"/internal/wallets/{quote(user_id, safe='')}")
+    if status != 200:
         raise Problem(503, "Service Unavailable", "the wallet did not answer")
-    return r.json()
+    return body
 
 
 def order_json(r: asyncpg.Record) -> dict[str, Any]:

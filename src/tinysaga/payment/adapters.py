@@ -11,7 +11,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
+import aiohttp
 
 from tinysaga.platform.settings import Settings
 
@@ -23,7 +23,7 @@ class WalletUnavailable(Exception):
 
 
 class WalletClient:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
         self.s = settings
         self.http = http
         self.base = settings.service_url("wallet")
@@ -39,16 +39,15 @@ class WalletClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            timeout = aiohttp.ClientTimeout(total=min(self.s.wallet_attempt_timeout_seconds, remaining))
             try:
-                r = await self.http.post(
-                    self.base + path, json=body, timeout=min(self.s.wallet_attempt_timeout_seconds, remaining)
-                )
-                if r.status_code == 200:
-                    return r.json()
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                if 400 <= r.status_code < 500:
+                async with self.http.post(self.base + path, json=body, timeout=timeout) as r:
+                    if r.status == 200:
+                        return await r.json()
+                    last = f"HTTP {r.status}: {(await r.text())[:200]}"
+                if 400 <= r.status < 500:
                     raise WalletUnavailable(f"wallet refused the request: {last}")
-            except httpx.HTTPError as e:
+            except (aiohttp.ClientError, TimeoutError) as e:
                 last = f"{type(e).__name__}: {e}"
             log.warning("wallet %s attempt %d failed: %s", path, attempt, last)
             pause = min(self.backoff(attempt), max(0.0, deadline - time.monotonic()))

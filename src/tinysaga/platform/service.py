@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -57,7 +57,7 @@ class Runtime:
     settings: Settings
     secret: str
     pool: asyncpg.Pool = field(init=False)
-    http: httpx.AsyncClient = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)  # for the few service-to-service calls
     consumers: list[ConsumerLoop] = field(default_factory=list)
     tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +117,10 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.pool = await _connect_pool(rt, pool_size)
-        rt.http = httpx.AsyncClient(headers=rt.internal_headers(), timeout=5.0)
+        rt.http = aiohttp.ClientSession(
+            headers=rt.internal_headers(), timeout=aiohttp.ClientTimeout(total=5),
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
+        )
         result = setup(rt)
         if result is not None:
             await result
@@ -132,7 +135,7 @@ def create_service_app(
             for t in running:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            await rt.http.aclose()
+            await rt.http.close()
             await rt.pool.close()
 
     app = FastAPI(title=title or f"Tiny-Saga {name}", lifespan=lifespan, default_response_class=web.JSON)

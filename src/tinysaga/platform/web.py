@@ -137,22 +137,41 @@ def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(Problem(500, "Internal Server Error", "an unexpected error; it was logged"))
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        if internal_secret and not (path.startswith("/health/") or path == "/metrics"):
-            given = request.headers.get("x-internal-secret", "")
-            if not hmac.compare_digest(given.encode(), internal_secret.encode()):
-                return problem_response(Problem(403, "Forbidden", "requests must come through the gateway"))
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_body:
-                return problem_response(Problem(413, "Content Too Large", f"bodies are limited to {max_body} bytes"))
-            ctype = request.headers.get("content-type", "")
-            has_body = (length and length != "0") or request.headers.get("transfer-encoding")
-            if has_body and ctype.split(";")[0].strip().lower() != "application/json":
-                return problem_response(Problem(415, "Unsupported Media Type", "send the body as application/json"))
-        return await call_next(request)
+    app.add_middleware(RequestGuard, internal_secret=internal_secret, max_body=max_body)
+
+
+class RequestGuard:
+    """Plain ASGI middleware (no per-request Request/Response wrapping on the hot path): refuses
+    requests that did not come through the gateway, bodies over the limit, and bodies not JSON."""
+
+    def __init__(self, app: Any, internal_secret: str | None, max_body: int) -> None:
+        self.app = app
+        self.secret = internal_secret.encode() if internal_secret else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        problem = self.check(scope)
+        if problem is not None:
+            return await problem_response(problem)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def check(self, scope: dict[str, Any]) -> Problem | None:
+        path: str = scope["path"]
+        headers = dict(scope["headers"])
+        if self.secret and not (path.startswith("/health/") or path == "/metrics"):
+            if not hmac.compare_digest(headers.get(b"x-internal-secret", b""), self.secret):
+                return Problem(403, "Forbidden", "requests must come through the gateway")
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_body:
+                return Problem(413, "Content Too Large", f"bodies are limited to {self.max_body} bytes")
+            has_body = (length and length != b"0") or b"transfer-encoding" in headers
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if has_body and ctype != b"application/json":
+                return Problem(415, "Unsupported Media Type", "send the body as application/json")
+        return None
 
 
 def add_health(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
