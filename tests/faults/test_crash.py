@@ -98,3 +98,27 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(stack: S
     counts = asyncio.run(check_invariants(settings, [u.user_id for u in users]))
     assert counts["orders"] == len(accepted)
     assert counts["placed"] > 0 and counts["failed"] > 0
+
+
+def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, settings: Settings) -> None:
+    """The broker dies with sagas in flight: orders are still accepted (they wait in the outbox),
+    and once it is back every saga ends and nothing is lost or doubled."""
+    pid = product(stock=500, price="1.50")
+    users = [register(gateway, tag=f"broker{i}") for i in range(5)]
+    for u in users:
+        u.deposit(30)
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        first = list(pool.map(lambda i: users[i % 5].order(pid, 1).status_code, range(20)))
+        old = stack.kill9("kafka")
+        during = list(pool.map(lambda i: users[i % 5].order(pid, 1).status_code, range(20)))
+    assert set(first) == {202} and set(during) == {202}
+    stack.wait_restarted("kafka", old, timeout=90)
+    asyncio.run(wait_at_rest(settings, timeout=180))
+    counts = asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    assert counts["orders"] == 40
+    # the broker's restart can outlast a short saga deadline: then the saga fails with TIMEOUT and
+    # is compensated; no other failure is acceptable (everyone could pay, stock was plenty)
+    for u in users:
+        for o in u.get("/api/orders", params={"limit": 100}).json():
+            assert o["orderStatus"] == "PLACED" or (o["failReason"] == "TIMEOUT" and o["refundStatus"] in (
+                None, "REFUND_DONE")), o

@@ -31,6 +31,20 @@ from tinysaga.platform.settings import Settings
 log = logging.getLogger("tinysaga.consumer")
 
 
+# Failures of the infrastructure, not of the message: wait them out.
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+)
+
+
 class AlreadyHandled(Exception):
     """The event's id is already recorded: its effect exists, nothing to do."""
 
@@ -156,15 +170,25 @@ class ConsumerLoop:
             correlation_id.reset(token)
 
     async def dispatch(self, event: Event, handler: Handler, record: ConsumerRecord | None = None) -> None:
+        """Run the handler. An outage (database or network) is waited out, however long: the event
+        is not lost and not dead-lettered for it. Anything else is retried a few times, then the
+        event goes to the dead-letter topic."""
         attempts = self.settings.consumer_max_attempts
-        for attempt in range(1, attempts + 1):
+        attempt, outage = 0, 0
+        while True:
             try:
                 await handler(event, HandlerContext(self.pool, event))
                 return
             except AlreadyHandled:
                 log.debug("duplicate event skipped", extra={"eventId": str(event.eventId)})
                 return
+            except TRANSIENT as e:
+                outage += 1
+                log.warning("outage while handling %s (%s); retrying", event.eventName, e)
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(outage, 6)))
+                continue
             except Exception as e:
+                attempt += 1
                 if attempt == attempts:
                     log.exception(
                         "handler failed %d times; event to the dead-letter topic",
