@@ -186,13 +186,17 @@ def cmd_logs(s: Settings, name: str | None, follow: bool, lines: int) -> int:
     return subprocess.call(argv)
 
 
+STATE_FOLDERS = ("pg", "kafka", "logs", "run", "secrets", "gateway", "mail")
+
+
 def cmd_reset(s: Settings) -> int:
     cmd_down(s)
-    keep = s.cache.resolve()
-    for child in s.home.iterdir() if s.home.exists() else []:
-        if child.resolve() == keep:
-            continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    # only this stack's own folders: the download cache and other stacks' homes inside stay
+    for name in STATE_FOLDERS:
+        shutil.rmtree(s.home / name, ignore_errors=True)
+    outside = postgres.pg_root(s)
+    if s.home.resolve() not in outside.resolve().parents:
+        shutil.rmtree(outside.parent, ignore_errors=True)
     say(f"Tiny-Saga data deleted from {s.home} (the download cache is kept).")
     return 0
 

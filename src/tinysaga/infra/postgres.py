@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -41,8 +42,25 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
+def pg_root(settings: Settings) -> Path:
+    """Where the cluster lives: `<home>/pg`, unless the `postgres` user (which runs the server when
+    we are root) cannot reach that folder, e.g. a clone under /root: then a folder of its own under
+    /var/lib/tinysaga, named after the state dir so that every command finds the same one."""
+    root = settings.home / "pg"
+    if os.geteuid() != 0:
+        return root
+    probe = settings.home
+    while not probe.exists():
+        probe = probe.parent
+    ok = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)], capture_output=True)
+    if ok.returncode == 0:
+        return root
+    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:16]
+    return Path("/var/lib/tinysaga") / digest / "pg"
+
+
 def data_dir(settings: Settings) -> Path:
-    return settings.home / "pg" / "data"
+    return pg_root(settings) / "data"
 
 
 def _chown_to_postgres(path: Path) -> None:
@@ -54,7 +72,7 @@ def ensure_cluster(settings: Settings) -> None:
     data = data_dir(settings)
     if (data / "PG_VERSION").exists():
         return
-    root = settings.home / "pg"
+    root = pg_root(settings)
     root.mkdir(parents=True, exist_ok=True)
     (root / "run").mkdir(exist_ok=True)
     pwfile = root / "pwfile"
@@ -115,10 +133,14 @@ def start(settings: Settings) -> None:
             f"port {settings.pg_port} for PostgreSQL is taken by another program "
             "(set TINYSAGA_PG_PORT to another port)"
         )
-    log = settings.logs_dir / "postgres.log"
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log = pg_root(settings) / "postgres.log"  # where the postgres user can write
     log.touch()
     _chown_to_postgres(log)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    link = settings.logs_dir / "postgres.log"
+    if link != log and not link.is_symlink():
+        link.unlink(missing_ok=True)
+        link.symlink_to(log)
     r = subprocess.run(
         _as_pg_user(
             [pg_bin("pg_ctl"), "-D", str(data_dir(settings)), "-l", str(log), "-w", "-t", "60", "start"]

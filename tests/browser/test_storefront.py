@@ -1,0 +1,336 @@
+"""The storefront in a real browser (Debian's chromium through Playwright), against the running
+stack through the gateway: what a shopper and an operator see and can do.
+
+Waits are on the DOM (Playwright's `expect` retries until its timeout), never on sleeps."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support import ApiUser, Stack, register, unique_email
+
+pytestmark = pytest.mark.browser
+
+SAGA_TIMEOUT_MS = 60_000
+ORDER_URL = re.compile(r"/orders/[0-9a-f-]{36}$")
+TERMINAL = re.compile(r"^(PLACED|FAILED)$")
+
+
+def tid(page: Page, testid: str):
+    return page.get_by_test_id(testid)
+
+
+def sign_in(page: Page, email: str, password: str) -> None:
+    page.goto("/signin")
+    tid(page, "signin-email").fill(email)
+    tid(page, "signin-password").fill(password)
+    tid(page, "signin-submit").click()
+    expect(tid(page, "user-email")).to_have_text(email)
+    expect(tid(page, "signout")).to_be_visible()
+
+
+def open_product(page: Page, pid: str) -> None:
+    """The order form of `pid`, with the quote loaded."""
+    page.goto(f"/products/{pid}")
+    expect(tid(page, "quote-total")).not_to_have_text("…")
+
+
+def step_attrs(page: Page, attr: str) -> list[str]:
+    return page.locator('[data-testid="timeline-step"]').evaluate_all(
+        f"els => els.map(e => e.getAttribute('{attr}'))"
+    )
+
+
+def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shots) -> None:
+    pid = product(stock=7, price="12.50")
+    events_requests: list[str] = []
+    page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
+
+    # the catalogue, signed out: price and live availability
+    page.goto("/")
+    card = page.locator(f'[data-testid="product-card"][data-product-id="{pid}"]')
+    expect(card).to_be_visible()
+    expect(card.get_by_test_id("price")).to_contain_text("12.50")
+    expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "7")
+    expect(tid(page, "nav-signin")).to_be_visible()
+    shots.take(page, "storefront", full_page=False, publish_as="storefront.png")
+
+    # sign up: lands on the wallet, signed in
+    email = unique_email("ui")
+    tid(page, "nav-signup").click()
+    tid(page, "signup-email").fill(email)
+    tid(page, "signup-name").fill("Ada Shopper")
+    tid(page, "signup-password").fill("correct-horse-1")
+    tid(page, "signup-phone").fill("+15550123")
+    tid(page, "signup-submit").click()
+    expect(page).to_have_url(re.compile(r"/wallet$"))
+    expect(tid(page, "user-email")).to_have_text(email)
+    expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "0")
+
+    # top up 100
+    tid(page, "topup-amount").fill("100")
+    tid(page, "topup-submit").click()
+    expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "100")
+    expect(page.locator('[data-testid="ledger-row"][data-type="DEPOSIT"]')).to_have_count(1)
+
+    # the order form: the quote decides the payment mode
+    tid(page, "nav-shop").click()
+    page.locator(f'[data-testid="product-card"][data-product-id="{pid}"] [data-testid="order-link"]').click()
+    expect(page).to_have_url(re.compile(rf"/products/{pid}$"))
+    tid(page, "quantity").fill("2")
+    expect(tid(page, "quote-total")).to_contain_text("25.00")
+    expect(tid(page, "pay-WALLET")).to_be_enabled()
+    expect(tid(page, "pay-WALLET")).to_be_checked()
+    expect(tid(page, "out-of-stock")).to_be_hidden()
+    expect(tid(page, "order-submit")).to_be_enabled()
+
+    # order: the order page follows the saga over SSE, in the same document (no reload)
+    page.evaluate("window.__sameDocument = 'yes'")
+    tid(page, "order-submit").click()
+    expect(page).to_have_url(ORDER_URL)
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
+    assert any("/api/orders/" in u for u in events_requests), "the order page did not open the event stream"
+    expect(tid(page, "live-indicator")).to_have_attribute("data-state", "done")
+    expect(tid(page, "order-total")).to_contain_text("25.00")
+
+    # the timeline: the saga's steps from /history, oldest first, ending in PLACED
+    steps = page.locator('[data-testid="timeline-step"]:not([data-pending])')
+    expect(steps.last).to_have_attribute("data-status", "PLACED")
+    statuses = step_attrs(page, "data-status")
+    events = step_attrs(page, "data-event")
+    assert statuses[0] == "INITIATED" and statuses[-1] == "PLACED", statuses
+    assert "ORDER_INITIATED" in events and "INVENTORY_RESERVED" in events, events
+    shots.take(page, "order-timeline", full_page=False, publish_as="order-timeline.png")
+
+    # the orders list, the wallet's ledger and the inbox tell the same story
+    order_id = page.url.rsplit("/", 1)[1]
+    tid(page, "nav-orders").click()
+    expect(page.locator(f'[data-testid="order-row"][data-order-id="{order_id}"]')).to_have_attribute("data-status", "PLACED")
+    tid(page, "nav-wallet").click()
+    expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "75")
+    expect(page.locator('[data-testid="ledger-row"][data-type="PAYMENT"]')).to_have_count(1)
+    tid(page, "nav-inbox").click()
+    placed = page.locator(f'[data-testid="notification"][data-type="ORDER_PLACED"][data-order-id="{order_id}"]')
+    expect(placed).to_be_visible(timeout=30_000)
+    shots.take(page, "inbox")
+
+    # sign out: the cookie is gone, the private pages send to sign-in
+    tid(page, "signout").click()
+    expect(tid(page, "nav-signin")).to_be_visible()
+    page.goto("/orders")
+    expect(page).to_have_url(re.compile(r"/signin\?next=%2Forders$"))
+
+
+def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gateway: str, product, shots) -> None:
+    pid = product(stock=5, price="30.00")
+    sold_out = product(stock=0, price="5.00")
+    user = register(gateway, tag="poor")
+    user.deposit(10)
+
+    # a private page while signed out: sent to sign in, then back
+    page.goto("/wallet")
+    expect(page).to_have_url(re.compile(r"/signin\?next=%2Fwallet$"))
+    expect(tid(page, "flash")).to_contain_text("sign in")
+    tid(page, "signin-email").fill(user.email)
+    tid(page, "signin-password").fill("wrong-password-1")
+    tid(page, "signin-submit").click()
+    expect(tid(page, "signin-error")).to_have_text("Wrong email or password.")
+    tid(page, "signin-password").fill(user.password)
+    tid(page, "signin-submit").click()
+    expect(page).to_have_url(re.compile(r"/wallet$"))
+    expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "10")
+
+    # 30.00 with 10.00 in the wallet: WALLET is disabled, the reason is shown, no order possible
+    open_product(page, pid)
+    expect(tid(page, "pay-WALLET")).to_be_disabled()
+    reason = tid(page, "pay-WALLET-reason")
+    expect(reason).to_be_visible()
+    expect(reason).to_have_attribute("data-reason", "INSUFFICIENT_FUNDS")
+    expect(reason).to_contain_text("Not enough money in your wallet")
+    expect(reason.get_by_role("link", name="Top up your wallet")).to_be_visible()
+    expect(tid(page, "order-submit")).to_be_disabled()
+    shots.take(page, "insufficient-funds")
+
+    # out of stock is shown before ordering
+    open_product(page, sold_out)
+    expect(tid(page, "out-of-stock")).to_be_visible()
+    expect(tid(page, "out-of-stock")).to_contain_text("Out of stock")
+    expect(tid(page, "order-submit")).to_be_disabled()
+    assert user.get("/api/orders").json() == [], "no order may have been created"
+
+
+def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(new_context, gateway: str, product, stack: Stack,
+                                                               shots) -> None:
+    """Two tabs of one user order the last item; the relay (outbox → Kafka) is held so both orders
+    are accepted before either reserves stock. One is PLACED, the other FAILED and refunded, and
+    each tab shows it live."""
+    pid = product(stock=1, price="5.00")
+    user = register(gateway, tag="race")
+    user.deposit(100)
+    ctx = new_context()
+    a = ctx.new_page()
+    sign_in(a, user.email, user.password)
+    b = ctx.new_page()  # same cookie jar: the same user in a second tab
+    for p in (a, b):
+        open_product(p, pid)
+        expect(tid(p, "order-submit")).to_be_enabled()
+
+    stack.hold("relay")
+    try:
+        for p in (a, b):
+            tid(p, "order-submit").click()
+            expect(p).to_have_url(ORDER_URL)
+            expect(tid(p, "order-status")).to_have_attribute("data-status", "INITIATED")
+            expect(tid(p, "live-indicator")).to_have_attribute("data-state", "live")
+    finally:
+        stack.release("relay")
+
+    for p in (a, b):
+        expect(tid(p, "order-status")).to_have_attribute("data-status", TERMINAL, timeout=SAGA_TIMEOUT_MS)
+    outcome = {p: tid(p, "order-status").get_attribute("data-status") for p in (a, b)}
+    assert sorted(outcome.values()) == ["FAILED", "PLACED"], outcome
+    loser = next(p for p, s in outcome.items() if s == "FAILED")
+
+    expect(tid(loser, "fail-reason")).to_have_attribute("data-reason", "INVENTORY_INSUFFICIENT")
+    expect(tid(loser, "refund-status")).to_have_attribute("data-refund", "REFUND_DONE")
+    expect(tid(loser, "refund-status")).to_contain_text("the money is back in your wallet")
+    expect(loser.locator('[data-testid="timeline-step"]:not([data-pending])').last).to_have_attribute(
+        "data-status", "FAILED")
+    events = step_attrs(loser, "data-event")
+    assert "INVENTORY_INSUFFICIENT" in events and "REFUND_DONE" in events, events
+    loser.bring_to_front()
+    shots.take(loser, "order-refunded")
+    assert user.balance() == 95, "one order charged, the other refunded"
+
+    # the item is gone now: the next try is stopped before ordering
+    open_product(loser, pid)
+    expect(tid(loser, "out-of-stock")).to_be_visible()
+    expect(tid(loser, "order-submit")).to_be_disabled()
+
+
+def test_admin_sees_products_sagas_alerts_and_can_edit_stock(page: Page, admin: ApiUser, gateway: str,
+                                                           product, settings, shots) -> None:
+    pid = product(stock=3, price="8.00")
+    shopper = register(gateway, tag="adminview")
+    shopper.deposit(50)
+    order_id = shopper.place(pid)
+    shopper.wait_terminal(order_id)
+
+    sign_in(page, settings.admin_email, settings.effective_admin_password)
+    expect(tid(page, "nav-admin")).to_be_visible()
+    tid(page, "nav-admin").click()
+    expect(page).to_have_url(re.compile(r"/admin$"))
+
+    products = tid(page, "admin-products")
+    row = products.locator(f'[data-testid="admin-product-row"][data-product-id="{pid}"]')
+    expect(row).to_be_visible()
+    saga = tid(page, "admin-sagas").locator(f'[data-testid="saga-row"][data-order-id="{order_id}"]')
+    expect(saga).to_have_attribute("data-status", "PLACED")
+    expect(saga.get_by_test_id("saga-step").first).to_have_text("ORDER_INITIATED")
+    alerts = tid(page, "admin-alerts")
+    expect(alerts).to_be_visible()
+    expect(alerts.locator('[data-testid="alert-row"], [data-testid="alerts-empty"]').first).to_be_visible()
+    expect(tid(page, "admin-dead-letters")).to_be_visible()
+    expect(tid(page, "admin-mail")).to_be_visible()
+    expect(tid(page, "admin-sms").locator('[data-testid="sms-item"]').first).to_be_visible()
+    for section in ("admin-products", "admin-sagas", "admin-alerts", "admin-dead-letters", "admin-mail", "admin-sms"):
+        expect(tid(page, f"{section}-error")).to_be_hidden()
+    shots.take(page, "admin")
+
+    # stock editing
+    row.get_by_test_id("stock-input").fill("9")
+    row.get_by_test_id("stock-save").click()
+    expect(row.get_by_test_id("stock-message")).to_have_text("Saved: 9.")
+    assert httpx.get(f"{gateway}/api/products/{pid}").json()["availableCount"] == 9
+
+    # a new product
+    new_id = f"ui-{order_id[:8]}"
+    tid(page, "new-product-id").fill(new_id)
+    tid(page, "new-product-name").fill("UI Test Mug")
+    tid(page, "new-product-type").fill("kitchen")
+    tid(page, "new-product-price").fill("14.90")
+    tid(page, "new-product-stock").fill("4")
+    tid(page, "create-product-submit").click()
+    expect(tid(page, "create-product-message")).to_contain_text(new_id)
+    expect(products.locator(f'[data-testid="admin-product-row"][data-product-id="{new_id}"]')).to_be_visible()
+    created = httpx.get(f"{gateway}/api/products/{new_id}").json()
+    assert created["price"] == 14.9 and created["availableCount"] == 4
+
+
+def test_a_shopper_cannot_open_the_admin_page(page: Page, gateway: str) -> None:
+    user = register(gateway, tag="notadmin")
+    sign_in(page, user.email, user.password)
+    expect(tid(page, "nav-admin")).to_be_hidden()
+    page.goto("/admin")
+    expect(tid(page, "admin-denied")).to_contain_text("administrators")
+    expect(tid(page, "admin-products")).to_be_hidden()
+
+
+def test_rate_limit_message_says_how_long_to_wait(page: Page, gateway: str, settings) -> None:
+    user = register(gateway, tag="limited")
+    sign_in(page, user.email, user.password)
+    page.goto("/wallet")
+    expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "0")
+    # the limit is per user (the token's subject), whichever token: use it up from outside
+    limit = settings.rate_user_per_10s
+    codes = [user.get("/api/wallet").status_code for _ in range(limit + 10)]
+    assert 429 in codes, "the gateway did not limit the burst"
+    tid(page, "topup-amount").fill("5")
+    tid(page, "topup-submit").click()
+    expect(tid(page, "topup-error")).to_have_text(re.compile(r"^Too many requests: wait \d+ seconds and try again\.$"))
+
+
+def test_phone_width_and_keyboard_only(new_context, gateway: str, product, shots) -> None:
+    pid = product(stock=4, price="3.20")
+    user = register(gateway, tag="phone")
+    user.deposit(20)
+    page = new_context(width=375, height=812).new_page()
+
+    def no_sideways_scroll() -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{page.url} is {width}px wide on a 375px screen"
+
+    page.goto("/")
+    expect(page.locator(f'[data-testid="product-card"][data-product-id="{pid}"]')).to_be_visible()
+    no_sideways_scroll()
+    shots.take(page, "phone-storefront", full_page=False)
+
+    # keyboard only: the skip link comes first, then real links and buttons, with a visible focus
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    seen = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        seen.append(page.evaluate("""() => {
+            const el = document.activeElement;
+            const style = getComputedStyle(el);
+            return {tag: el.tagName, visible: style.outlineStyle !== 'none' && style.outlineWidth !== '0px'};
+        }"""))
+    assert all(s["tag"] in ("A", "BUTTON", "INPUT", "SELECT", "TEXTAREA", "SUMMARY") for s in seen), seen
+    assert all(s["visible"] for s in seen), f"focus not visible: {seen}"
+
+    # sign in and order with the keyboard only
+    page.goto("/signin")
+    tid(page, "signin-email").focus()
+    page.keyboard.type(user.email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(user.password)
+    page.keyboard.press("Enter")
+    expect(tid(page, "user-email")).to_have_text(user.email)
+    open_product(page, pid)
+    no_sideways_scroll()
+    expect(tid(page, "order-submit")).to_be_enabled()
+    tid(page, "order-submit").focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(ORDER_URL)
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
+    no_sideways_scroll()
+    shots.take(page, "phone-order")
+    page.goto("/wallet")
+    expect(page.locator('[data-testid="ledger-row"]')).to_have_count(2)
+    no_sideways_scroll()
