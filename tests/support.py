@@ -21,6 +21,16 @@ from tinysaga.platform.settings import Settings
 TERMINAL = {"PLACED", "FAILED"}
 
 
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to the end from sync test code, on a thread of its own, so that it works
+    whatever event loop the thread already has (Playwright's sync API keeps one running)."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from tests.integration.test_events_on_kafka import produce, read_topic
-from tests.support import ApiUser, register, wait_at_rest
+from tests.support import ApiUser, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 
@@ -47,12 +46,12 @@ def test_placed_order_notifies_by_email_sms_and_inbox_once(gateway: str, product
     assert len(sms_for(admin, "+15550199", oid)) == 2
 
     # every event of this order delivered again: nothing is sent twice
-    records = asyncio.run(read_topic(settings, settings.topic, {oid}))
-    asyncio.run(produce(settings, [(r.key, r.value, list(r.headers)) for r in records]))
+    records = run_sync(read_topic(settings, settings.topic, {oid}))
+    run_sync(produce(settings, [(r.key, r.value, list(r.headers)) for r in records]))
     marker = register(gateway, tag="marker")
     marker.deposit(5)
     marker.wait_terminal(marker.place(product(stock=1, price="1.00")))
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     time.sleep(1)
     assert len([n for n in u.get("/api/notifications").json() if n["orderId"] == oid]) == 4
     assert len([m for m in mails_for(admin, u.email) if oid in m["body"]]) == 2

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from decimal import Decimal
 
 import httpx
 
-from tests.support import ApiUser, Stack, check_invariants, register, wait_at_rest
+from tests.support import ApiUser, Stack, check_invariants, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -177,7 +176,7 @@ def test_stuck_saga_times_out_and_is_compensated(user: ApiUser, product, stack: 
         stack.release("inventory-1")
         stack.release("inventory-2")
     assert user.balance() == Decimal("30.00")
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     assert user.get(f"/api/products/{pid}").json()["availableCount"] == 4
     assert user.get(f"/api/orders/{oid}").json()["orderStatus"] == "FAILED"
 
@@ -270,7 +269,7 @@ def test_forty_concurrent_orders_for_ten_units_place_exactly_ten(gateway: str, p
             ids = list(pool.map(lambda i: (i % 8, users[i % 8].place(pid, 1)), range(40)))
     finally:
         stack.release("relay")
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     finals = [users[i].get(f"/api/orders/{oid}").json() for i, oid in ids]
     placed = [f for f in finals if f["orderStatus"] == "PLACED"]
     failed = [f for f in finals if f["orderStatus"] == "FAILED"]
@@ -278,4 +277,4 @@ def test_forty_concurrent_orders_for_ten_units_place_exactly_ten(gateway: str, p
     assert all(f["failReason"] == "INVENTORY_INSUFFICIENT" and f["refundStatus"] == "REFUND_DONE" for f in failed)
     assert httpx.get(f"{gateway}/api/products/{pid}").json()["availableCount"] == 0
     assert sum(u.balance() for u in users) == Decimal(800 - 10)
-    asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    run_sync(check_invariants(settings, [u.user_id for u in users]))

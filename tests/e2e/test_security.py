@@ -3,7 +3,6 @@ nothing is written, and the invariants still hold afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from decimal import Decimal
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_foundation import assert_problem
-from tests.support import ApiUser, check_invariants, register, wait_at_rest
+from tests.support import ApiUser, check_invariants, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 
@@ -233,5 +232,5 @@ def test_a_flood_from_one_user_does_not_stop_anothers_saga(gateway: str, product
             t.join()
     assert final["orderStatus"] == "PLACED"
     assert 429 in seen
-    asyncio.run(wait_at_rest(settings))
-    asyncio.run(check_invariants(settings, [shopper.user_id, flooder.user_id]))
+    run_sync(wait_at_rest(settings))
+    run_sync(check_invariants(settings, [shopper.user_id, flooder.user_id]))

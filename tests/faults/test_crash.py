@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 import time
 
 import httpx
 
-from tests.support import Stack, check_invariants, register, wait_at_rest
+from tests.support import Stack, check_invariants, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 
@@ -94,8 +93,8 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(stack: S
         while not stack.healthy(name):
             assert time.monotonic() < deadline, f"{name} did not come back"
             time.sleep(0.2)
-    asyncio.run(wait_at_rest(settings, timeout=180))
-    counts = asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    run_sync(wait_at_rest(settings, timeout=180))
+    counts = run_sync(check_invariants(settings, [u.user_id for u in users]))
     assert counts["orders"] == len(accepted)
     assert counts["placed"] > 0 and counts["failed"] > 0
 
@@ -113,8 +112,8 @@ def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, se
         during = list(pool.map(lambda i: users[i % 5].order(pid, 1).status_code, range(20)))
     assert set(first) == {202} and set(during) == {202}
     stack.wait_restarted("kafka", old, timeout=90)
-    asyncio.run(wait_at_rest(settings, timeout=180))
-    counts = asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    run_sync(wait_at_rest(settings, timeout=180))
+    counts = run_sync(check_invariants(settings, [u.user_id for u in users]))
     assert counts["orders"] == 40
     # the broker's restart can outlast a short saga deadline: then the saga fails with TIMEOUT and
     # is compensated; no other failure is acceptable (everyone could pay, stock was plenty)

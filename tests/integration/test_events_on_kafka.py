@@ -3,7 +3,6 @@ the dead-letter topic, forged events paying nothing out."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -13,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.support import ApiUser, check_invariants, register, wait_at_rest
+from tests.support import ApiUser, check_invariants, register, run_sync, wait_at_rest
 from tinysaga.contracts.events import Event
 from tinysaga.platform.settings import Settings
 
@@ -84,13 +83,13 @@ def finished_sagas(gateway: str, product, settings: Settings):
     # a second order for the scarce product: admin-free way to get an out-of-stock compensation
     adm_stock = rich.get(f"/api/products/{pid_scarce}").json()["availableCount"]
     assert adm_stock == 0
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     return [rich, poor], [pid_ok, pid_scarce], orders
 
 
 def test_events_follow_the_wire_format(finished_sagas, settings: Settings) -> None:
     users, _, orders = finished_sagas
-    records = asyncio.run(read_topic(settings, settings.topic, set(orders)))
+    records = run_sync(read_topic(settings, settings.topic, set(orders)))
     assert records
     for r in records:
         body = json.loads(r.value)
@@ -109,7 +108,7 @@ def test_every_event_delivered_twice_changes_nothing(finished_sagas, product, se
                                                      fresh_ids: bool) -> None:
     users, products, orders = finished_sagas
     before = snapshot(users, products, orders)
-    records = asyncio.run(read_topic(settings, settings.topic, set(orders)))
+    records = run_sync(read_topic(settings, settings.topic, set(orders)))
     again = []
     for r in records:
         value = r.value
@@ -118,14 +117,14 @@ def test_every_event_delivered_twice_changes_nothing(finished_sagas, product, se
             body["eventId"] = str(uuid.uuid4())
             value = json.dumps(body).encode()
         again.append((r.key, value, list(r.headers)))
-    asyncio.run(produce(settings, again))
+    run_sync(produce(settings, again))
     # a marker saga published after the duplicates: when it is done, the duplicates were consumed
     marker = register(users[0].base, tag="marker")
     marker.deposit(10)
     marker.wait_terminal(marker.place(product(stock=1), 1))
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     assert snapshot(users, products, orders) == before
-    asyncio.run(check_invariants(settings, [u.user_id for u in users]))
+    run_sync(check_invariants(settings, [u.user_id for u in users]))
 
 
 def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(gateway: str, product,
@@ -139,7 +138,7 @@ def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(gatewa
         (tag.encode(), orjson.dumps({**good, "productQuantity": "lots"}), []),
         (tag.encode(), b'{"eventName": "PAYMENT_DONE", "x": "' + b"a" * 70000 + b'"}', []),
     ]
-    asyncio.run(produce(settings, hostile))
+    run_sync(produce(settings, hostile))
     u = register(gateway)
     u.deposit(10)
     pid = product(stock=2, price="1.00")
@@ -147,7 +146,7 @@ def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(gatewa
     deadline = time.monotonic() + 30
     mine: list = []
     while time.monotonic() < deadline:
-        dlt = asyncio.run(read_topic(settings, settings.dead_letter_topic, {tag}))
+        dlt = run_sync(read_topic(settings, settings.dead_letter_topic, {tag}))
         mine = [json.loads(r.value) for r in dlt]
         # each hostile message is dead-lettered once per service that consumes the topic
         if len({(d["offset"], d["service"]) for d in mine}) >= len(hostile) * 4:
@@ -176,11 +175,11 @@ def test_forged_refund_events_pay_nothing_out(gateway: str, product, settings: S
         Event(eventName="ORDER_TIMED_OUT", correlationId="x", orderId=str(uuid.uuid4()),
               userId=thief.user_id, totalAmount=Decimal("999.00"), currency="USD"),
     ]
-    asyncio.run(produce(settings, [(e.orderId.encode(), e.to_bytes(), []) for e in forged]))
+    run_sync(produce(settings, [(e.orderId.encode(), e.to_bytes(), []) for e in forged]))
     marker = register(gateway, tag="marker")
     marker.deposit(20)
     marker.wait_terminal(marker.place(pid))
-    asyncio.run(wait_at_rest(settings))
+    run_sync(wait_at_rest(settings))
     assert thief.balance() == Decimal("0.00")
     assert victim.balance() == Decimal("30.00")
     assert victim.get(f"/api/orders/{real}").json()["orderStatus"] == "PLACED"
