@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import shutil
+import socket
 import subprocess
 import uuid
+
 from tinysaga.infra.topology import processes
 from tinysaga.platform.settings import REPO_ROOT, Settings
 

@@ -22,11 +22,11 @@ from tinysaga.inventory.domain import (
     CANCELLED,
     INVENTORY_NOT_AVAILABLE,
     MAX_STOCK,
-    PRODUCT_ID_RE,
     REJECTED,
     RELEASED,
     RESERVED,
 )
+from tinysaga.contracts.ids import is_product_id
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.money import Price, as_number
@@ -65,7 +65,7 @@ class ProductIn(BaseModel):
     @field_validator("productId")
     @classmethod
     def _pid(cls, v: str | None) -> str | None:
-        if v is not None and not PRODUCT_ID_RE.match(v):
+        if v is not None and not is_product_id(v):
             raise ValueError("productId: letters, digits, '.', '_' or '-', up to 64 characters")
         return v
 

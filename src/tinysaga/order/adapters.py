@@ -10,6 +10,7 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 
+from tinysaga.contracts.ids import is_product_id
 from tinysaga.platform.money import as_number
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.web import Problem
@@ -23,7 +24,7 @@ async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
     for i in range(n):
         url = rt.settings.service_url(service, (start + i) % n + 1) + path
         try:
-            async with rt.http.get(url, timeout=aiohttp.ClientTimeout(total=3)) as r:
+            async with rt.http.get(url, timeout=aiohttp.ClientTimeout(total=3), allow_redirects=False) as r:
                 if r.status < 500:
                     return r.status, await r.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
@@ -32,6 +33,8 @@ async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
 
 
 async def fetch_product(rt: Runtime, product_id: str) -> dict[str, Any]:
+    if not is_product_id(product_id):  # no such product can exist; and never a path like "." or ".."
+        raise Problem(404, "Not Found", f"no product {product_id!r}")
     status, body = await _get(rt, "inventory", f"/api/products/{quote(product_id, safe='')}")
     if status in (404, 422):
         raise Problem(404, "Not Found", f"no product {product_id!r}")

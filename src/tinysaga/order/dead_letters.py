@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from tinysaga.platform.db import OUTBOX_CHANNEL
 from tinysaga.platform.service import Runtime
@@ -70,7 +70,9 @@ async def list_dead_letters(
 
 
 @router.post("/api/admin/dead-letters/{dead_letter_id}/replay", status_code=202)
-async def replay(dead_letter_id: int, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
+async def replay(
+    request: Request, dead_letter_id: int = Path(ge=1, le=2**63 - 1), _: Identity = Depends(admin_user)
+) -> dict[str, Any]:
     rt: Runtime = request.app.state.rt
     async with rt.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)

@@ -138,7 +138,9 @@ def create_service_app(
             await rt.http.close()
             await rt.pool.close()
 
-    app = FastAPI(title=title or f"Tiny-Saga {name}", lifespan=lifespan, default_response_class=web.JSON)
+    app = FastAPI(
+        title=title or f"Tiny-Saga {name}", lifespan=lifespan, default_response_class=web.JSON, redirect_slashes=False
+    )
     app.state.rt = rt
     web.install(app, internal_secret=rt.secret, max_body=settings.max_body_bytes)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -131,6 +132,15 @@ def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         title = _TITLES.get(exc.status_code, "Error")
         return problem_response(Problem(exc.status_code, title, str(exc.detail) if exc.detail else title))
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _unstorable(request: Request, exc: asyncpg.DataError) -> Response:
+        # What a client sent and PostgreSQL cannot hold (a NUL character, a number out of range):
+        # the client's mistake, not ours.
+        log.info("unstorable input on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(Problem(422, "Unprocessable Content", "a value cannot be stored (e.g. a NUL character or"
+                                        " a number out of range)",
+                                        errors=[{"field": "body", "message": str(exc)[:200], "type": "data_error"}]))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
