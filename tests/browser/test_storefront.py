@@ -6,12 +6,14 @@ Waits are on the DOM (Playwright's `expect` retries until its timeout), never on
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support import ApiUser, Stack, register, unique_email
+from tests.support import ApiUser, Stack, register, run_sync, unique_email
 
 pytestmark = pytest.mark.browser
 
@@ -45,8 +47,11 @@ def step_attrs(page: Page, attr: str) -> list[str]:
     )
 
 
-def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shots) -> None:
-    pid = product(stock=7, price="12.50")
+def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUser, shots) -> None:
+    pid = f"mug-{uuid.uuid4().hex[:8]}"
+    r = admin.post("/api/admin/products", {"productId": pid, "name": "Enamel Camp Mug", "type": "kitchen",
+                                           "price": 12.50, "availableCount": 7})
+    assert r.status_code == 201, r.text
     events_requests: list[str] = []
     page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
 
@@ -58,6 +63,10 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shot
     expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "7")
     expect(tid(page, "nav-signin")).to_be_visible()
     shots.take(page, "storefront", full_page=False, publish_as="storefront.png")
+    # availability is live: a stock change shows up without a reload
+    assert admin.put(f"/api/admin/products/{pid}/stock", {"availableCount": 6}).status_code == 200
+    expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "6")
+    expect(card.get_by_test_id("availability")).to_have_text("6 in stock")
 
     # sign up: lands on the wallet, signed in
     email = unique_email("ui")
@@ -83,6 +92,7 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shot
     expect(page).to_have_url(re.compile(rf"/products/{pid}$"))
     tid(page, "quantity").fill("2")
     expect(tid(page, "quote-total")).to_contain_text("25.00")
+    expect(tid(page, "product")).to_contain_text("6 in stock")
     expect(tid(page, "pay-WALLET")).to_be_enabled()
     expect(tid(page, "pay-WALLET")).to_be_checked()
     expect(tid(page, "out-of-stock")).to_be_hidden()
@@ -110,7 +120,8 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shot
     # the orders list, the wallet's ledger and the inbox tell the same story
     order_id = page.url.rsplit("/", 1)[1]
     tid(page, "nav-orders").click()
-    expect(page.locator(f'[data-testid="order-row"][data-order-id="{order_id}"]')).to_have_attribute("data-status", "PLACED")
+    row = page.locator(f'[data-testid="order-row"][data-order-id="{order_id}"]')
+    expect(row).to_have_attribute("data-status", "PLACED")
     tid(page, "nav-wallet").click()
     expect(tid(page, "wallet-balance")).to_have_attribute("data-amount", "75")
     expect(page.locator('[data-testid="ledger-row"][data-type="PAYMENT"]')).to_have_count(1)
@@ -126,9 +137,11 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, product, shot
     expect(page).to_have_url(re.compile(r"/signin\?next=%2Forders$"))
 
 
-def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gateway: str, product, shots) -> None:
+def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gateway: str, product, admin: ApiUser,
+                                                              shots) -> None:
     pid = product(stock=5, price="30.00")
     sold_out = product(stock=0, price="5.00")
+    last_one = product(stock=1, price="5.00")
     user = register(gateway, tag="poor")
     user.deposit(10)
 
@@ -161,6 +174,17 @@ def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gatewa
     expect(tid(page, "out-of-stock")).to_be_visible()
     expect(tid(page, "out-of-stock")).to_contain_text("Out of stock")
     expect(tid(page, "order-submit")).to_be_disabled()
+
+    # in stock when the page loaded, gone when the order is sent: 409, said plainly
+    open_product(page, last_one)
+    expect(tid(page, "order-submit")).to_be_enabled()
+    r = admin.put(f"/api/admin/products/{last_one}/stock", {"availableCount": 0})
+    assert r.status_code == 200, r.text
+    tid(page, "order-submit").click()
+    expect(tid(page, "order-error")).to_contain_text("Out of stock")
+    expect(tid(page, "out-of-stock")).to_be_visible()
+    expect(tid(page, "order-submit")).to_be_disabled()
+    expect(page).to_have_url(re.compile(rf"/products/{last_one}$"))
     assert user.get("/api/orders").json() == [], "no order may have been created"
 
 
@@ -235,12 +259,19 @@ def test_admin_sees_products_sagas_alerts_and_can_edit_stock(page: Page, admin: 
     alerts = tid(page, "admin-alerts")
     expect(alerts).to_be_visible()
     expect(alerts.locator('[data-testid="alert-row"], [data-testid="alerts-empty"]').first).to_be_visible()
-    expect(tid(page, "admin-dead-letters")).to_be_visible()
-    expect(tid(page, "admin-mail")).to_be_visible()
-    expect(tid(page, "admin-sms").locator('[data-testid="sms-item"]').first).to_be_visible()
+    for section, item in (("admin-dead-letters", "dead-letter"), ("admin-mail", "mail"), ("admin-sms", "sms")):
+        items = tid(page, section).locator(f'[data-testid="{item}-row"], [data-testid="{item}-item"], '
+                                           f'[data-testid="{item}-empty"], [data-testid="{item}s-empty"]')
+        expect(items.first).to_be_visible()
     for section in ("admin-products", "admin-sagas", "admin-alerts", "admin-dead-letters", "admin-mail", "admin-sms"):
         expect(tid(page, f"{section}-error")).to_be_hidden()
     shots.take(page, "admin")
+
+    # the in-page section links scroll; they do not re-render the page
+    tid(page, "view").evaluate("el => { el.dataset.marker = 'same' }")
+    page.get_by_role("link", name="Dead letters").click()
+    expect(page).to_have_url(re.compile(r"/admin#adm-dlq$"))
+    expect(tid(page, "view")).to_have_attribute("data-marker", "same")
 
     # stock editing
     row.get_by_test_id("stock-input").fill("9")
@@ -260,6 +291,39 @@ def test_admin_sees_products_sagas_alerts_and_can_edit_stock(page: Page, admin: 
     expect(products.locator(f'[data-testid="admin-product-row"][data-product-id="{new_id}"]')).to_be_visible()
     created = httpx.get(f"{gateway}/api/products/{new_id}").json()
     assert created["price"] == 14.9 and created["availableCount"] == 4
+
+
+def test_admin_replays_a_dead_letter(page: Page, admin: ApiUser, settings, shots) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    key = f"ui-dlt-{uuid.uuid4().hex[:10]}"
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic, value=b"[1, 2, 3]", key=key.encode())
+        finally:
+            await producer.stop()
+
+    run_sync(send())  # no handler can read it: each consumer dead-letters it
+    deadline = time.monotonic() + 60
+    while not any(d["key"] == key for d in admin.get("/api/admin/dead-letters").json()):
+        assert time.monotonic() < deadline, "the message was not dead-lettered"
+        time.sleep(0.5)  # the API, not the page: the admin page refreshes on demand
+
+    sign_in(page, settings.admin_email, settings.effective_admin_password)
+    page.goto("/admin")
+    rows = tid(page, "admin-dead-letters").locator('[data-testid="dead-letter-row"]', has_text=key)
+    expect(rows.first).to_be_visible()
+    dl_id = rows.first.get_attribute("data-id")
+    row = page.locator(f'[data-testid="dead-letter-row"][data-id="{dl_id}"]')
+    expect(row.get_by_test_id("replay")).to_have_text(re.compile(r"^Replay\b"))
+    row.get_by_test_id("replay").click()
+    expect(tid(page, "admin-dead-letters-error")).to_contain_text(f"Message #{dl_id} was put back")
+    expect(row.get_by_test_id("replay")).to_contain_text("Replay again")
+    tid(page, "admin-dead-letters").scroll_into_view_if_needed()
+    shots.take(page, "admin-dead-letters", full_page=False)
 
 
 def test_a_shopper_cannot_open_the_admin_page(page: Page, gateway: str) -> None:

@@ -141,3 +141,10 @@ def test_internal_routes_are_not_reachable_from_outside(gateway: str, user: ApiU
     assert_problem(r, 403)
     r = httpx.get(f"http://127.0.0.1:{settings.port_of('wallet')}/api/wallet", headers={"X-User-Id": user.user_id})
     assert_problem(r, 403)
+
+
+def test_me_tells_who_the_token_belongs_to(user: ApiUser, admin: ApiUser) -> None:
+    me = user.get("/api/auth/me").json()
+    assert me["userId"] == user.user_id and me["email"] == user.email and me["role"] == "user"
+    assert admin.get("/api/auth/me").json()["role"] == "admin"
+    assert_problem(httpx.get(user.base + "/api/auth/me"), 401)

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,7 +15,7 @@ from tinysaga.auth.domain import EMAIL_RE, MIN_PASSWORD, PHONE_RE, Account, issu
 from tinysaga.contracts.events import USER_REGISTERED, new_event
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.service import Runtime
-from tinysaga.platform.web import JSON, Problem
+from tinysaga.platform.web import JSON, Identity, Problem, current_user
 
 router = APIRouter()
 hasher = PasswordHasher()
@@ -141,6 +141,16 @@ async def ensure_admin(rt: Runtime) -> None:
             "UPDATE users SET password_hash=$2, role='admin' WHERE user_id=$1", row["user_id"], hasher.hash(password)
         )
     await rt.pool.execute("UPDATE users SET role='admin' WHERE user_id=$1", row["user_id"])
+
+
+@router.get("/api/auth/me")
+async def me(request: Request, user: Identity = Depends(current_user)) -> dict[str, object]:
+    """Who the token belongs to (the storefront shows it)."""
+    row = await _rt(request).pool.fetchrow("SELECT * FROM users WHERE user_id=$1", uuid.UUID(user.user_id))
+    if row is None:
+        raise Problem(404, "Not Found", "no such account")
+    return {"userId": str(row["user_id"]), "email": row["email"], "name": row["name"], "phone": row["phone"],
+            "role": row["role"]}
 
 
 @router.post("/api/auth/logout", status_code=204)

@@ -7,7 +7,8 @@ from tinysaga.contracts import events as ev
 
 def notification_for(event: ev.Event) -> tuple[str, str] | None:
     """(type, message) for a notifiable event, else None."""
-    amount = f"{event.totalAmount} {event.currency}" if event.totalAmount is not None and event.currency else "the amount"
+    amount = (f"{event.totalAmount:.2f} {event.currency}" if event.totalAmount is not None and event.currency
+              else "the amount")
     order = f"order {event.orderId}"
     name = event.name_canonical
     if name == ev.PAYMENT_DONE:

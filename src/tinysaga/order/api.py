@@ -284,8 +284,8 @@ async def order_events(
                         event="order-status",
                         id=str(current["version"]),
                     )
-                if current["order_status"] in domain.TERMINAL:
-                    return
+                if current["order_status"] in domain.TERMINAL and current["refund_status"] != "REFUND_INITIATED":
+                    return  # ended, and no refund still on its way
                 try:
                     await asyncio.wait_for(wake.wait(), 15)
                 except TimeoutError:

@@ -179,7 +179,7 @@ function explain(err, context = "") {
       if (context === "order") return "This product no longer exists.";
       return p.detail && p.detail !== "Not Found" ? `Not found: ${p.detail}.` : "Not found.";
     case 409:
-      if (context === "order") return `Out of stock: ${p.detail || "not enough left"}. Nothing was charged.`;
+      if (context === "order") return `Out of stock: ${p.detail || "not enough left; no order was created"}.`;
       if (context === "signup") return "An account with this email already exists. Sign in instead.";
       return p.detail || "That conflicts with the current state; reload and try again.";
     case 413:
@@ -197,6 +197,22 @@ function explain(err, context = "") {
       return "A part of the shop is unavailable right now. Try again in a moment.";
     default:
       return p.detail || p.title || `The request failed (HTTP ${err.status}).`;
+  }
+}
+
+/** Product names by id (the orders only carry the id); the public catalogue, cached a minute. */
+let namesCache = null;
+async function productNames() {
+  if (!namesCache || Date.now() - namesCache.at > 60000) {
+    namesCache = { at: Date.now(), names: api("/api/products").then((list) => new Map(list.map((p) => [p.productId, p.name]))) };
+    namesCache.names.catch(() => {
+      namesCache = null;
+    });
+  }
+  try {
+    return await namesCache.names;
+  } catch {
+    return new Map();
   }
 }
 
@@ -288,7 +304,16 @@ function table(testid, headers, caption) {
     h("thead", null, h("tr", null, headers.map((x) => (typeof x === "string" ? h("th", { scope: "col" }, x) : x)))),
     tbody,
   );
-  return { wrap: h("div", { class: "table-wrap" }, t), tbody, table: t };
+  // on a phone each row becomes a small card: every cell says which column it is
+  const labels = [...t.tHead.rows[0].cells].map((th) => th.textContent);
+  const label = () => {
+    for (const tr of tbody.rows) {
+      if (tr.cells.length !== labels.length) continue;
+      [...tr.cells].forEach((td, i) => td.setAttribute("data-label", labels[i]));
+    }
+  };
+  new MutationObserver(label).observe(tbody, { childList: true });
+  return { wrap: h("div", { class: "table-wrap stacked" }, t), tbody, table: t };
 }
 
 // ---- session -------------------------------------------------------------------------------------
@@ -380,6 +405,7 @@ const ROUTES = [
 
 let current = null;
 let firstRender = true;
+let renderedPath = "";
 
 function navigate(path, { replace = false, message = null, state = null } = {}) {
   if (message && message.text) pendingFlash = message;
@@ -399,7 +425,10 @@ document.addEventListener("click", (ev) => {
   ev.preventDefault();
   navigate(url.pathname + url.search);
 });
-window.addEventListener("popstate", () => render());
+// in-page links (#main, the admin's sections) change only the hash: not a new page
+window.addEventListener("popstate", () => {
+  if (location.pathname + location.search !== renderedPath) render();
+});
 
 async function render() {
   if (current) {
@@ -435,6 +464,7 @@ async function render() {
   pendingFlash = null;
 
   const path = location.pathname;
+  renderedPath = path + location.search;
   let page = pageNotFound;
   let params = [];
   for (const [re, fn] of ROUTES) {
@@ -755,7 +785,10 @@ async function pageProduct(view, [productId], ctx) {
       });
     } catch (err) {
       if (err.status !== 0) key = newKey(); // a network error may be retried with the same key
-      if (err.status === 409) loadQuote();
+      if (err.status === 409) {
+        quote = null; // stale: wait for the fresh quote before allowing another try
+        loadQuote();
+      }
       throw err;
     }
     const order = res.data;
@@ -789,6 +822,7 @@ async function pageOrder(view, [orderId], ctx) {
 
   let order = null;
   let steps = [];
+  let names = new Map();
 
   const setLive = (state, text) => {
     live.dataset.state = state;
@@ -806,11 +840,11 @@ async function pageOrder(view, [orderId], ctx) {
     refund.hidden = !o.refundStatus;
     refund.dataset.refund = o.refundStatus || "";
     refund.className = `note ${o.refundStatus === "REFUND_DONE" ? "ok" : o.refundStatus === "REFUND_FAILED" ? "error" : "warn"}`;
-    refund.replaceChildren(o.refundStatus ? REFUND_TEXT[o.refundStatus] || o.refundStatus : "",
-      o.refundStatus === "REFUND_DONE" ? [" ", h("a", { href: "/wallet" }, "See your wallet")] : null);
+    refund.replaceChildren(o.refundStatus ? REFUND_TEXT[o.refundStatus] || o.refundStatus : "");
+    if (o.refundStatus === "REFUND_DONE") refund.append(" ", h("a", { href: "/wallet" }, "See your wallet"));
     facts.replaceChildren(
       h("dt", null, "Order"), h("dd", null, h("code", { "data-testid": "order-id" }, o.orderId)),
-      h("dt", null, "Product"), h("dd", null, h("a", { href: `/products/${enc(o.productId)}` }, o.productId)),
+      h("dt", null, "Product"), h("dd", null, h("a", { href: `/products/${enc(o.productId)}`, "data-testid": "order-product" }, names.get(o.productId) || o.productId)),
       h("dt", null, "Quantity"), h("dd", null, String(o.productQuantity)),
       h("dt", null, "Total"), h("dd", { "data-testid": "order-total" }, `${money(o.totalAmount, o.currency)} (${money(o.price, o.currency)} each)`),
       h("dt", null, "Paid with"), h("dd", null, o.paymentType === "WALLET" ? "Wallet" : o.paymentType),
@@ -865,8 +899,9 @@ async function pageOrder(view, [orderId], ctx) {
   const fromForm = history.state && history.state.order && history.state.order.orderId === orderId ? history.state.order : null;
   if (fromForm) showOrder(fromForm);
   try {
-    const [o, hist] = await Promise.all([api(path, { signal: ctx.signal }), api(`${path}/history`, { signal: ctx.signal })]);
+    const [o, hist, known] = await Promise.all([api(path, { signal: ctx.signal }), api(`${path}/history`, { signal: ctx.signal }), productNames()]);
     steps = hist;
+    names = known;
     showOrder(o);
   } catch (err) {
     if (err.status === 404) {
@@ -1005,10 +1040,11 @@ async function pageOrders(view, _params, ctx) {
   view.append(wrap, empty, box, h("p", null, more));
   let cursor = null;
   let pages = 0;
+  const names = await productNames();
 
   const row = (o) => h("tr", { "data-testid": "order-row", "data-order-id": o.orderId, "data-status": o.orderStatus },
-    h("td", null, h("a", { href: `/orders/${enc(o.orderId)}`, "aria-label": `Order ${o.orderId}` }, h("code", null, shortId(o.orderId)))),
-    h("td", null, o.productId),
+    h("td", null, h("a", { href: `/orders/${enc(o.orderId)}`, "aria-label": `Order ${o.orderId}` }, h("code", { class: "short" }, shortId(o.orderId)))),
+    h("td", null, names.get(o.productId) || o.productId),
     h("td", { class: "num" }, String(o.productQuantity)),
     h("td", { class: "num" }, money(o.totalAmount, o.currency)),
     orderStatusCell(o),
@@ -1087,7 +1123,7 @@ async function pageWallet(view, _params, ctx) {
         h("td", null, when(t.timestamp)),
         h("td", null, t.transactionType),
         h("td", null, t.description || ""),
-        h("td", null, t.orderId ? h("a", { href: `/orders/${enc(t.orderId)}`, "aria-label": `Order ${t.orderId}` }, h("code", null, shortId(t.orderId))) : "–"),
+        h("td", null, t.orderId ? h("a", { href: `/orders/${enc(t.orderId)}`, "aria-label": `Order ${t.orderId}` }, h("code", { class: "short" }, shortId(t.orderId))) : "–"),
         h("td", null, t.paymentStatus),
         h("td", { class: "num" }, `${sign}${money(t.amount, t.currency)}`));
     }));
@@ -1129,7 +1165,7 @@ async function pageInbox(view, _params, ctx) {
   heading(view, "Notifications");
   if (!requireSignIn()) return;
   view.append(h("p", { class: "muted" }, "What we sent you by email and SMS about your orders."));
-  const list = h("ul", { class: "grid inbox", "data-testid": "inbox" });
+  const list = h("ul", { class: "stack inbox", "data-testid": "inbox" });
   const empty = h("p", { class: "empty", "data-testid": "inbox-empty", hidden: true }, "No notifications yet.");
   view.append(list, empty);
   async function load() {
@@ -1235,11 +1271,12 @@ async function pageAdmin(view, _params, ctx) {
   const cpBox = messageBox("create-product-message");
   const cpForm = h("form", { class: "card", "data-testid": "create-product-form", novalidate: true },
     h("h3", null, "Add a product"),
-    field("np-id", "Product id (optional)", cp.productId, "Letters, digits, '.', '_' or '-'. Left empty: one is made up."),
-    field("np-name", "Name", cp.name),
-    field("np-type", "Category", cp.type),
-    field("np-price", "Price", cp.price, "For example 19.99."),
-    field("np-stock", "Stock", cp.stock),
+    h("div", { class: "form-grid" },
+      field("np-name", "Name", cp.name),
+      field("np-type", "Category", cp.type),
+      field("np-price", "Price", cp.price, "For example 19.99."),
+      field("np-stock", "Stock", cp.stock),
+      field("np-id", "Product id (optional)", cp.productId, "Letters, digits, '.', '_' or '-'. Left empty: one is made up.")),
     cpBox,
     h("button", { type: "submit", "data-testid": "create-product-submit" }, "Add product"));
   products.body.append(cpForm);
@@ -1276,14 +1313,14 @@ async function pageAdmin(view, _params, ctx) {
     sagaTable.tbody.replaceChildren(...list.map((o) =>
       h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus },
         h("td", null, when(o.createdAt)),
-        h("td", null, h("code", { title: o.orderId }, shortId(o.orderId))),
-        h("td", null, h("code", { title: o.userId }, shortId(o.userId))),
+        h("td", null, h("code", { class: "short", title: o.orderId }, shortId(o.orderId))),
+        h("td", null, h("code", { class: "short", title: o.userId }, shortId(o.userId))),
         h("td", null, `${o.productQuantity} × ${o.productId}`),
         h("td", { class: "num" }, money(o.totalAmount, o.currency)),
         orderStatusCell(o),
         h("td", null, h("ol", { class: "steps", "aria-label": "Steps" },
           (o.steps || []).map((s) => h("li", { title: `${s.orderStatus} at ${when(s.at)}`, "data-testid": "saga-step" }, s.eventName || s.orderStatus)))))));
-    if (!list.length) sagaTable.tbody.append(h("tr", null, h("td", { colspan: 7, class: "empty" }, "No sagas yet.")));
+    if (!list.length) sagaTable.tbody.append(h("tr", null, h("td", { colspan: 7, class: "empty", "data-testid": "sagas-empty" }, "No sagas yet.")));
   }
 
   // alerts
@@ -1294,7 +1331,7 @@ async function pageAdmin(view, _params, ctx) {
     const list = await api("/api/admin/alerts", { signal: ctx.signal });
     alertTable.tbody.replaceChildren(...list.map((a) =>
       h("tr", { "data-testid": "alert-row", "data-order-id": a.orderId },
-        h("td", null, when(a.createdAt)), h("td", null, h("code", null, a.orderId)), h("td", null, h("code", { title: a.userId }, shortId(a.userId))),
+        h("td", null, when(a.createdAt)), h("td", null, h("code", null, a.orderId)), h("td", null, h("code", { class: "short", title: a.userId }, shortId(a.userId))),
         h("td", null, h("span", { class: "pill none" }, a.kind)), h("td", null, a.detail || ""))));
     if (!list.length) alertTable.tbody.append(h("tr", null, h("td", { colspan: 5, class: "empty", "data-testid": "alerts-empty" }, "No refund has failed.")));
   }
@@ -1325,7 +1362,7 @@ async function pageAdmin(view, _params, ctx) {
         h("td", null, h("details", null, h("summary", null, "Show"), h("pre", null, d.payload || ""))),
         h("td", null, d.replayedAt ? when(d.replayedAt) : "–"), h("td", null, btn));
     }));
-    if (!list.length) dlqTable.tbody.append(h("tr", null, h("td", { colspan: 8, class: "empty" }, "No dead letters.")));
+    if (!list.length) dlqTable.tbody.append(h("tr", null, h("td", { colspan: 8, class: "empty", "data-testid": "dead-letters-empty" }, "No dead letters.")));
   }
 
   // notifications
@@ -1339,7 +1376,7 @@ async function pageAdmin(view, _params, ctx) {
         h("p", { class: "small-text muted" }, "To ", m.to || "–"),
         h("p", null, h("strong", null, m.subject || "(no subject)")),
         h("details", null, h("summary", null, "Body"), h("pre", null, m.body || "")))));
-    if (!list.length) mailList.append(h("li", { class: "empty" }, "No mail yet."));
+    if (!list.length) mailList.append(h("li", { class: "empty", "data-testid": "mail-empty" }, "No mail yet."));
   }
   const sms = section("adm-sms", "admin-sms", "SMS log");
   const smsTable = table("admin-sms-table", ["When", "To", "Message"], "SMS messages sent");
@@ -1348,7 +1385,7 @@ async function pageAdmin(view, _params, ctx) {
     const list = await api("/api/admin/notifications/sms?limit=30", { signal: ctx.signal });
     smsTable.tbody.replaceChildren(...list.map((s) =>
       h("tr", { "data-testid": "sms-item" }, h("td", null, when(s.createdAt)), h("td", null, s.to), h("td", null, s.body))));
-    if (!list.length) smsTable.tbody.append(h("tr", null, h("td", { colspan: 3, class: "empty" }, "No SMS yet.")));
+    if (!list.length) smsTable.tbody.append(h("tr", null, h("td", { colspan: 3, class: "empty", "data-testid": "sms-empty" }, "No SMS yet.")));
   }
 
   const parts = [[products, loadProducts], [sagas, loadSagas], [alerts, loadAlerts], [dlq, loadDeadLetters], [mail, loadMail], [sms, loadSms]];
