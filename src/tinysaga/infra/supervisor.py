@@ -44,6 +44,7 @@ class Supervisor:
         self.hold_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = settings.run_dir / "state.json"
         self.running = True
+        self._written = ""
 
     def held(self, name: str) -> bool:
         return (self.hold_dir / name).exists()
@@ -109,9 +110,13 @@ class Supervisor:
                 for name, c in self.children.items()
             },
         }
+        text = json.dumps(state, indent=1)
+        if text == self._written:
+            return
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
+        tmp.write_text(text)
         tmp.replace(self.state_file)
+        self._written = text
 
     def shutdown(self) -> None:
         deadline = time.monotonic() + STOP_GRACE

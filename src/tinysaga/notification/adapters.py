@@ -17,8 +17,12 @@ class ChannelDown(Exception):
 
 
 class EmailSender:
+    """Sends over one SMTP connection per delivery round (opened at the first mail, closed by
+    `close()`), not one connection per mail."""
+
     def __init__(self, settings: Settings) -> None:
         self.s = settings
+        self.smtp: aiosmtplib.SMTP | None = None
 
     async def send(self, to: str, subject: str, body: str) -> None:
         msg = EmailMessage()
@@ -27,9 +31,21 @@ class EmailSender:
         msg["Subject"] = subject
         msg.set_content(body)
         try:
-            await aiosmtplib.send(msg, hostname=self.s.smtp_host, port=self.s.effective_smtp_port, timeout=5)
+            if self.smtp is None:
+                self.smtp = aiosmtplib.SMTP(hostname=self.s.smtp_host, port=self.s.effective_smtp_port, timeout=5)
+                await self.smtp.connect()
+            await self.smtp.send_message(msg)
         except (aiosmtplib.SMTPException, OSError) as e:
+            await self.close()
             raise ChannelDown(f"smtp: {e}") from e
+
+    async def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                smtp.close()
 
 
 class SmsProvider(Protocol):

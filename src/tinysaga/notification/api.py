@@ -151,8 +151,11 @@ def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN20
         try:
             while True:
                 wake.clear()
-                while await deliver_due(rt, email, sms) == 50:
-                    pass
+                try:
+                    while await deliver_due(rt, email, sms) == 50:
+                        pass
+                finally:
+                    await email.close()
                 try:
                     await asyncio.wait_for(wake.wait(), 1.0)
                 except TimeoutError:

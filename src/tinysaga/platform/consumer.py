@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from tinysaga.platform.logging import correlation_id
 from tinysaga.platform.settings import Settings
 
 log = logging.getLogger("tinysaga.consumer")
+
+COMMIT_EVERY = 1.0  # seconds
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -115,10 +118,12 @@ class ConsumerLoop:
                     group_id=self.group_id or self.service,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
-                    fetch_max_wait_ms=100,
+                    # A fetch returns as soon as a record arrives; this is only how long an idle
+                    # poll waits at the broker (short values cost the broker CPU when idle).
+                    fetch_max_wait_ms=500,
                     max_poll_records=500,
                     session_timeout_ms=10000,
-                    heartbeat_interval_ms=1000,
+                    heartbeat_interval_ms=3000,
                     metadata_max_age_ms=30000,
                 )
                 await self.consumer.start()
@@ -139,20 +144,33 @@ class ConsumerLoop:
                         log.warning("consumer stop failed", exc_info=True)
 
     async def _poll_forever(self) -> None:
+        """Offsets are committed only for records whose effects are committed, and at most every
+        COMMIT_EVERY seconds: each commit is a write on the broker, and a record redelivered
+        after a crash is dropped by its eventId anyway."""
         assert self.consumer is not None
+        pending: dict[TopicPartition, int] = {}
+        last_commit = time.monotonic()
         while True:
-            batches = await self.consumer.getmany(timeout_ms=1000)
-            if not batches:
-                continue
-            await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
-            offsets = {TopicPartition(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batches.items()}
-            await self.consumer.commit(offsets)
+            batches = await self.consumer.getmany(timeout_ms=int(COMMIT_EVERY * 1000))
+            if batches:
+                await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
+                for tp, recs in batches.items():
+                    pending[TopicPartition(tp.topic, tp.partition)] = recs[-1].offset + 1
+            if pending and time.monotonic() - last_commit >= COMMIT_EVERY:
+                owned = self.consumer.assignment()  # after a rebalance, the new owner redoes the rest
+                pending = {tp: off for tp, off in pending.items() if tp in owned}
+                if pending:
+                    await self.consumer.commit(pending)
+                pending, last_commit = {}, time.monotonic()
 
     async def _work_partition(self, records: list[ConsumerRecord]) -> None:
         for record in records:
             await self.handle_record(record)
 
     async def handle_record(self, record: ConsumerRecord) -> None:
+        named = next((v for k, v in record.headers or () if k == "eventName"), None)
+        if named is not None and named.decode("utf-8", "replace") not in self.handled:
+            return  # not ours, by the header the relay sets: skipped without parsing the body
         try:
             event = Event.from_bytes(record.value)
         except InvalidEvent as e:
