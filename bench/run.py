@@ -233,7 +233,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
     rows = await pool.fetch(
         "SELECT o.order_id, o.order_status, min(h.at) AS start, max(h.at) AS stop FROM orders o"
         " JOIN order_history h USING (order_id) WHERE o.order_id = ANY($1::uuid[]) GROUP BY 1, 2", ids)
-    hist = HdrHistogram(1, 600_000, 3)  # microseconds... in ms*1000
+    hist = HdrHistogram(1, 600_000_000, 3)  # microseconds, up to 10 minutes
     ended = [r for r in rows if r["order_status"] in ("PLACED", "FAILED")]
     placed = [r for r in rows if r["order_status"] == "PLACED"]
     for r in placed:
@@ -453,8 +453,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--light-rate", type=float, default=5)
     ap.add_argument("--light-seconds", type=float, default=20)
-    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[50, 100, 150, 200])
-    ap.add_argument("--step-seconds", type=float, default=20)
+    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 80, 160])
+    ap.add_argument("--step-seconds", type=float, default=15)
     ap.add_argument("--max-inflight", type=int, default=2000)
     ap.add_argument("--drain-timeout", type=float, default=120)
     ap.add_argument("--settle", type=float, default=20)
