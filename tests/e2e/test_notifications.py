@@ -65,3 +65,23 @@ def test_payment_failure_is_notified(gateway: str, product, admin: ApiUser) -> N
     inbox = _wait(lambda: [n for n in u.get("/api/notifications").json() if n["type"] == "PAYMENT_FAILED"])
     assert "not enough money" in inbox[0]["message"]
     assert _wait(lambda: mails_for(admin, u.email))
+
+
+def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(gateway: str, product, admin: ApiUser,
+                                                                        stack) -> None:
+    u = register(gateway, phone="+15550142")
+    u.deposit(5)
+    stack.hold("smtp-sink")
+    try:
+        oid = u.place(product(stock=1, price="1.00"))
+        assert u.wait_terminal(oid)["orderStatus"] == "PLACED"
+        # SMS goes out while email waits for its server
+        _wait(lambda: len(sms_for(admin, "+15550142", oid)) == 2)
+        pending = [n for n in u.get("/api/notifications").json() if n["channel"] == "EMAIL" and n["orderId"] == oid]
+        assert pending and all(n["status"] == "PENDING" for n in pending)
+    finally:
+        stack.release("smtp-sink")
+    # once the mail server is back, the retry delivers each email once
+    mails = _wait(lambda: (m := [m for m in mails_for(admin, u.email) if oid in m["body"]]) and len(m) == 2 and m,
+                  timeout=90)
+    assert len(mails) == 2
