@@ -157,8 +157,9 @@ async def register_users(http: aiohttp.ClientSession, base: str, n: int) -> list
             assert r.status == 201, await r.text()
         async with http.post(f"{base}/api/auth/token", json={"email": email, "password": pw}) as r:
             token = (await r.json())["accessToken"]
-        async with http.post(f"{base}/api/wallet/deposits", json={"amount": 10000},
-                             headers={"Authorization": f"Bearer {token}"}) as r:
+        async with http.post(
+            f"{base}/api/wallet/deposits", json={"amount": 10000}, headers={"Authorization": f"Bearer {token}"}
+        ) as r:
             assert r.status == 201, await r.text()
         return token
 
@@ -171,8 +172,15 @@ async def register_users(http: aiohttp.ClientSession, base: str, n: int) -> list
     return await asyncio.gather(*(limited(i) for i in range(n)))
 
 
-async def offer(phase: Phase, http: aiohttp.ClientSession, base: str, tokens: list[str], product: str,
-                max_inflight: int, pool: asyncpg.Pool) -> None:
+async def offer(
+    phase: Phase,
+    http: aiohttp.ClientSession,
+    base: str,
+    tokens: list[str],
+    product: str,
+    max_inflight: int,
+    pool: asyncpg.Pool,
+) -> None:
     """Open loop: request i is sent at t0 + i/rate, whatever happened to the others."""
     inflight = 0
     n = int(phase.rate * phase.seconds)
@@ -196,8 +204,11 @@ async def offer(phase: Phase, http: aiohttp.ClientSession, base: str, tokens: li
 
     async def watch_backlog() -> None:
         while True:
-            phase.backlog.append(await pool.fetchval(
-                "SELECT count(*) FROM orders WHERE order_status IN ('INITIATED','PAYMENT_DONE','REFUND_INITIATED')"))
+            phase.backlog.append(
+                await pool.fetchval(
+                    "SELECT count(*) FROM orders WHERE order_status IN ('INITIATED','PAYMENT_DONE','REFUND_INITIATED')"
+                )
+            )
             await asyncio.sleep(1)
 
     watcher = asyncio.create_task(watch_backlog())
@@ -221,7 +232,8 @@ async def wait_ended(pool: asyncpg.Pool, ids: list[str], timeout: float) -> floa
     while time.perf_counter() - t < timeout:
         left = await pool.fetchval(
             "SELECT count(*) FROM orders WHERE order_id = ANY($1::uuid[]) AND order_status NOT IN ('PLACED','FAILED')",
-            ids)
+            ids,
+        )
         if left == 0:
             break
         await asyncio.sleep(0.2)
@@ -232,7 +244,9 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
     ids = [o for o, _ in phase.accepted]
     rows = await pool.fetch(
         "SELECT o.order_id, o.order_status, min(h.at) AS start, max(h.at) AS stop FROM orders o"
-        " JOIN order_history h USING (order_id) WHERE o.order_id = ANY($1::uuid[]) GROUP BY 1, 2", ids)
+        " JOIN order_history h USING (order_id) WHERE o.order_id = ANY($1::uuid[]) GROUP BY 1, 2",
+        ids,
+    )
     hist = HdrHistogram(1, 600_000_000, 3)  # microseconds, up to 10 minutes
     ended = [r for r in rows if r["order_status"] in ("PLACED", "FAILED")]
     placed = [r for r in rows if r["order_status"] == "PLACED"]
@@ -256,15 +270,20 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         "placed": len(placed),
         "notEnded": len(rows) - len(ended),
         "completedPerSecond": round(len(ended) / span, 1) if span else 0.0,
-        "latencyMs": {"p50": ms(50), "p95": ms(95), "p99": ms(99),
-                      "max": round(hist.get_max_value() / 1000, 1) if placed else float("nan")},
+        "latencyMs": {
+            "p50": ms(50),
+            "p95": ms(95),
+            "p99": ms(99),
+            "max": round(hist.get_max_value() / 1000, 1) if placed else float("nan"),
+        },
         "cpuMsPerSaga": round(phase.cpu_s * 1000 / len(ended), 1) if ended else None,
         "cpuCoresBusy": round(phase.cpu_s / (phase.seconds + phase.drain_s), 2),
         "drainSeconds": round(phase.drain_s, 1),
         "backlogMax": max(phase.backlog or [0]),
         "backlogLast": (phase.backlog or [0])[-1],
         "generatorLateP99Ms": round(sorted(phase.late_ms)[int(len(phase.late_ms) * 0.99) - 1], 1)
-        if phase.late_ms else 0.0,
+        if phase.late_ms
+        else 0.0,
     }
 
 
@@ -274,18 +293,29 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
 def machine() -> dict[str, Any]:
     model = ""
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
+        model = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpus": os.cpu_count(), "memoryGiB": round(psutil.virtual_memory().total / 2**30, 1), "cpuModel": model,
-            "python": platform.python_version(), "kernel": platform.release()}
+    return {
+        "cpus": os.cpu_count(),
+        "memoryGiB": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpuModel": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def verdicts(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     light = report["phases"][0]["latencyMs"]["p50"]
-    best = max((p for p in report["phases"][1:] if p["notEnded"] == 0 and p["drainSeconds"] < 5),
-               key=lambda p: p["completedPerSecond"], default=None)
+    best = max(
+        (p for p in report["phases"][1:] if p["notEnded"] == 0 and p["drainSeconds"] < 5),
+        key=lambda p: p["completedPerSecond"],
+        default=None,
+    )
     sat = best["completedPerSecond"] if best else 0.0
     py = {k: v for k, v in report["peakRssMb"].items() if k not in ("kafka", "postgres", "gateway", "supervisor")}
     worst_py = max(py.values()) if py else 0.0
@@ -306,36 +336,57 @@ def write_report(report: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "report.json").write_text(json.dumps(report, indent=1, default=str))
     lines = [
-        "# Tiny-Saga benchmark", "",
-        f"Run {report['date']} with `{report['command']}`.", "",
+        "# Tiny-Saga benchmark",
+        "",
+        f"Run {report['date']} with `{report['command']}`.",
+        "",
         f"Machine: {report['machine']['cpus']} CPUs ({report['machine']['cpuModel']}), "
         f"{report['machine']['memoryGiB']} GiB, Python {report['machine']['python']}; everything co-located "
-        "(PostgreSQL, Kafka, HAProxy, 9 Python services, the relay, the supervisor, and this load generator).", "",
+        "(PostgreSQL, Kafka, HAProxy, 9 Python services, the relay, the supervisor, and this load generator).",
+        "",
         "Settings changed for the run: the gateway's rate limits were raised so the load generator (one user pool"
         " on one address) is not throttled: " + ", ".join(f"`{k}={v}`" for k, v in RAISED_LIMITS.items()) + ".",
-        "", "## Targets", "", "| target | measured | |", "|---|---|---|",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
         *[f"| {a} | {b} | {c} |" for a, b, c in verdicts(report)],
-        "", "## Phases (open loop, constant arrival rate)", "",
+        "",
+        "## Phases (open loop, constant arrival rate)",
+        "",
         "| phase | offered/s | accepted | ended | sagas/s | p50 ms | p95 ms | p99 ms | max ms | CPU ms/saga"
         " | CPU cores busy | backlog max | drain s | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in report["phases"]:
         lat = p["latencyMs"]
-        lines.append(f"| {p['name']} | {p['offeredRate']} | {p['accepted']} | {p['ended']} | {p['completedPerSecond']}"
-                     f" | {lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | {p['cpuMsPerSaga']}"
-                     f" | {p['cpuCoresBusy']} | {p['backlogMax']} | {p['drainSeconds']}"
-                     f" | {p['errors'] or '-'}{' dropped ' + str(p['droppedByGenerator']) if p['droppedByGenerator'] else ''} |")
-    lines += ["", "Latency: from the order's INITIATED history row to its PLACED row (database clock).",
-              "sagas/s: sagas ended / (last end − first acceptance). Backlog: sagas in flight, sampled each second;"
-              " drain: time after the last offer until every saga of the phase had ended.", "",
-              "## Peak RSS per process (MB)", "", "| process | MB |", "|---|---|",
-              *[f"| {k} | {v:.0f} |" for k, v in sorted(report["peakRssMb"].items())],
-              "", "postgres and kafka: the sum over their processes (PostgreSQL's shared buffers are counted in each"
-              " backend that touched them, so that sum overstates it).", "",
-              f"Idle CPU of the whole stack: {report['idleCpuPercentOfOneCore']} % of one core"
-              f" (measured over {report['idleSeconds']} s with no traffic).", "",
-              "Plots: [latency](latency.png), [throughput](throughput.png), [resources](resources.png)."]
+        lines.append(
+            f"| {p['name']} | {p['offeredRate']} | {p['accepted']} | {p['ended']} | {p['completedPerSecond']}"
+            f" | {lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | {p['cpuMsPerSaga']}"
+            f" | {p['cpuCoresBusy']} | {p['backlogMax']} | {p['drainSeconds']}"
+            f" | {p['errors'] or '-'}{' dropped ' + str(p['droppedByGenerator']) if p['droppedByGenerator'] else ''} |"
+        )
+    lines += [
+        "",
+        "Latency: from the order's INITIATED history row to its PLACED row (database clock).",
+        "sagas/s: sagas ended / (last end − first acceptance). Backlog: sagas in flight, sampled each second;"
+        " drain: time after the last offer until every saga of the phase had ended.",
+        "",
+        "## Peak RSS per process (MB)",
+        "",
+        "| process | MB |",
+        "|---|---|",
+        *[f"| {k} | {v:.0f} |" for k, v in sorted(report["peakRssMb"].items())],
+        "",
+        "postgres and kafka: the sum over their processes (PostgreSQL's shared buffers are counted in each"
+        " backend that touched them, so that sum overstates it).",
+        "",
+        f"Idle CPU of the whole stack: {report['idleCpuPercentOfOneCore']} % of one core"
+        f" (measured over {report['idleSeconds']} s with no traffic).",
+        "",
+        "Plots: [latency](latency.png), [throughput](throughput.png), [resources](resources.png).",
+    ]
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
     plots(report)
 
@@ -412,12 +463,24 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as http:
         print(f"registering {opts.users} users ...", flush=True)
         tokens = await register_users(http, base, opts.users)
-        admin = await (await http.post(f"{base}/api/auth/token", json={
-            "email": settings.admin_email, "password": settings.effective_admin_password})).json()
+        admin = await (
+            await http.post(
+                f"{base}/api/auth/token",
+                json={"email": settings.admin_email, "password": settings.effective_admin_password},
+            )
+        ).json()
         product = f"bench-{uuid.uuid4().hex[:8]}"
-        async with http.post(f"{base}/api/admin/products", json={
-            "productId": product, "name": "Bench widget", "type": "bench", "price": 1.0, "availableCount": 1000000},
-                headers={"Authorization": f"Bearer {admin['accessToken']}"}) as r:
+        async with http.post(
+            f"{base}/api/admin/products",
+            json={
+                "productId": product,
+                "name": "Bench widget",
+                "type": "bench",
+                "price": 1.0,
+                "availableCount": 1000000,
+            },
+            headers={"Authorization": f"Bearer {admin['accessToken']}"},
+        ) as r:
             assert r.status == 201, await r.text()
         phases = [Phase("light", opts.light_rate, opts.light_seconds)]
         phases += [Phase(f"{r:g}/s", r, opts.step_seconds) for r in opts.rates]
@@ -429,9 +492,11 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             ph.cpu_s = procs.cpu_seconds() - c0
             await measure(pool, ph)
             r = ph.result
-            print(f"  {r['completedPerSecond']} sagas/s, p50 {r['latencyMs']['p50']} ms, p99 {r['latencyMs']['p99']} ms,"
-                  f" CPU {r['cpuMsPerSaga']} ms/saga, drain {r['drainSeconds']} s, errors {r['errors'] or '-'}",
-                  flush=True)
+            print(
+                f"  {r['completedPerSecond']} sagas/s, p50 {r['latencyMs']['p50']} ms, p99 {r['latencyMs']['p99']} ms,"
+                f" CPU {r['cpuMsPerSaga']} ms/saga, drain {r['drainSeconds']} s, errors {r['errors'] or '-'}",
+                flush=True,
+            )
             await asyncio.sleep(3)
     await pool.close()
     rss.stop()
@@ -448,8 +513,9 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="tiny-saga bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="tiny-saga bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--light-rate", type=float, default=5)
     ap.add_argument("--light-seconds", type=float, default=20)

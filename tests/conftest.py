@@ -68,8 +68,10 @@ def product(admin: ApiUser) -> callable:
         import uuid
 
         pid = f"test-{uuid.uuid4().hex[:10]}"
-        r = admin.post("/api/admin/products", {"productId": pid, "name": f"Test {pid}", "type": "test",
-                                               "price": float(price), "availableCount": stock})
+        r = admin.post(
+            "/api/admin/products",
+            {"productId": pid, "name": f"Test {pid}", "type": "test", "price": float(price), "availableCount": stock},
+        )
         assert r.status_code == 201, r.text
         return pid
 

@@ -86,7 +86,9 @@ class ApiUser:
         while time.monotonic() < deadline:
             try:
                 with self.http.stream(
-                    "GET", f"{self.base}/api/orders/{order_id}/events", headers=self.auth,
+                    "GET",
+                    f"{self.base}/api/orders/{order_id}/events",
+                    headers=self.auth,
                     timeout=httpx.Timeout(deadline - time.monotonic() + 1),
                 ) as r:
                     assert r.status_code == 200, r.read()
@@ -111,8 +113,14 @@ class ApiUser:
         raise AssertionError(f"order {order_id}: condition not met within {timeout}s; last {o}")
 
 
-def register(base: str, *, tag: str = "user", password: str = "correct-horse-1", phone: str | None = "+15550123",
-             http: httpx.Client | None = None) -> ApiUser:
+def register(
+    base: str,
+    *,
+    tag: str = "user",
+    password: str = "correct-horse-1",
+    phone: str | None = "+15550123",
+    http: httpx.Client | None = None,
+) -> ApiUser:
     u = ApiUser(base, unique_email(tag), password, http=http or httpx.Client(timeout=30))
     body: dict[str, Any] = {"email": u.email, "password": password, "name": f"Test {tag}"}
     if phone:
@@ -204,13 +212,15 @@ async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
     """No saga in flight, nothing left in any outbox, no notification pending."""
     deadline = time.monotonic() + timeout
     while True:
-        in_flight = await _fetch(settings, "order",
-                                 "SELECT count(*) AS n FROM orders WHERE order_status NOT IN ('PLACED','FAILED')")
+        in_flight = await _fetch(
+            settings, "order", "SELECT count(*) AS n FROM orders WHERE order_status NOT IN ('PLACED','FAILED')"
+        )
         outboxes = 0
         for svc in ("order", "payment", "inventory", "wallet", "auth"):
             outboxes += (await _fetch(settings, svc, "SELECT count(*) AS n FROM outbox"))[0]["n"]
-        pending = await _fetch(settings, "payment",
-                               "SELECT count(*) AS n FROM payments WHERE status IN ('VOID_PENDING','REFUND_PENDING')")
+        pending = await _fetch(
+            settings, "payment", "SELECT count(*) AS n FROM payments WHERE status IN ('VOID_PENDING','REFUND_PENDING')"
+        )
         if in_flight[0]["n"] == 0 and outboxes == 0 and pending[0]["n"] == 0:
             return
         if time.monotonic() > deadline:
@@ -245,10 +255,18 @@ async def check_invariants(settings: Settings, user_ids: list[str] | None = None
     for uid in users:
         mine = [t for t in ledger if t["user_id"] == uid]
         deposits = sum((t["amount"] for t in mine if t["transaction_type"] == "DEPOSIT"), Decimal(0))
-        paid = sum((t["amount"] for t in mine if t["transaction_type"] == "PAYMENT" and t["payment_status"] == "COMPLETED"), Decimal(0))
-        refunded = sum((t["amount"] for t in mine if t["transaction_type"] == "REFUND" and t["payment_status"] == "REFUNDED"), Decimal(0))
+        paid = sum(
+            (t["amount"] for t in mine if t["transaction_type"] == "PAYMENT" and t["payment_status"] == "COMPLETED"),
+            Decimal(0),
+        )
+        refunded = sum(
+            (t["amount"] for t in mine if t["transaction_type"] == "REFUND" and t["payment_status"] == "REFUNDED"),
+            Decimal(0),
+        )
         balance = wallets.get(uid, Decimal(0))
-        assert balance == deposits - paid + refunded, f"user {uid}: balance {balance} != {deposits} - {paid} + {refunded}"
+        assert balance == deposits - paid + refunded, (
+            f"user {uid}: balance {balance} != {deposits} - {paid} + {refunded}"
+        )
         assert balance >= 0
     by_order: dict[str, dict[str, asyncpg.Record]] = {}
     for t in ledger:
@@ -281,12 +299,19 @@ async def check_invariants(settings: Settings, user_ids: list[str] | None = None
     assert reserved == placed, f"reservations {len(reserved)} != placed {len(placed)}: {list(reserved ^ placed)[:5]}"
     if user_ids is None:
         products = await _fetch(settings, "inventory", "SELECT * FROM products")
-        changes = await _fetch(settings, "inventory", "SELECT DISTINCT ON (product_id) * FROM stock_changes ORDER BY product_id, id DESC")
+        changes = await _fetch(
+            settings, "inventory", "SELECT DISTINCT ON (product_id) * FROM stock_changes ORDER BY product_id, id DESC"
+        )
         last = {c["product_id"]: c for c in changes}
         for p in products:
             c = last[p["product_id"]]
-            taken = sum(r["quantity"] for r in reservations.values()
-                        if r["product_id"] == p["product_id"] and r["status"] == "RESERVED" and r["created_at"] > c["changed_at"])
+            taken = sum(
+                r["quantity"]
+                for r in reservations.values()
+                if r["product_id"] == p["product_id"]
+                and r["status"] == "RESERVED"
+                and r["created_at"] > c["changed_at"]
+            )
             assert p["available_count"] == c["new_count"] - taken, f"stock of {p['product_id']} drifted"
             assert p["available_count"] >= 0
     return counts

@@ -92,18 +92,23 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
     kafka.ensure_configured(s)
     system.write_gateway_config(s)
     if supervisor_pid(s) is None:
-        taken = [
-            f"{p.name} needs port {p.port}" for p in processes(s) if p.port and not _port_free(p.port)
-        ]
+        taken = [f"{p.name} needs port {p.port}" for p in processes(s) if p.port and not _port_free(p.port)]
         if taken:
-            raise SetupError("ports are taken by other programs: " + "; ".join(taken)
-                             + " (see the README for the TINYSAGA_*_PORT settings)")
+            raise SetupError(
+                "ports are taken by other programs: "
+                + "; ".join(taken)
+                + " (see the README for the TINYSAGA_*_PORT settings)"
+            )
         say("  starting the supervisor (Kafka, relay, services, gateway) ...")
         logf = open(s.logs_dir / "supervisor.log", "ab")  # noqa: SIM115
         subprocess.Popen(
             [sys.executable, "-m", "tinysaga.infra.supervisor"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=REPO_ROOT, env=os.environ.copy(),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=REPO_ROOT,
+            env=os.environ.copy(),
         )
     else:
         say("  the supervisor is already running; it restarts whatever is down")
@@ -158,8 +163,7 @@ def cmd_status(s: Settings) -> int:
     sup = supervisor_pid(s)
     rows = [("supervisor", "up" if sup else "down", sup or "-", "-", "-")]
     pg_up = postgres.is_running(s)
-    rows.append(("postgres", "up" if pg_up else "down", postgres.pid(s) or "-", s.pg_port,
-                 "healthy" if pg_up else "-"))
+    rows.append(("postgres", "up" if pg_up else "down", postgres.pid(s) or "-", s.pg_port, "healthy" if pg_up else "-"))
     all_ok = bool(sup) and pg_up
     for p in processes(s):
         c = state.get(p.name) or {}
@@ -167,8 +171,15 @@ def cmd_status(s: Settings) -> int:
         healthy = probe(p.health, pid) if pid else False
         all_ok &= healthy
         status = "held" if c.get("held") else ("up" if pid else "down")
-        rows.append((p.name, status, pid or "-", p.port or "-",
-                     ("healthy" if healthy else "unhealthy") + (f" ({c['restarts']} restarts)" if c.get("restarts") else "")))
+        rows.append(
+            (
+                p.name,
+                status,
+                pid or "-",
+                p.port or "-",
+                ("healthy" if healthy else "unhealthy") + (f" ({c['restarts']} restarts)" if c.get("restarts") else ""),
+            )
+        )
     print(f"{'PROCESS':<16}{'STATE':<8}{'PID':<9}{'PORT':<7}HEALTH")
     for r in rows:
         print(f"{r[0]:<16}{r[1]:<8}{r[2]!s:<9}{r[3]!s:<7}{r[4]}")

@@ -42,15 +42,15 @@ def open_product(page: Page, pid: str) -> None:
 
 
 def step_attrs(page: Page, attr: str) -> list[str]:
-    return page.locator('[data-testid="timeline-step"]').evaluate_all(
-        f"els => els.map(e => e.getAttribute('{attr}'))"
-    )
+    return page.locator('[data-testid="timeline-step"]').evaluate_all(f"els => els.map(e => e.getAttribute('{attr}'))")
 
 
 def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUser, shots) -> None:
     pid = f"mug-{uuid.uuid4().hex[:8]}"
-    r = admin.post("/api/admin/products", {"productId": pid, "name": "Enamel Camp Mug", "type": "kitchen",
-                                           "price": 12.50, "availableCount": 7})
+    r = admin.post(
+        "/api/admin/products",
+        {"productId": pid, "name": "Enamel Camp Mug", "type": "kitchen", "price": 12.50, "availableCount": 7},
+    )
     assert r.status_code == 201, r.text
     events_requests: list[str] = []
     page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
@@ -137,8 +137,9 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
     expect(page).to_have_url(re.compile(r"/signin\?next=%2Forders$"))
 
 
-def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gateway: str, product, admin: ApiUser,
-                                                              shots) -> None:
+def test_too_little_money_disables_the_wallet_with_the_reason(
+    page: Page, gateway: str, product, admin: ApiUser, shots
+) -> None:
     pid = product(stock=5, price="30.00")
     sold_out = product(stock=0, price="5.00")
     last_one = product(stock=1, price="5.00")
@@ -188,8 +189,9 @@ def test_too_little_money_disables_the_wallet_with_the_reason(page: Page, gatewa
     assert user.get("/api/orders").json() == [], "no order may have been created"
 
 
-def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(new_context, gateway: str, product, stack: Stack,
-                                                               shots) -> None:
+def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(
+    new_context, gateway: str, product, stack: Stack, shots
+) -> None:
     """Two tabs of one user order the last item; the relay (outbox → Kafka) is held so both orders
     are accepted before either reserves stock. One is PLACED, the other FAILED and refunded, and
     each tab shows it live."""
@@ -224,7 +226,8 @@ def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(new_context, gate
     expect(tid(loser, "refund-status")).to_have_attribute("data-refund", "REFUND_DONE")
     expect(tid(loser, "refund-status")).to_contain_text("the money is back in your wallet")
     expect(loser.locator('[data-testid="timeline-step"]:not([data-pending])').last).to_have_attribute(
-        "data-status", "FAILED")
+        "data-status", "FAILED"
+    )
     events = step_attrs(loser, "data-event")
     assert "INVENTORY_INSUFFICIENT" in events and "REFUND_DONE" in events, events
     loser.bring_to_front()
@@ -237,8 +240,9 @@ def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(new_context, gate
     expect(tid(loser, "order-submit")).to_be_disabled()
 
 
-def test_admin_sees_products_sagas_alerts_and_can_edit_stock(page: Page, admin: ApiUser, gateway: str,
-                                                           product, settings, shots) -> None:
+def test_admin_sees_products_sagas_alerts_and_can_edit_stock(
+    page: Page, admin: ApiUser, gateway: str, product, settings, shots
+) -> None:
     pid = product(stock=3, price="8.00")
     shopper = register(gateway, tag="adminview")
     shopper.deposit(50)
@@ -260,8 +264,10 @@ def test_admin_sees_products_sagas_alerts_and_can_edit_stock(page: Page, admin: 
     expect(alerts).to_be_visible()
     expect(alerts.locator('[data-testid="alert-row"], [data-testid="alerts-empty"]').first).to_be_visible()
     for section, item in (("admin-dead-letters", "dead-letter"), ("admin-mail", "mail"), ("admin-sms", "sms")):
-        items = tid(page, section).locator(f'[data-testid="{item}-row"], [data-testid="{item}-item"], '
-                                           f'[data-testid="{item}-empty"], [data-testid="{item}s-empty"]')
+        items = tid(page, section).locator(
+            f'[data-testid="{item}-row"], [data-testid="{item}-item"], '
+            f'[data-testid="{item}-empty"], [data-testid="{item}s-empty"]'
+        )
         expect(items.first).to_be_visible()
     for section in ("admin-products", "admin-sagas", "admin-alerts", "admin-dead-letters", "admin-mail", "admin-sms"):
         expect(tid(page, f"{section}-error")).to_be_hidden()
@@ -370,11 +376,13 @@ def test_phone_width_and_keyboard_only(new_context, gateway: str, product, shots
     seen = []
     for _ in range(8):
         page.keyboard.press("Tab")
-        seen.append(page.evaluate("""() => {
+        seen.append(
+            page.evaluate("""() => {
             const el = document.activeElement;
             const style = getComputedStyle(el);
             return {tag: el.tagName, visible: style.outlineStyle !== 'none' && style.outlineWidth !== '0px'};
-        }"""))
+        }""")
+        )
     assert all(s["tag"] in ("A", "BUTTON", "INPUT", "SELECT", "TEXTAREA", "SUMMARY") for s in seen), seen
     assert all(s["visible"] for s in seen), f"focus not visible: {seen}"
 

@@ -15,8 +15,9 @@ CLI = [str(REPO_ROOT / "tiny-saga")]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + args, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        CLI + args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_status_shows_every_process_healthy(settings: Settings) -> None:
@@ -36,13 +37,17 @@ def test_logs_of_one_process(settings: Settings) -> None:
 
 
 def test_up_again_is_harmless(settings: Settings) -> None:
-    before = {n: c["pid"] for n, c in __import__("json").loads(
-        (settings.run_dir / "state.json").read_text())["children"].items()}
+    before = {
+        n: c["pid"]
+        for n, c in __import__("json").loads((settings.run_dir / "state.json").read_text())["children"].items()
+    }
     r = run(["up"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "already running" in r.stdout
-    after = {n: c["pid"] for n, c in __import__("json").loads(
-        (settings.run_dir / "state.json").read_text())["children"].items()}
+    after = {
+        n: c["pid"]
+        for n, c in __import__("json").loads((settings.run_dir / "state.json").read_text())["children"].items()
+    }
     assert after == before
 
 
@@ -53,9 +58,14 @@ def test_up_says_what_cannot_start_and_exits_non_zero() -> None:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            env = {"TINYSAGA_HOME": str(home), "TINYSAGA_PG_PORT": str(port), "TINYSAGA_GATEWAY_PORT": "58080",
-                   "TINYSAGA_KAFKA_PORT": "59092", "TINYSAGA_KAFKA_CONTROLLER_PORT": "59093",
-                   "TINYSAGA_SERVICE_PORT_BASE": "58100"}
+            env = {
+                "TINYSAGA_HOME": str(home),
+                "TINYSAGA_PG_PORT": str(port),
+                "TINYSAGA_GATEWAY_PORT": "58080",
+                "TINYSAGA_KAFKA_PORT": "59092",
+                "TINYSAGA_KAFKA_CONTROLLER_PORT": "59093",
+                "TINYSAGA_SERVICE_PORT_BASE": "58100",
+            }
             r = run(["up"], env)
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import httpx
 import jwt
+import orjson
 
 from tests.support import ApiUser, register, unique_email
 from tinysaga.platform.settings import Settings
@@ -48,10 +49,16 @@ def test_duplicate_email_is_409_and_bad_input_is_422(gateway: str) -> None:
     email = unique_email()
     ok = httpx.post(gateway + "/api/auth/register", json={"email": email, "password": "longenough", "name": "A"})
     assert ok.status_code == 201
-    assert_problem(httpx.post(gateway + "/api/auth/register",
-                              json={"email": email.upper(), "password": "longenough", "name": "A"}), 409)
-    body = assert_problem(httpx.post(gateway + "/api/auth/register",
-                                     json={"email": "not-an-email", "password": "short", "name": "A"}), 422)
+    assert_problem(
+        httpx.post(
+            gateway + "/api/auth/register", json={"email": email.upper(), "password": "longenough", "name": "A"}
+        ),
+        409,
+    )
+    body = assert_problem(
+        httpx.post(gateway + "/api/auth/register", json={"email": "not-an-email", "password": "short", "name": "A"}),
+        422,
+    )
     fields = {e["field"] for e in body["errors"]}
     assert {"email", "password"} <= fields
 
@@ -78,13 +85,18 @@ def test_catalogue_is_public_and_seeded(gateway: str) -> None:
 
 def test_admin_manages_products_others_get_403(admin: ApiUser, user: ApiUser) -> None:
     pid = f"adm-{uuid.uuid4().hex[:8]}"
-    r = admin.post("/api/admin/products", {"productId": pid, "name": "Lamp", "type": "home", "price": 19.99,
-                                           "availableCount": 4})
+    r = admin.post(
+        "/api/admin/products", {"productId": pid, "name": "Lamp", "type": "home", "price": 19.99, "availableCount": 4}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["price"] == 19.99
     assert admin.put(f"/api/admin/products/{pid}/stock", {"availableCount": 9}).json()["availableCount"] == 9
-    assert_problem(admin.post("/api/admin/products", {"productId": pid, "name": "Lamp", "type": "home",
-                                                      "price": 1, "availableCount": 1}), 409)
+    assert_problem(
+        admin.post(
+            "/api/admin/products", {"productId": pid, "name": "Lamp", "type": "home", "price": 1, "availableCount": 1}
+        ),
+        409,
+    )
     assert_problem(user.post("/api/admin/products", {"name": "X", "type": "t", "price": 1, "availableCount": 1}), 403)
     assert_problem(user.put(f"/api/admin/products/{pid}/stock", {"availableCount": 0}), 403)
 
@@ -100,8 +112,9 @@ def test_deposits_and_ledger(user: ApiUser) -> None:
     assert user.balance() == Decimal("13.00")
 
 
-def test_gateway_rejects_missing_expired_tampered_and_foreign_tokens(gateway: str, settings: Settings,
-                                                                     user: ApiUser) -> None:
+def test_gateway_rejects_missing_expired_tampered_and_foreign_tokens(
+    gateway: str, settings: Settings, user: ApiUser
+) -> None:
     assert_problem(httpx.get(gateway + "/api/wallet"), 401)
     key = (settings.secrets_dir / "jwt_private.pem").read_text()
     now = int(time.time())
@@ -112,7 +125,7 @@ def test_gateway_rejects_missing_expired_tampered_and_foreign_tokens(gateway: st
     assert_problem(httpx.get(gateway + "/api/wallet", headers={"Authorization": f"Bearer {wrong_iss}"}), 401)
     head, payload, sig = user.token.split(".")
     forged_payload = jwt.utils.base64url_encode(
-        jwt.utils.force_bytes('{"iss":"%s","sub":"%s","role":"admin","exp":%d}' % (settings.jwt_issuer, user.user_id, now + 600))
+        orjson.dumps({"iss": settings.jwt_issuer, "sub": user.user_id, "role": "admin", "exp": now + 600})
     ).decode()
     tampered = f"{head}.{forged_payload}.{sig}"
     assert_problem(httpx.get(gateway + "/api/wallet", headers={"Authorization": f"Bearer {tampered}"}), 401)
@@ -136,8 +149,9 @@ def test_internal_routes_are_not_reachable_from_outside(gateway: str, user: ApiU
         r = user.post(path, {"orderId": "x", "userId": user.user_id, "amount": 1, "currency": "USD"})
         assert r.status_code == 404
     # a service port without the gateway's secret refuses, even on loopback
-    r = httpx.post(f"http://127.0.0.1:{settings.port_of('wallet')}/internal/refunds",
-                   json={"orderId": "x", "userId": user.user_id})
+    r = httpx.post(
+        f"http://127.0.0.1:{settings.port_of('wallet')}/internal/refunds", json={"orderId": "x", "userId": user.user_id}
+    )
     assert_problem(r, 403)
     r = httpx.get(f"http://127.0.0.1:{settings.port_of('wallet')}/api/wallet", headers={"X-User-Id": user.user_id})
     assert_problem(r, 403)

@@ -227,13 +227,15 @@ def _config(raw: dict[str, Any]) -> schemathesis.Config:
                     if _is_string(prop):
                         keys.add(f"body.{name}")
     binding = {"dictionary": "hostile", "probability": HOSTILE_PROBABILITY}
-    return schemathesis.Config.from_dict({
-        "dictionaries": {"hostile": {"values": HOSTILE_STRINGS}},
-        "parameters": {key: binding for key in sorted(keys)},
-        # The listing shows the requests as sent: no secret is in them (the generated cases carry the
-        # placeholder `Bearer <token>`; the real token is added at call time).
-        "output": {"sanitization": {"enabled": False}},
-    })
+    return schemathesis.Config.from_dict(
+        {
+            "dictionaries": {"hostile": {"values": HOSTILE_STRINGS}},
+            "parameters": {key: binding for key in sorted(keys)},
+            # The listing shows the requests as sent: no secret is in them (the generated cases carry the
+            # placeholder `Bearer <token>`; the real token is added at call time).
+            "output": {"sanitization": {"enabled": False}},
+        }
+    )
 
 
 def _is_excluded(method: str, path: str) -> bool:
@@ -250,16 +252,26 @@ def _artifact(run: Run, seed: int, elapsed: float, users: Users) -> Path:
     folder = Path(os.environ.get("TINYSAGA_TEST_ARTIFACTS", "test-artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "fuzz-schemathesis.json"
-    path.write_text(json.dumps({
-        "seed": seed,
-        "seconds": round(elapsed, 1),
-        "calls": run.calls,
-        "users": users.made,
-        "no_negative_cases": run.unsatisfiable,
-        "statuses": {op: {str(k): v for k, v in sorted(c.items(), key=str)} for op, c in sorted(run.statuses.items())},
-        "findings": [{"operation": f.operation, "kind": f.kind, "count": f.count, "samples": f.samples}
-                     for f in run.findings.values()],
-    }, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "seconds": round(elapsed, 1),
+                "calls": run.calls,
+                "users": users.made,
+                "no_negative_cases": run.unsatisfiable,
+                "statuses": {
+                    op: {str(k): v for k, v in sorted(c.items(), key=str)} for op, c in sorted(run.statuses.items())
+                },
+                "findings": [
+                    {"operation": f.operation, "kind": f.kind, "count": f.count, "samples": f.samples}
+                    for f in run.findings.values()
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return path
 
 
@@ -308,8 +320,10 @@ def test_fuzz_public_api_through_the_gateway(gateway: str, settings: Settings) -
         client.close()
     artifact = _artifact(run, seed, elapsed, users)
     limited = sum(c.get(429, 0) for c in run.statuses.values())
-    summary = (f"{run.calls} calls to {len(fuzzed)} operations in {elapsed:.0f} s as {users.made} users "
-               f"(seed {seed}; TINYSAGA_FUZZ_SEED={seed} replays it; details in {artifact})")
+    summary = (
+        f"{run.calls} calls to {len(fuzzed)} operations in {elapsed:.0f} s as {users.made} users "
+        f"(seed {seed}; TINYSAGA_FUZZ_SEED={seed} replays it; details in {artifact})"
+    )
 
     problems = []
     if run.calls and limited > MAX_429_SHARE * run.calls:

@@ -24,23 +24,32 @@ def mails_for(admin: ApiUser, email: str) -> list[dict]:
 
 
 def sms_for(admin: ApiUser, phone: str, order_id: str) -> list[dict]:
-    return [s for s in admin.get("/api/admin/notifications/sms", params={"limit": 500}).json()
-            if s["to"] == phone and order_id in s["body"]]
+    return [
+        s
+        for s in admin.get("/api/admin/notifications/sms", params={"limit": 500}).json()
+        if s["to"] == phone and order_id in s["body"]
+    ]
 
 
-def test_placed_order_notifies_by_email_sms_and_inbox_once(gateway: str, product, admin: ApiUser,
-                                                           settings: Settings) -> None:
+def test_placed_order_notifies_by_email_sms_and_inbox_once(
+    gateway: str, product, admin: ApiUser, settings: Settings
+) -> None:
     u = register(gateway, phone="+15550199")
     u.deposit(10)
     oid = u.place(product(stock=1, price="2.00"))
     assert u.wait_terminal(oid)["orderStatus"] == "PLACED"
+
     def sent() -> list[dict] | None:
         mine = [n for n in u.get("/api/notifications").json() if n["orderId"] == oid and n["status"] == "SENT"]
         return mine if len(mine) == 4 else None
 
     inbox = _wait(sent)
     assert sorted((n["type"], n["channel"]) for n in inbox) == [
-        ("ORDER_PLACED", "EMAIL"), ("ORDER_PLACED", "SMS"), ("PAYMENT_DONE", "EMAIL"), ("PAYMENT_DONE", "SMS")]
+        ("ORDER_PLACED", "EMAIL"),
+        ("ORDER_PLACED", "SMS"),
+        ("PAYMENT_DONE", "EMAIL"),
+        ("PAYMENT_DONE", "SMS"),
+    ]
     mails = _wait(lambda: [m for m in mails_for(admin, u.email) if oid in m["body"]])
     assert len(mails) == 2 and all(m["subject"].startswith("Tiny-Saga:") for m in mails)
     assert len(sms_for(admin, "+15550199", oid)) == 2
@@ -67,8 +76,9 @@ def test_payment_failure_is_notified(gateway: str, product, admin: ApiUser) -> N
     assert _wait(lambda: mails_for(admin, u.email))
 
 
-def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(gateway: str, product, admin: ApiUser,
-                                                                        stack) -> None:
+def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(
+    gateway: str, product, admin: ApiUser, stack
+) -> None:
     u = register(gateway, phone="+15550142")
     u.deposit(5)
     stack.hold("smtp-sink")
@@ -82,6 +92,7 @@ def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(gateway:
     finally:
         stack.release("smtp-sink")
     # once the mail server is back, the retry delivers each email once
-    mails = _wait(lambda: (m := [m for m in mails_for(admin, u.email) if oid in m["body"]]) and len(m) == 2 and m,
-                  timeout=90)
+    mails = _wait(
+        lambda: (m := [m for m in mails_for(admin, u.email) if oid in m["body"]]) and len(m) == 2 and m, timeout=90
+    )
     assert len(mails) == 2

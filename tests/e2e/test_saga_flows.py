@@ -36,8 +36,10 @@ def test_happy_path_places_the_order_and_charges_the_catalogue_price(rich_user: 
 
 def test_client_price_is_ignored(rich_user: ApiUser, product) -> None:
     pid = product(stock=2, price="40.00")
-    r = rich_user.post("/api/orders", {"productId": pid, "productQuantity": 1, "paymentType": "WALLET",
-                                       "price": 0.01, "totalAmount": 0.01})
+    r = rich_user.post(
+        "/api/orders",
+        {"productId": pid, "productQuantity": 1, "paymentType": "WALLET", "price": 0.01, "totalAmount": 0.01},
+    )
     assert r.status_code == 202 and r.json()["totalAmount"] == 40.0
 
 
@@ -71,8 +73,9 @@ def test_early_fail_when_stock_is_short_creates_nothing(rich_user: ApiUser, prod
     assert rich_user.order("no-such-product", 1).status_code == 404
 
 
-def test_inventory_insufficient_after_payment_is_refunded(gateway: str, product, stack: Stack,
-                                                          settings: Settings) -> None:
+def test_inventory_insufficient_after_payment_is_refunded(
+    gateway: str, product, stack: Stack, settings: Settings
+) -> None:
     """Two orders for the last unit both pass the early check (the relay is held so that both are
     accepted before either is paid); one is placed, the other refunded."""
     pid = product(stock=1, price="15.00")
@@ -137,8 +140,9 @@ def test_refund_that_cannot_be_done_raises_an_alert(gateway: str, product, stack
     metric = 0.0
     for i in (1, 2):
         text = httpx.get(f"http://127.0.0.1:{stack.s.port_of('order', i)}/metrics").text
-        metric += sum(float(line.split()[-1]) for line in text.splitlines()
-                      if line.startswith("tinysaga_refund_failed_total"))
+        metric += sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith("tinysaga_refund_failed_total")
+        )
     assert metric >= 1
 
 
@@ -219,8 +223,23 @@ def test_order_reads_and_someone_elses_order_is_404(gateway: str, product) -> No
     rest = a.get("/api/orders", params={"limit": 2, "cursor": page.headers["x-next-cursor"]}).json()
     assert [o["orderId"] for o in rest] == [ids[0]]
     one = a.get(f"/api/orders/{ids[0]}").json()
-    for k in ("orderId", "userId", "productId", "productQuantity", "price", "totalAmount", "currency", "paymentType",
-              "orderStatus", "failReason", "refundStatus", "statusInfo", "transactionId", "createdAt", "updatedAt"):
+    for k in (
+        "orderId",
+        "userId",
+        "productId",
+        "productQuantity",
+        "price",
+        "totalAmount",
+        "currency",
+        "paymentType",
+        "orderStatus",
+        "failReason",
+        "refundStatus",
+        "statusInfo",
+        "transactionId",
+        "createdAt",
+        "updatedAt",
+    ):
         assert k in one
     for path in ("", "/history", "/events"):
         r = b.get(f"/api/orders/{ids[0]}{path}")
@@ -255,8 +274,9 @@ def test_sse_stream_sends_current_state_then_each_change_and_ends(rich_user: Api
     assert r.status_code == 200 and "data:" not in r.text
 
 
-def test_forty_concurrent_orders_for_ten_units_place_exactly_ten(gateway: str, product, stack: Stack,
-                                                                 settings: Settings) -> None:
+def test_forty_concurrent_orders_for_ten_units_place_exactly_ten(
+    gateway: str, product, stack: Stack, settings: Settings
+) -> None:
     """All 40 are accepted while the relay is held (the early check sees 10 in stock each time);
     then both inventory replicas race for the 10 units: exactly 10 placed, 30 refunded."""
     pid = product(stock=10, price="1.00")

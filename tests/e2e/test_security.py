@@ -25,43 +25,52 @@ def from_ip(ip: str) -> httpx.Client:
 
 def test_malformed_json_is_400(user: ApiUser) -> None:
     for path in ("/api/orders", "/api/wallet/deposits"):
-        r = user.http.post(user.base + path, content=b'{"productId": "x",', headers={**user.auth,
-                           "Content-Type": "application/json"})
+        r = user.http.post(
+            user.base + path, content=b'{"productId": "x",', headers={**user.auth, "Content-Type": "application/json"}
+        )
         assert_problem(r, 400)
 
 
 def test_not_json_is_415(user: ApiUser) -> None:
-    r = user.http.post(user.base + "/api/orders", content=b"productId=x", headers={
-        **user.auth, "Content-Type": "application/x-www-form-urlencoded"})
+    r = user.http.post(
+        user.base + "/api/orders",
+        content=b"productId=x",
+        headers={**user.auth, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert_problem(r, 415)
 
 
 def test_body_over_64_kib_is_413_even_when_chunked(user: ApiUser) -> None:
     big = b'{"amount": 1, "pad": "' + b"x" * 70000 + b'"}'
-    r = user.http.post(user.base + "/api/wallet/deposits", content=big,
-                       headers={**user.auth, "Content-Type": "application/json"})
+    r = user.http.post(
+        user.base + "/api/wallet/deposits", content=big, headers={**user.auth, "Content-Type": "application/json"}
+    )
     assert_problem(r, 413)
 
     def chunks():
         for i in range(0, len(big), 8192):
-            yield big[i:i + 8192]
+            yield big[i : i + 8192]
 
-    r = user.http.post(user.base + "/api/wallet/deposits", content=chunks(),
-                       headers={**user.auth, "Content-Type": "application/json"})
+    r = user.http.post(
+        user.base + "/api/wallet/deposits", content=chunks(), headers={**user.auth, "Content-Type": "application/json"}
+    )
     assert_problem(r, 413)
     assert user.balance() == 0
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"productId": "sku-keyboard", "productQuantity": 0, "paymentType": "WALLET"}, "productQuantity"),
-    ({"productId": "sku-keyboard", "productQuantity": 101, "paymentType": "WALLET"}, "productQuantity"),
-    ({"productId": "sku-keyboard", "productQuantity": 1.5, "paymentType": "WALLET"}, "productQuantity"),
-    ({"productId": "sku-keyboard", "productQuantity": "2", "paymentType": "WALLET"}, "productQuantity"),
-    ({"productId": "sku-keyboard", "productQuantity": 1, "paymentType": "BITCOIN"}, "paymentType"),
-    ({"productId": "x" * 65, "productQuantity": 1, "paymentType": "WALLET"}, "productId"),
-    ({"productQuantity": 1, "paymentType": "WALLET"}, "productId"),
-    ([1, 2, 3], "body"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"productId": "sku-keyboard", "productQuantity": 0, "paymentType": "WALLET"}, "productQuantity"),
+        ({"productId": "sku-keyboard", "productQuantity": 101, "paymentType": "WALLET"}, "productQuantity"),
+        ({"productId": "sku-keyboard", "productQuantity": 1.5, "paymentType": "WALLET"}, "productQuantity"),
+        ({"productId": "sku-keyboard", "productQuantity": "2", "paymentType": "WALLET"}, "productQuantity"),
+        ({"productId": "sku-keyboard", "productQuantity": 1, "paymentType": "BITCOIN"}, "paymentType"),
+        ({"productId": "x" * 65, "productQuantity": 1, "paymentType": "WALLET"}, "productId"),
+        ({"productQuantity": 1, "paymentType": "WALLET"}, "productId"),
+        ([1, 2, 3], "body"),
+    ],
+)
 def test_invalid_orders_are_422_field_by_field(rich_user: ApiUser, body, field: str) -> None:
     r = rich_user.post("/api/orders", body)
     problem = assert_problem(r, 422)
@@ -187,16 +196,20 @@ def test_login_and_register_are_limited_per_client_ip(gateway: str, settings: Se
     limited = from_ip("127.0.0.77")
     codes = []
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(
-            lambda _: limited.post(gateway + "/api/auth/register", json={"email": "x"}).status_code,
-            range(limit + 10)))
+        codes = list(
+            pool.map(
+                lambda _: limited.post(gateway + "/api/auth/register", json={"email": "x"}).status_code,
+                range(limit + 10),
+            )
+        )
     assert codes.count(429) >= 10 - 2
     r = limited.post(gateway + "/api/auth/token", json={"email": "a@example.com", "password": "whatever1"})
     assert_problem(r, 429)
     assert int(r.headers["retry-after"]) >= 1
     # another address is not affected
-    other = from_ip("127.0.0.78").post(gateway + "/api/auth/token",
-                                        json={"email": "a@example.com", "password": "whatever1"})
+    other = from_ip("127.0.0.78").post(
+        gateway + "/api/auth/token", json={"email": "a@example.com", "password": "whatever1"}
+    )
     assert other.status_code == 401
 
 

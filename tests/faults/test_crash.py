@@ -35,8 +35,9 @@ def test_gateway_keeps_answering_through_the_other_order_instance(stack: Stack, 
     def hammer() -> None:
         with httpx.Client(timeout=10) as c:
             while not stop.is_set():
-                codes.append(c.get(f"{gateway}/api/checkout/quote", params={"productId": pid},
-                                   headers=u.auth).status_code)
+                codes.append(
+                    c.get(f"{gateway}/api/checkout/quote", params={"productId": pid}, headers=u.auth).status_code
+                )
                 time.sleep(0.15)  # under the per-user rate limit
 
     t = threading.Thread(target=hammer)
@@ -53,8 +54,9 @@ def test_gateway_keeps_answering_through_the_other_order_instance(stack: Stack, 
     assert set(codes) == {200}, f"answers during the kill: {sorted(set(codes))}"
 
 
-def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(stack: Stack, gateway: str, product,
-                                                                        settings: Settings) -> None:
+def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
+    stack: Stack, gateway: str, product, settings: Settings
+) -> None:
     plenty, scarce = product(stock=1000, price="3.00"), product(stock=15, price="2.00")
     users = [register(gateway, tag=f"burst{i}") for i in range(10)]
     for i, u in enumerate(users):
@@ -119,5 +121,6 @@ def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, se
     # is compensated; no other failure is acceptable (everyone could pay, stock was plenty)
     for u in users:
         for o in u.get("/api/orders", params={"limit": 100}).json():
-            assert o["orderStatus"] == "PLACED" or (o["failReason"] == "TIMEOUT" and o["refundStatus"] in (
-                None, "REFUND_DONE")), o
+            assert o["orderStatus"] == "PLACED" or (
+                o["failReason"] == "TIMEOUT" and o["refundStatus"] in (None, "REFUND_DONE")
+            ), o

@@ -61,8 +61,10 @@ def snapshot(users: list[ApiUser], product_ids: list[str], order_ids: dict[str, 
     return {
         "balances": {u.user_id: u.balance() for u in users},
         "stock": {p: users[0].get(f"/api/products/{p}").json()["availableCount"] for p in product_ids},
-        "orders": {o: {k: v for k, v in u.get(f"/api/orders/{o}").json().items() if k != "updatedAt"}
-                   for o, u in order_ids.items()},
+        "orders": {
+            o: {k: v for k, v in u.get(f"/api/orders/{o}").json().items() if k != "updatedAt"}
+            for o, u in order_ids.items()
+        },
         "history": {o: len(u.get(f"/api/orders/{o}/history").json()) for o, u in order_ids.items()},
         "ledger": {u.user_id: len(u.get("/api/wallet/transactions").json()) for u in users},
         "inbox": {u.user_id: len(u.get("/api/notifications").json()) for u in users},
@@ -104,8 +106,9 @@ def test_events_follow_the_wire_format(finished_sagas, settings: Settings) -> No
 
 
 @pytest.mark.parametrize("fresh_ids", [False, True], ids=["same-event-ids", "new-event-ids"])
-def test_every_event_delivered_twice_changes_nothing(finished_sagas, product, settings: Settings,
-                                                     fresh_ids: bool) -> None:
+def test_every_event_delivered_twice_changes_nothing(
+    finished_sagas, product, settings: Settings, fresh_ids: bool
+) -> None:
     users, products, orders = finished_sagas
     before = snapshot(users, products, orders)
     records = run_sync(read_topic(settings, settings.topic, set(orders)))
@@ -127,8 +130,9 @@ def test_every_event_delivered_twice_changes_nothing(finished_sagas, product, se
     run_sync(check_invariants(settings, [u.user_id for u in users]))
 
 
-def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(gateway: str, product,
-                                                                           settings: Settings) -> None:
+def test_hostile_messages_go_to_the_dead_letter_topic_and_consumers_go_on(
+    gateway: str, product, settings: Settings
+) -> None:
     tag = uuid.uuid4().hex
     good = Event(eventName="PAYMENT_DONE", correlationId=tag, orderId=f"o-{tag}").model_dump(mode="json")
     hostile = [
@@ -168,12 +172,25 @@ def test_forged_refund_events_pay_nothing_out(gateway: str, product, settings: S
     assert victim.wait_terminal(real)["orderStatus"] == "PLACED"
     forged = [
         # an order that was never charged: nothing to refund
-        Event(eventName="INVENTORY_INSUFFICIENT", correlationId="x", orderId=str(uuid.uuid4()),
-              userId=thief.user_id, totalAmount=Decimal("999.00"), currency="USD", productId=pid,
-              productQuantity=1),
+        Event(
+            eventName="INVENTORY_INSUFFICIENT",
+            correlationId="x",
+            orderId=str(uuid.uuid4()),
+            userId=thief.user_id,
+            totalAmount=Decimal("999.00"),
+            currency="USD",
+            productId=pid,
+            productQuantity=1,
+        ),
         # a real order but naming another user: the wallet refuses to pay the thief
-        Event(eventName="ORDER_TIMED_OUT", correlationId="x", orderId=str(uuid.uuid4()),
-              userId=thief.user_id, totalAmount=Decimal("999.00"), currency="USD"),
+        Event(
+            eventName="ORDER_TIMED_OUT",
+            correlationId="x",
+            orderId=str(uuid.uuid4()),
+            userId=thief.user_id,
+            totalAmount=Decimal("999.00"),
+            currency="USD",
+        ),
     ]
     run_sync(produce(settings, [(e.orderId.encode(), e.to_bytes(), []) for e in forged]))
     marker = register(gateway, tag="marker")

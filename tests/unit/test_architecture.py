@@ -26,7 +26,16 @@ def test_domain_modules_are_pure() -> None:
         tree = ast.parse(path.read_text())
         imported = {
             (n.module or "").split(".")[0] if isinstance(n, ast.ImportFrom) else a.name.split(".")[0]
-            for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import | ast.ImportFrom)
             for a in (n.names if isinstance(n, ast.Import) else [n])
         }
         assert not imported & IO_MODULES, f"{path.relative_to(SRC)} imports {imported & IO_MODULES}"
+
+
+def test_lint_is_clean() -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    r = subprocess.run(
+        [str(ruff), "check", "src", "tests", "bench"], capture_output=True, text=True, cwd=SRC.parents[1]
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -35,8 +35,9 @@ ISSUER = "tinysaga-unit"
 def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path_factory.mktemp("keys") / "jwt_public.pem"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return path
 
 
@@ -95,12 +96,15 @@ def test_rendered_config_passes_haproxy_check_without_warnings(cfg: GatewayConfi
     assert "WARNING" not in out and "ALERT" not in out, out
 
 
-@pytest.mark.parametrize("change", [
-    {"stats_port": None},
-    {"max_body_bytes": 300_000},
-    {"backends": {name: [("localhost", 9200 + i), ("::1", 9300 + i)] for i, name in enumerate(SERVICES)}},
-    {"maxconn": 1, "rate_user_per_10s": 1, "rate_ip_per_10s": 1, "rate_auth_per_min": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"stats_port": None},
+        {"max_body_bytes": 300_000},
+        {"backends": {name: [("localhost", 9200 + i), ("::1", 9300 + i)] for i, name in enumerate(SERVICES)}},
+        {"maxconn": 1, "rate_user_per_10s": 1, "rate_ip_per_10s": 1, "rate_auth_per_min": 1},
+    ],
+)
 def test_variants_pass_haproxy_check(cfg: GatewayConfig, tmp_path: Path, change: dict) -> None:
     path = write_config(replace(cfg, **change), tmp_path / "haproxy.cfg")
     check_config(path)
@@ -129,8 +133,11 @@ def test_check_config_refuses_a_missing_or_unusable_public_key(cfg: GatewayConfi
     with pytest.raises(RuntimeError, match="nope.pem"):
         check_config(missing)
     ec_key = tmp_path / "ec.pem"
-    ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ec_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(RuntimeError, match="not an RSA key"):
         check_config(write_config(replace(cfg, public_key_path=str(ec_key)), tmp_path / "b.cfg"))
     garbage = tmp_path / "garbage.pem"
@@ -225,8 +232,11 @@ def test_buffer_holds_a_body_over_the_limit(cfg: GatewayConfig) -> None:
 
 def test_every_problem_answer_is_valid_problem_json(cfg: GatewayConfig) -> None:
     text = render_config(cfg)
-    answers = [line for line in text.splitlines()
-               if re.search(r"^\s*(http-request return|http-error) ", line) and "problem+json" in line]
+    answers = [
+        line
+        for line in text.splitlines()
+        if re.search(r"^\s*(http-request return|http-error) ", line) and "problem+json" in line
+    ]
     assert len(answers) >= 10
     statuses = set()
     for line in answers:
@@ -256,16 +266,19 @@ def test_public_routes_and_internal_routes(cfg: GatewayConfig) -> None:
 # ---- bad input is refused before HAProxy sees it ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [
-    ("internal_secret", "has space"),
-    ("internal_secret", "quote'"),
-    ("internal_secret", "per%cent"),
-    ("internal_secret", ""),
-    ("issuer", "a b"),
-    ("issuer", "x#y"),
-    ("public_key_path", "/tmp/with space.pem"),
-    ("public_key_path", '/tmp/q".pem'),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("internal_secret", "has space"),
+        ("internal_secret", "quote'"),
+        ("internal_secret", "per%cent"),
+        ("internal_secret", ""),
+        ("issuer", "a b"),
+        ("issuer", "x#y"),
+        ("public_key_path", "/tmp/with space.pem"),
+        ("public_key_path", '/tmp/q".pem'),
+    ],
+)
 def test_unsafe_values_are_refused(cfg: GatewayConfig, field: str, value: str) -> None:
     with pytest.raises(ValueError):
         render_config(replace(cfg, **{field: value}))
@@ -285,8 +298,9 @@ def test_backends_must_be_the_six_services_each_with_a_server(cfg: GatewayConfig
         render_config(replace(cfg, backends={**cfg.backends, "order": [("127.0.0.1", 70000)]}))
 
 
-@pytest.mark.parametrize("field", ["port", "rate_user_per_10s", "rate_ip_per_10s", "rate_auth_per_min",
-                                   "max_body_bytes", "maxconn"])
+@pytest.mark.parametrize(
+    "field", ["port", "rate_user_per_10s", "rate_ip_per_10s", "rate_auth_per_min", "max_body_bytes", "maxconn"]
+)
 def test_numbers_must_be_positive(cfg: GatewayConfig, field: str) -> None:
     with pytest.raises(ValueError):
         render_config(replace(cfg, **{field: 0}))

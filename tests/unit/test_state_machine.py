@@ -32,11 +32,17 @@ def test_payment_fail_reasons_map_to_the_api() -> None:
 def test_out_of_stock_then_refund() -> None:
     s = run(Input(ev.PAYMENT_DONE), Input(ev.INVENTORY_INSUFFICIENT))
     assert (s.status, s.fail_reason, s.refund_status) == (
-        Status.REFUND_INITIATED, FailReason.INVENTORY_INSUFFICIENT, Refund.REFUND_INITIATED)
+        Status.REFUND_INITIATED,
+        FailReason.INVENTORY_INSUFFICIENT,
+        Refund.REFUND_INITIATED,
+    )
     done = apply(s, Input(ev.REFUND_DONE))
     assert done is not None
     assert (done.status, done.fail_reason, done.refund_status) == (
-        Status.FAILED, FailReason.INVENTORY_INSUFFICIENT, Refund.REFUND_DONE)
+        Status.FAILED,
+        FailReason.INVENTORY_INSUFFICIENT,
+        Refund.REFUND_DONE,
+    )
     failed = apply(s, Input(ev.REFUND_FAILED, "wallet down"))
     assert failed is not None and failed.refund_status == Refund.REFUND_FAILED and failed.status == Status.FAILED
 
@@ -55,8 +61,16 @@ def test_timeout_from_every_in_flight_state_then_refund_annotates() -> None:
 
 def test_duplicates_and_stale_events_change_nothing() -> None:
     placed = run(Input(ev.PAYMENT_DONE), Input(ev.INVENTORY_RESERVED))
-    for name in (ev.PAYMENT_DONE, ev.INVENTORY_RESERVED, ev.PAYMENT_FAIL, ev.INVENTORY_INSUFFICIENT,
-                 ev.REFUND_DONE, ev.REFUND_FAILED, TIMEOUT, "SOMETHING_ELSE"):
+    for name in (
+        ev.PAYMENT_DONE,
+        ev.INVENTORY_RESERVED,
+        ev.PAYMENT_FAIL,
+        ev.INVENTORY_INSUFFICIENT,
+        ev.REFUND_DONE,
+        ev.REFUND_FAILED,
+        TIMEOUT,
+        "SOMETHING_ELSE",
+    ):
         assert apply(placed, Input(name)) is None
     paid = run(Input(ev.PAYMENT_DONE))
     assert apply(paid, Input(ev.PAYMENT_DONE)) is None
@@ -74,8 +88,18 @@ def test_the_seeds_misspelt_event_name_is_an_alias() -> None:
     assert run(Input(ev.PAYMENT_DONE), Input(ev.INVENTORY_RESERVED_SEED_ALIAS)).status == Status.PLACED
 
 
-NAMES = [ev.PAYMENT_DONE, ev.PAYMENT_FAIL, ev.INVENTORY_RESERVED, ev.INVENTORY_RESERVED_SEED_ALIAS,
-         ev.INVENTORY_INSUFFICIENT, ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED, TIMEOUT, "UNKNOWN"]
+NAMES = [
+    ev.PAYMENT_DONE,
+    ev.PAYMENT_FAIL,
+    ev.INVENTORY_RESERVED,
+    ev.INVENTORY_RESERVED_SEED_ALIAS,
+    ev.INVENTORY_INSUFFICIENT,
+    ev.REFUND_INITIATED,
+    ev.REFUND_DONE,
+    ev.REFUND_FAILED,
+    TIMEOUT,
+    "UNKNOWN",
+]
 REFUND_RANK = {None: 0, Refund.REFUND_INITIATED: 1, Refund.REFUND_FAILED: 2, Refund.REFUND_DONE: 3}
 
 
@@ -87,8 +111,11 @@ class OrderMachine(RuleBasedStateMachine):
         self.state = OrderState(Status.INITIATED)
         self.history = [self.state]
 
-    @rule(name=st.sampled_from(NAMES), reason=st.sampled_from([None, ev.INSUFFICIENT_FUND, ev.SERVER_ERROR, "x"]),
-          tx=st.sampled_from([None, "t1", "t2"]))
+    @rule(
+        name=st.sampled_from(NAMES),
+        reason=st.sampled_from([None, ev.INSUFFICIENT_FUND, ev.SERVER_ERROR, "x"]),
+        tx=st.sampled_from([None, "t1", "t2"]),
+    )
     def deliver(self, name: str, reason: str | None, tx: str | None) -> None:
         before = self.state
         after = apply(before, Input(name, reason, tx))

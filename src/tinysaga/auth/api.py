@@ -81,9 +81,13 @@ async def create_account(
     async with rt.pool.acquire() as conn, conn.transaction():
         try:
             await conn.execute(
-                "INSERT INTO users(user_id, email, password_hash, name, phone, role)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                user_id, email, hasher.hash(password), name, phone, role,
+                "INSERT INTO users(user_id, email, password_hash, name, phone, role) VALUES ($1, $2, $3, $4, $5, $6)",
+                user_id,
+                email,
+                hasher.hash(password),
+                name,
+                phone,
+                role,
             )
         except asyncpg.UniqueViolationError as e:
             raise Problem(409, "Conflict", "an account with this email already exists") from e
@@ -91,8 +95,12 @@ async def create_account(
             conn,
             rt.settings.user_topic,
             new_event(
-                USER_REGISTERED, correlation_id=str(user_id), userId=str(user_id), email=email,
-                name=name, phone=phone,
+                USER_REGISTERED,
+                correlation_id=str(user_id),
+                userId=str(user_id),
+                email=email,
+                name=name,
+                phone=phone,
             ),
         )
     return user_id
@@ -149,8 +157,13 @@ async def me(request: Request, user: Identity = Depends(current_user)) -> dict[s
     row = await _rt(request).pool.fetchrow("SELECT * FROM users WHERE user_id=$1", uuid.UUID(user.user_id))
     if row is None:
         raise Problem(404, "Not Found", "no such account")
-    return {"userId": str(row["user_id"]), "email": row["email"], "name": row["name"], "phone": row["phone"],
-            "role": row["role"]}
+    return {
+        "userId": str(row["user_id"]),
+        "email": row["email"],
+        "name": row["name"],
+        "phone": row["phone"],
+        "role": row["role"],
+    }
 
 
 @router.post("/api/auth/logout", status_code=204)

@@ -135,19 +135,24 @@ def _backends(cfg: GatewayConfig) -> str:
 def _stats(cfg: GatewayConfig) -> str:
     if cfg.stats_port is None:
         return "# (no stats listener)"
-    return "\n".join([
-        "# Internal: the state of every backend server (CSV at /stats;csv), for `status` and the tests.",
-        "listen stats",
-        f"    bind 127.0.0.1:{cfg.stats_port}",
-        "    stats enable",
-        "    stats uri /stats",
-        "    stats refresh 5s",
-    ])
+    return "\n".join(
+        [
+            "# Internal: the state of every backend server (CSV at /stats;csv), for `status` and the tests.",
+            "listen stats",
+            f"    bind 127.0.0.1:{cfg.stats_port}",
+            "    stats enable",
+            "    stats uri /stats",
+            "    stats refresh 5s",
+        ]
+    )
 
 
 def _validate(cfg: GatewayConfig) -> None:
-    for label, value in (("issuer", cfg.issuer), ("internal_secret", cfg.internal_secret),
-                         ("public_key_path", cfg.public_key_path)):
+    for label, value in (
+        ("issuer", cfg.issuer),
+        ("internal_secret", cfg.internal_secret),
+        ("public_key_path", cfg.public_key_path),
+    ):
         if not isinstance(value, str) or not _SAFE_TOKEN.match(value):
             raise ValueError(f"unsafe or empty {label} for the gateway config: {value!r}")
     if set(cfg.backends) != set(SERVICES):
@@ -155,9 +160,14 @@ def _validate(cfg: GatewayConfig) -> None:
     for name, servers in cfg.backends.items():
         if not servers:
             raise ValueError(f"backend {name!r} has no server")
-    for label, value in (("port", cfg.port), ("rate_user_per_10s", cfg.rate_user_per_10s),
-                         ("rate_ip_per_10s", cfg.rate_ip_per_10s), ("rate_auth_per_min", cfg.rate_auth_per_min),
-                         ("max_body_bytes", cfg.max_body_bytes), ("maxconn", cfg.maxconn)):
+    for label, value in (
+        ("port", cfg.port),
+        ("rate_user_per_10s", cfg.rate_user_per_10s),
+        ("rate_ip_per_10s", cfg.rate_ip_per_10s),
+        ("rate_auth_per_min", cfg.rate_auth_per_min),
+        ("max_body_bytes", cfg.max_body_bytes),
+        ("maxconn", cfg.maxconn),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
 
@@ -191,15 +201,21 @@ def render_config(cfg: GatewayConfig) -> str:
         problem_bad_path=_problem_return(404, "Not Found", "no such route"),
         problem_not_found=_problem_return(404, "Not Found", "no such route"),
         problem_too_large=_problem_return(413, "Content Too Large", f"request bodies are limited to {limit} bytes"),
-        problem_unauthorized=_problem_return(401, "Unauthorized", "a valid access token is required",
-                                             ("WWW-Authenticate", "Bearer")),
-        problem_rate_ip=_problem_return(429, too_many, "too many requests from this address; retry after 10 seconds",
-                                        ("Retry-After", "10")),
-        problem_rate_auth=_problem_return(429, too_many,
-                                          "too many sign-up or sign-in attempts from this address; "
-                                          "retry after 60 seconds", ("Retry-After", "60")),
-        problem_rate_user=_problem_return(429, too_many, "too many requests for this user; retry after 10 seconds",
-                                          ("Retry-After", "10")),
+        problem_unauthorized=_problem_return(
+            401, "Unauthorized", "a valid access token is required", ("WWW-Authenticate", "Bearer")
+        ),
+        problem_rate_ip=_problem_return(
+            429, too_many, "too many requests from this address; retry after 10 seconds", ("Retry-After", "10")
+        ),
+        problem_rate_auth=_problem_return(
+            429,
+            too_many,
+            "too many sign-up or sign-in attempts from this address; retry after 60 seconds",
+            ("Retry-After", "60"),
+        ),
+        problem_rate_user=_problem_return(
+            429, too_many, "too many requests for this user; retry after 10 seconds", ("Retry-After", "10")
+        ),
     )
 
 
@@ -265,5 +281,6 @@ def server_states(stats_port: int) -> dict[str, str]:
         rows = csv.reader(io.StringIO(r.read().decode().lstrip("# ")))
         header = next(rows)
         svname, status = header.index("svname"), header.index("status")
-        return {row[svname]: row[status] for row in rows
-                if len(row) > status and row[svname] not in ("FRONTEND", "BACKEND")}
+        return {
+            row[svname]: row[status] for row in rows if len(row) > status and row[svname] not in ("FRONTEND", "BACKEND")
+        }

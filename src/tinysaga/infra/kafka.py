@@ -59,9 +59,16 @@ def ensure_installed(settings: Settings) -> Path:
     print(f"  fetching Apache Kafka {settings.kafka_version} from Maven Central ...", flush=True)
     r = subprocess.run(
         [
-            "mvn", "-B", "-q", "-C", "-f", str(DEPLOY / "pom.xml"),
+            "mvn",
+            "-B",
+            "-q",
+            "-C",
+            "-f",
+            str(DEPLOY / "pom.xml"),
             f"-Dkafka.version={settings.kafka_version}",
-            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
         ],
         capture_output=True,
         text=True,
@@ -104,8 +111,17 @@ def ensure_configured(settings: Settings) -> None:
     if (data_dir(settings) / "meta.properties").exists():
         return
     r = subprocess.run(
-        ["java", "-cp", f"{libs_dir(settings)}/*", "kafka.tools.StorageTool", "format",
-         "-t", _cluster_id(), "-c", str(cfg)],
+        [
+            "java",
+            "-cp",
+            f"{libs_dir(settings)}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            _cluster_id(),
+            "-c",
+            str(cfg),
+        ],
         capture_output=True,
         text=True,
     )
@@ -122,8 +138,16 @@ def _cluster_id() -> str:
 def command(settings: Settings) -> list[str]:
     heap = settings.kafka_heap_mb
     return [
-        "java", f"-Xms{heap}m", f"-Xmx{heap}m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+        "java",
+        f"-Xms{heap}m",
+        f"-Xmx{heap}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={DEPLOY / 'log4j2.properties'}",
-        "-cp", f"{libs_dir(settings)}/*", "kafka.Kafka", str(config_path(settings)),
+        "-cp",
+        f"{libs_dir(settings)}/*",
+        "kafka.Kafka",
+        str(config_path(settings)),
     ]

@@ -32,13 +32,15 @@ from tinysaga.platform.settings import Settings
 PUBLIC_SERVICES = ("auth", "order", "wallet", "inventory", "notification")
 
 # Operations anyone may call without a token (the gateway's `auth_public` and the catalogue reads).
-ANONYMOUS = frozenset({
-    ("post", "/api/auth/register"),
-    ("post", "/api/auth/token"),
-    ("post", "/api/auth/logout"),
-    ("get", "/api/products"),
-    ("get", "/api/products/{product_id}"),
-})
+ANONYMOUS = frozenset(
+    {
+        ("post", "/api/auth/register"),
+        ("post", "/api/auth/token"),
+        ("post", "/api/auth/logout"),
+        ("get", "/api/products"),
+        ("get", "/api/products/{product_id}"),
+    }
+)
 
 # Operations whose success answer is a Server-Sent Events stream, not the JSON FastAPI assumes.
 EVENT_STREAMS = frozenset({("get", "/api/orders/{order_id}/events")})
@@ -110,11 +112,16 @@ def _problem_response(status: int, description: str, schema_ref: str = "Problem"
         schema = {"allOf": [schema, {"type": "object", "properties": {"status": {"const": status}}}]}
     response: dict[str, Any] = {"description": description, "content": {PROBLEM: {"schema": schema}}}
     if status == 401:
-        response["headers"] = {"WWW-Authenticate": {
-            "description": "`Bearer` when the gateway refused the token", "schema": {"type": "string"}}}
+        response["headers"] = {
+            "WWW-Authenticate": {
+                "description": "`Bearer` when the gateway refused the token",
+                "schema": {"type": "string"},
+            }
+        }
     if status == 429:
-        response["headers"] = {"Retry-After": {
-            "description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+        response["headers"] = {
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        }
     return response
 
 
@@ -157,8 +164,8 @@ def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
     prefix = "#/components/schemas/"
     if isinstance(node, dict):
         ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith(prefix) and ref[len(prefix):] in renames:
-            node["$ref"] = prefix + renames[ref[len(prefix):]]
+        if isinstance(ref, str) and ref.startswith(prefix) and ref[len(prefix) :] in renames:
+            node["$ref"] = prefix + renames[ref[len(prefix) :]]
         for v in node.values():
             _rewrite_refs(v, renames)
     elif isinstance(node, list):
@@ -190,11 +197,15 @@ def _truthful_responses(method: str, path: str, op: dict[str, Any]) -> None:
         ok = responses.get("200") or {}
         responses["200"] = {
             "description": ok.get("description") or "A stream of the order's status changes",
-            "content": {"text/event-stream": {"schema": {
-                "type": "string",
-                "description": "`event: order-status` messages whose `data` is the order as JSON; "
-                               "`id` is the order's version (send it back as `Last-Event-ID`).",
-            }}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "`event: order-status` messages whose `data` is the order as JSON; "
+                        "`id` is the order's version (send it back as `Last-Event-ID`).",
+                    }
+                }
+            },
         }
     op["responses"] = dict(sorted(responses.items()))
 
@@ -209,8 +220,9 @@ def merge_openapi(documents: dict[str, dict[str, Any]], settings: Settings) -> d
     for service, raw in documents.items():
         doc = copy.deepcopy(raw)
         version = doc.get("info", {}).get("version") or version
-        theirs = {k: v for k, v in doc.get("components", {}).get("schemas", {}).items()
-                  if k not in _FASTAPI_ERROR_SCHEMAS}
+        theirs = {
+            k: v for k, v in doc.get("components", {}).get("schemas", {}).items() if k not in _FASTAPI_ERROR_SCHEMAS
+        }
         renames = {}
         for name, schema in theirs.items():
             if name in schemas and schemas[name] != schema:
@@ -264,8 +276,8 @@ def merge_openapi(documents: dict[str, dict[str, Any]], settings: Settings) -> d
             "title": "Tiny-Saga API (through the gateway)",
             "version": version,
             "description": "The public API of Tiny-Saga as served by its gateway. Send the access token from "
-                           "`POST /api/auth/token` as `Authorization: Bearer <token>` (browsers may use the "
-                           "`access_token` cookie instead). Every error is `application/problem+json`.",
+            "`POST /api/auth/token` as `Authorization: Bearer <token>` (browsers may use the "
+            "`access_token` cookie instead). Every error is `application/problem+json`.",
         },
         "servers": [{"url": f"http://127.0.0.1:{settings.gateway_port}", "description": "the gateway"}],
         "tags": [{"name": s} for s in documents],

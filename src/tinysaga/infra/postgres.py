@@ -31,9 +31,7 @@ def pg_bin(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    raise SetupError(
-        f"PostgreSQL server binary '{name}' not found: install Debian's postgresql-15 package"
-    )
+    raise SetupError(f"PostgreSQL server binary '{name}' not found: install Debian's postgresql-15 package")
 
 
 def _as_pg_user(cmd: list[str]) -> list[str]:
@@ -83,12 +81,16 @@ def ensure_cluster(settings: Settings) -> None:
             _as_pg_user(
                 [
                     pg_bin("initdb"),
-                    "-D", str(data),
-                    "-U", "tinysaga",
-                    "--pwfile", str(pwfile),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "tinysaga",
+                    "--pwfile",
+                    str(pwfile),
                     "--auth-local=scram-sha-256",
                     "--auth-host=scram-sha-256",
-                    "-E", "UTF8",
+                    "-E",
+                    "UTF8",
                     "--locale=C.UTF-8",
                 ]
             ),
@@ -111,9 +113,7 @@ def is_running(settings: Settings) -> bool:
     data = data_dir(settings)
     if not (data / "PG_VERSION").exists():
         return False
-    r = subprocess.run(
-        _as_pg_user([pg_bin("pg_ctl"), "-D", str(data), "status"]), capture_output=True, text=True
-    )
+    r = subprocess.run(_as_pg_user([pg_bin("pg_ctl"), "-D", str(data), "status"]), capture_output=True, text=True)
     return r.returncode == 0
 
 
@@ -130,8 +130,7 @@ def start(settings: Settings) -> None:
         return
     if _port_taken(settings.pg_port):
         raise SetupError(
-            f"port {settings.pg_port} for PostgreSQL is taken by another program "
-            "(set TINYSAGA_PG_PORT to another port)"
+            f"port {settings.pg_port} for PostgreSQL is taken by another program (set TINYSAGA_PG_PORT to another port)"
         )
     log = pg_root(settings) / "postgres.log"  # where the postgres user can write
     log.touch()
@@ -142,9 +141,7 @@ def start(settings: Settings) -> None:
         link.unlink(missing_ok=True)
         link.symlink_to(log)
     r = subprocess.run(
-        _as_pg_user(
-            [pg_bin("pg_ctl"), "-D", str(data_dir(settings)), "-l", str(log), "-w", "-t", "60", "start"]
-        ),
+        _as_pg_user([pg_bin("pg_ctl"), "-D", str(data_dir(settings)), "-l", str(log), "-w", "-t", "60", "start"]),
         capture_output=True,
         text=True,
     )

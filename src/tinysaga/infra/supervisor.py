@@ -55,8 +55,13 @@ class Supervisor:
         logf.write(f"--- supervisor: starting {c.spec.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
         env = {**os.environ, **c.spec.env}
         c.proc = subprocess.Popen(
-            c.spec.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=c.spec.cwd, start_new_session=True,
+            c.spec.argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=c.spec.cwd,
+            start_new_session=True,
         )
         if c.log is not None:
             c.log.close()

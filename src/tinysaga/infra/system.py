@@ -33,8 +33,12 @@ def ensure_packages(packages: list[str]) -> None:
     if not _apt_updated:
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
         _apt_updated = True
-    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise SetupError(f"apt-get install {' '.join(missing)} failed:\n{r.stderr[-2000:]}")
 
@@ -83,8 +87,10 @@ def _post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
 def seed_demo_user(s: Settings) -> None:
     """The demo account with some money in its wallet, created once, through the public API."""
     base = f"http://127.0.0.1:{s.gateway_port}/api"
-    code, _ = _post(f"{base}/auth/register", {"email": s.demo_email, "password": s.demo_password, "name": "Demo User",
-                                              "phone": "+15550100"})
+    code, _ = _post(
+        f"{base}/auth/register",
+        {"email": s.demo_email, "password": s.demo_password, "name": "Demo User", "phone": "+15550100"},
+    )
     if code != 201:
         return  # exists already (409) or rate-limited: nothing to seed
     code, tok = _post(f"{base}/auth/token", {"email": s.demo_email, "password": s.demo_password})

@@ -29,10 +29,20 @@ def processes(settings: Settings) -> list[ProcSpec]:
     procs = [
         ProcSpec("kafka", kafka.command(settings), settings.kafka_port, f"tcp:{settings.kafka_port}", stop_order=9),
         ProcSpec("relay", [py, "-m", "tinysaga.platform.relay"], None, None, stop_order=5),
-        ProcSpec("smtp-sink", [py, "-m", "tinysaga.notification.smtp_sink"], settings.effective_smtp_port,
-                 f"tcp:{settings.effective_smtp_port}", stop_order=5),
-        ProcSpec("gateway", ["haproxy", "-db", "-f", gateway_config_path(settings)], settings.gateway_port,
-                 f"http://127.0.0.1:{settings.gateway_port}/health", stop_order=0),
+        ProcSpec(
+            "smtp-sink",
+            [py, "-m", "tinysaga.notification.smtp_sink"],
+            settings.effective_smtp_port,
+            f"tcp:{settings.effective_smtp_port}",
+            stop_order=5,
+        ),
+        ProcSpec(
+            "gateway",
+            ["haproxy", "-db", "-f", gateway_config_path(settings)],
+            settings.gateway_port,
+            f"http://127.0.0.1:{settings.gateway_port}/health",
+            stop_order=0,
+        ),
     ]
     for service in ("auth", "order", "payment", "wallet", "inventory", "notification", "web"):
         n = settings.replicas(service)
@@ -40,7 +50,11 @@ def processes(settings: Settings) -> list[ProcSpec]:
             name = service if n == 1 else f"{service}-{i}"
             port = settings.port_of(service, i)
             procs.append(
-                ProcSpec(name, [py, "-m", f"tinysaga.{service}", "--port", str(port)], port,
-                         f"http://127.0.0.1:{port}/health/ready")
+                ProcSpec(
+                    name,
+                    [py, "-m", f"tinysaga.{service}", "--port", str(port)],
+                    port,
+                    f"http://127.0.0.1:{port}/health/ready",
+                )
             )
     return procs

@@ -18,6 +18,7 @@ from tinysaga.contracts.events import (
     Event,
     new_event,
 )
+from tinysaga.contracts.ids import is_product_id
 from tinysaga.inventory.domain import (
     CANCELLED,
     INVENTORY_NOT_AVAILABLE,
@@ -26,7 +27,6 @@ from tinysaga.inventory.domain import (
     RELEASED,
     RESERVED,
 )
-from tinysaga.contracts.ids import is_product_id
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.money import Price, as_number
@@ -100,13 +100,19 @@ async def create_product(body: ProductIn, request: Request, admin: Identity = De
             row = await conn.fetchrow(
                 "INSERT INTO products(product_id, name, product_type, price, available_count)"
                 " VALUES ($1,$2,$3,$4,$5) RETURNING *",
-                pid, body.name.strip(), body.type.strip(), body.price, body.availableCount,
+                pid,
+                body.name.strip(),
+                body.type.strip(),
+                body.price,
+                body.availableCount,
             )
         except asyncpg.UniqueViolationError as e:
             raise Problem(409, "Conflict", f"product {pid!r} already exists") from e
         await conn.execute(
             "INSERT INTO stock_changes(product_id, new_count, changed_by) VALUES ($1,$2,$3)",
-            pid, body.availableCount, admin.user_id,
+            pid,
+            body.availableCount,
+            admin.user_id,
         )
     return JSON(product_json(row, rt.settings.currency), status_code=201, headers={"Location": f"/api/products/{pid}"})
 
@@ -119,13 +125,16 @@ async def set_stock(
     async with rt.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE products SET available_count=$2, updated_at=now() WHERE product_id=$1 RETURNING *",
-            product_id, body.availableCount,
+            product_id,
+            body.availableCount,
         )
         if row is None:
             raise Problem(404, "Not Found", f"no product {product_id!r}")
         await conn.execute(
             "INSERT INTO stock_changes(product_id, new_count, changed_by) VALUES ($1,$2,$3)",
-            product_id, body.availableCount, admin.user_id,
+            product_id,
+            body.availableCount,
+            admin.user_id,
         )
     return product_json(row, rt.settings.currency)
 
@@ -158,29 +167,33 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
         if not (event.orderId and event.productId and event.productQuantity):
             raise ValueError("PAYMENT_DONE without orderId, productId or productQuantity")
         async with ctx.transaction() as conn:
-            prior = await conn.fetchval(
-                "SELECT status FROM reservations WHERE order_id=$1 FOR UPDATE", event.orderId
-            )
+            prior = await conn.fetchval("SELECT status FROM reservations WHERE order_id=$1 FOR UPDATE", event.orderId)
             if prior is not None:
                 log.info("order %s already has a reservation (%s); nothing to do", event.orderId, prior)
                 return
             left = await conn.fetchval(
                 "UPDATE products SET available_count = available_count - $2, updated_at = now()"
                 " WHERE product_id = $1 AND available_count >= $2 RETURNING available_count",
-                event.productId, event.productQuantity,
+                event.productId,
+                event.productQuantity,
             )
             status = RESERVED if left is not None else REJECTED
             await conn.execute(
                 "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4)",
-                event.orderId, event.productId, event.productQuantity, status,
+                event.orderId,
+                event.productId,
+                event.productQuantity,
+                status,
             )
             if status == RESERVED:
                 await add_to_outbox(conn, topic, _reply(INVENTORY_RESERVED, event))
             else:
                 await add_to_outbox(
-                    conn, topic,
-                    _reply(INVENTORY_INSUFFICIENT, event, inventoryFailReason=INVENTORY_NOT_AVAILABLE,
-                           isPartialOrder=False),
+                    conn,
+                    topic,
+                    _reply(
+                        INVENTORY_INSUFFICIENT, event, inventoryFailReason=INVENTORY_NOT_AVAILABLE, isPartialOrder=False
+                    ),
                 )
 
     async def on_order_timed_out(event: Event, ctx: HandlerContext) -> None:
@@ -195,13 +208,17 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
             if row is None:
                 await conn.execute(
                     "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4)",
-                    event.orderId, event.productId or "", event.productQuantity or 1, CANCELLED,
+                    event.orderId,
+                    event.productId or "",
+                    event.productQuantity or 1,
+                    CANCELLED,
                 )
             elif row["status"] == RESERVED:
                 await conn.execute(
                     "UPDATE products SET available_count = available_count + $2, updated_at = now()"
                     " WHERE product_id = $1",
-                    row["product_id"], row["quantity"],
+                    row["product_id"],
+                    row["quantity"],
                 )
                 await conn.execute(
                     "UPDATE reservations SET status=$2, updated_at=now() WHERE order_id=$1", event.orderId, RELEASED

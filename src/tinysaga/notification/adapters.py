@@ -58,7 +58,9 @@ class RecordingSms:
     async def send(self, conn: asyncpg.Connection, notification_id: object, to: str, body: str) -> None:
         await conn.execute(
             "INSERT INTO sms_messages(notification_id, to_number, body) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-            notification_id, to, body,
+            notification_id,
+            to,
+            body,
         )
 
 

@@ -53,7 +53,9 @@ async def inbox(
 
 
 @router.get("/api/admin/notifications/mail")
-async def sink_mail(request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
+async def sink_mail(
+    request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)
+) -> list[dict[str, Any]]:
     """The mails the local SMTP sink received, newest first."""
     folder = _rt(request).settings.home / "mail"
     files = sorted(folder.glob("*.eml"), reverse=True)[:limit] if folder.exists() else []
@@ -61,13 +63,16 @@ async def sink_mail(request: Request, limit: int = Query(50, ge=1, le=500), _: I
     for f in files:
         msg = BytesParser(policy=policy.default).parsebytes(f.read_bytes())
         body = msg.get_body(("plain",))
-        out.append({"file": f.name, "to": msg["To"], "subject": msg["Subject"],
-                    "body": body.get_content() if body else ""})
+        out.append(
+            {"file": f.name, "to": msg["To"], "subject": msg["Subject"], "body": body.get_content() if body else ""}
+        )
     return out
 
 
 @router.get("/api/admin/notifications/sms")
-async def sms_log(request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
+async def sms_log(
+    request: Request, limit: int = Query(50, ge=1, le=500), _: Identity = Depends(admin_user)
+) -> list[dict[str, Any]]:
     rows = await _rt(request).pool.fetch("SELECT * FROM sms_messages ORDER BY id DESC LIMIT $1", limit)
     return [{"to": r["to_number"], "body": r["body"], "createdAt": r["created_at"].isoformat()} for r in rows]
 
@@ -83,7 +88,12 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                 await conn.execute(
                     "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
                     " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (order_id, type, channel) DO NOTHING",
-                    uuid.uuid4(), event.userId, event.orderId, kind, channel, message,
+                    uuid.uuid4(),
+                    event.userId,
+                    event.orderId,
+                    kind,
+                    channel,
+                    message,
                 )
             await conn.execute(f"NOTIFY {NEW_CHANNEL}")
 
@@ -92,11 +102,22 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
             await conn.execute(
                 "INSERT INTO contacts(user_id, email, phone, name) VALUES ($1,$2,$3,$4)"
                 " ON CONFLICT (user_id) DO UPDATE SET email=EXCLUDED.email, phone=EXCLUDED.phone, name=EXCLUDED.name",
-                event.userId, event.email, event.phone, event.name,
+                event.userId,
+                event.email,
+                event.phone,
+                event.name,
             )
 
-    names = (ev.PAYMENT_DONE, ev.PAYMENT_FAIL, ev.INVENTORY_RESERVED, ev.INVENTORY_INSUFFICIENT,
-             ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED, ev.ORDER_TIMED_OUT)
+    names = (
+        ev.PAYMENT_DONE,
+        ev.PAYMENT_FAIL,
+        ev.INVENTORY_RESERVED,
+        ev.INVENTORY_INSUFFICIENT,
+        ev.REFUND_INITIATED,
+        ev.REFUND_DONE,
+        ev.REFUND_FAILED,
+        ev.ORDER_TIMED_OUT,
+    )
     return {**{n: on_saga_event for n in names}, ev.USER_REGISTERED: on_user_registered}
 
 
@@ -138,8 +159,11 @@ async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
 async def _retry_later(conn: asyncpg.Connection, r: asyncpg.Record, error: str) -> None:
     pause = timedelta(seconds=min(60.0, 0.5 * 2 ** r["attempts"]))
     await conn.execute(
-        "UPDATE notifications SET attempts=attempts+1, last_error=$2, next_attempt_at=now()+$3 WHERE notification_id=$1",
-        r["notification_id"], error[:500], pause,
+        "UPDATE notifications SET attempts=attempts+1, last_error=$2, next_attempt_at=now()+$3"
+        " WHERE notification_id=$1",
+        r["notification_id"],
+        error[:500],
+        pause,
     )
 
 

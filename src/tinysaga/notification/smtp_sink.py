@@ -29,7 +29,9 @@ async def main() -> None:
     s = get_settings()
     handler = MaildirHandler(s.home / "mail")
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="tinysaga-sink"), "127.0.0.1", s.effective_smtp_port)
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="tinysaga-sink"), "127.0.0.1", s.effective_smtp_port
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

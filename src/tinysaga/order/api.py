@@ -105,7 +105,8 @@ async def create_order(
     product = await fetch_product(rt, body.productId)
     if product["availableCount"] < body.productQuantity:
         raise Problem(
-            409, "Conflict",
+            409,
+            "Conflict",
             f"only {product['availableCount']} of {body.productId!r} in stock; no order was created",
             type_="urn:tinysaga:problem:out-of-stock",
         )
@@ -121,13 +122,26 @@ async def create_order(
                     "INSERT INTO orders(order_id, user_id, product_id, product_quantity, price, total_amount, currency,"
                     " payment_type, order_status, status_info, idempotency_key, request_hash, deadline_at)"
                     " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'INITIATED',$9,$10,$11,$12) RETURNING *",
-                    order_id, user.user_id, body.productId, body.productQuantity, price, total,
-                    rt.settings.currency, body.paymentType, info, key, digest, deadline,
+                    order_id,
+                    user.user_id,
+                    body.productId,
+                    body.productQuantity,
+                    price,
+                    total,
+                    rt.settings.currency,
+                    body.paymentType,
+                    info,
+                    key,
+                    digest,
+                    deadline,
                 )
                 await conn.execute(
                     "INSERT INTO order_history(order_id, order_status, status_info, event_name, at)"
                     " VALUES ($1,'INITIATED',$2,$3,$4)",
-                    order_id, info, ev.ORDER_INITIATED, row["created_at"],
+                    order_id,
+                    info,
+                    ev.ORDER_INITIATED,
+                    row["created_at"],
                 )
                 await add_to_outbox(
                     conn,
@@ -174,7 +188,9 @@ def _cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(at), uuid.UUID(oid)
     except Exception as e:
         raise Problem(
-            422, "Unprocessable Content", "invalid cursor",
+            422,
+            "Unprocessable Content",
+            "invalid cursor",
             errors=[{"field": "cursor", "message": "not a cursor this API gave out", "type": "value_error"}],
         ) from e
 
@@ -192,12 +208,16 @@ async def list_orders(
         rows = await rt.pool.fetch(
             "SELECT * FROM orders WHERE user_id=$1 AND (created_at, order_id) < ($2, $3)"
             " ORDER BY created_at DESC, order_id DESC LIMIT $4",
-            user.user_id, at, oid, limit + 1,
+            user.user_id,
+            at,
+            oid,
+            limit + 1,
         )
     else:
         rows = await rt.pool.fetch(
             "SELECT * FROM orders WHERE user_id=$1 ORDER BY created_at DESC, order_id DESC LIMIT $2",
-            user.user_id, limit + 1,
+            user.user_id,
+            limit + 1,
         )
     headers = {}
     if len(rows) > limit:
@@ -212,7 +232,9 @@ async def get_order(order_id: str, request: Request, user: Identity = Depends(cu
 
 
 @router.get("/api/orders/{order_id}/history")
-async def order_history(order_id: str, request: Request, user: Identity = Depends(current_user)) -> list[dict[str, Any]]:
+async def order_history(
+    order_id: str, request: Request, user: Identity = Depends(current_user)
+) -> list[dict[str, Any]]:
     rt = _rt(request)
     row = await _own_order(rt, user, order_id)
     rows = await rt.pool.fetch(
@@ -220,8 +242,12 @@ async def order_history(order_id: str, request: Request, user: Identity = Depend
         row["order_id"],
     )
     return [
-        {"orderStatus": r["order_status"], "statusInfo": r["status_info"], "eventName": r["event_name"],
-         "at": r["at"].isoformat()}
+        {
+            "orderStatus": r["order_status"],
+            "statusInfo": r["status_info"],
+            "eventName": r["event_name"],
+            "at": r["at"].isoformat(),
+        }
         for r in rows
     ]
 
@@ -311,7 +337,8 @@ async def recent_sagas(
     rt = _rt(request)
     rows = await rt.pool.fetch(
         "SELECT * FROM orders WHERE ($1::text IS NULL OR order_status=$1) ORDER BY created_at DESC LIMIT $2",
-        status, limit,
+        status,
+        limit,
     )
     hist = await rt.pool.fetch(
         "SELECT order_id, order_status, event_name, at FROM order_history WHERE order_id = ANY($1::uuid[]) ORDER BY id",
@@ -329,7 +356,12 @@ async def recent_sagas(
 async def alerts(request: Request, _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
     rows = await _rt(request).pool.fetch("SELECT * FROM alerts ORDER BY created_at DESC LIMIT 500")
     return [
-        {"orderId": str(r["order_id"]), "userId": r["user_id"], "kind": r["kind"], "detail": r["detail"],
-         "createdAt": r["created_at"].isoformat()}
+        {
+            "orderId": str(r["order_id"]),
+            "userId": r["user_id"],
+            "kind": r["kind"],
+            "detail": r["detail"],
+            "createdAt": r["created_at"].isoformat(),
+        }
         for r in rows
     ]

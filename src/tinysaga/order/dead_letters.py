@@ -22,8 +22,11 @@ router = APIRouter()
 def collector(rt: Runtime):  # noqa: ANN201 - a task factory
     async def dead_letter_collector() -> None:
         consumer = AIOKafkaConsumer(
-            rt.settings.dead_letter_topic, bootstrap_servers=rt.settings.kafka_bootstrap, group_id="order-dlt",
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            rt.settings.dead_letter_topic,
+            bootstrap_servers=rt.settings.kafka_bootstrap,
+            group_id="order-dlt",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
@@ -40,9 +43,16 @@ def collector(rt: Runtime):  # noqa: ANN201 - a task factory
                                 "INSERT INTO dead_letters(dlt_partition, dlt_offset, service, error, source_topic,"
                                 " source_partition, source_offset, message_key, payload, payload_encoding)"
                                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
-                                r.partition, r.offset, str(d.get("service", "?")), str(d.get("error", "")),
-                                str(d.get("topic", "")), int(d.get("partition", -1)), int(d.get("offset", -1)),
-                                str(d.get("key", "")), str(d.get("payload", "")), str(d.get("payloadEncoding", "utf-8")),
+                                r.partition,
+                                r.offset,
+                                str(d.get("service", "?")),
+                                str(d.get("error", "")),
+                                str(d.get("topic", "")),
+                                int(d.get("partition", -1)),
+                                int(d.get("offset", -1)),
+                                str(d.get("key", "")),
+                                str(d.get("payload", "")),
+                                str(d.get("payloadEncoding", "utf-8")),
                             )
                 if batches:
                     await consumer.commit()
@@ -59,9 +69,15 @@ async def list_dead_letters(
     rows = await request.app.state.rt.pool.fetch("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
     return [
         {
-            "id": r["id"], "service": r["service"], "error": r["error"], "sourceTopic": r["source_topic"],
-            "sourcePartition": r["source_partition"], "sourceOffset": r["source_offset"], "key": r["message_key"],
-            "payload": r["payload"][:4096], "payloadEncoding": r["payload_encoding"],
+            "id": r["id"],
+            "service": r["service"],
+            "error": r["error"],
+            "sourceTopic": r["source_topic"],
+            "sourcePartition": r["source_partition"],
+            "sourceOffset": r["source_offset"],
+            "key": r["message_key"],
+            "payload": r["payload"][:4096],
+            "payloadEncoding": r["payload_encoding"],
             "receivedAt": r["received_at"].isoformat(),
             "replayedAt": r["replayed_at"].isoformat() if r["replayed_at"] else None,
         }
@@ -78,15 +94,15 @@ async def replay(
         row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
         if row is None:
             raise Problem(404, "Not Found", "no such dead letter")
-        raw = (base64.b64decode(row["payload"]) if row["payload_encoding"] == "base64"
-               else row["payload"].encode())
+        raw = base64.b64decode(row["payload"]) if row["payload_encoding"] == "base64" else row["payload"].encode()
         await conn.execute(
             "INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1,$2,'REPLAY',$3,$4)",
-            row["source_topic"] or rt.settings.topic, row["message_key"] or str(dead_letter_id), raw,
+            row["source_topic"] or rt.settings.topic,
+            row["message_key"] or str(dead_letter_id),
+            raw,
             orjson.dumps({"replayOf": str(dead_letter_id)}).decode(),
         )
         await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
         await conn.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", dead_letter_id)
     log.info("dead letter %s replayed", dead_letter_id)
     return {"id": dead_letter_id, "replayed": True}
-

@@ -33,18 +33,24 @@ def state_of(row: asyncpg.Record) -> domain.OrderState:
     )
 
 
-async def save_change(
-    conn: asyncpg.Connection, row: asyncpg.Record, new: domain.OrderState, event_name: str
-) -> None:
+async def save_change(conn: asyncpg.Connection, row: asyncpg.Record, new: domain.OrderState, event_name: str) -> None:
     """Persist a transition with its history row; NOTIFY live streams at commit."""
     await conn.execute(
         "UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5, transaction_id=$6,"
         " version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1",
-        row["order_id"], new.status, new.fail_reason, new.refund_status, new.status_info, new.transaction_id,
+        row["order_id"],
+        new.status,
+        new.fail_reason,
+        new.refund_status,
+        new.status_info,
+        new.transaction_id,
     )
     await conn.execute(
         "INSERT INTO order_history(order_id, order_status, status_info, event_name) VALUES ($1,$2,$3,$4)",
-        row["order_id"], new.status, new.status_info, event_name,
+        row["order_id"],
+        new.status,
+        new.status_info,
+        event_name,
     )
     await conn.execute("SELECT pg_notify($1, $2)", STATUS_CHANNEL, str(row["order_id"]))
     TRANSITIONS.labels(new.status).inc()
@@ -52,13 +58,17 @@ async def save_change(
         await conn.execute(
             "INSERT INTO alerts(order_id, user_id, kind, detail) VALUES ($1,$2,'REFUND_FAILED',$3)"
             " ON CONFLICT DO NOTHING",
-            row["order_id"], row["user_id"],
+            row["order_id"],
+            row["user_id"],
             f"refund of {row['total_amount']} {row['currency']} failed; the user was charged for nothing",
         )
         REFUND_FAILED_ALERTS.inc()
         log.error(
             "ALERT refund failed for order %s (user %s, %s %s): an operator must refund it",
-            row["order_id"], row["user_id"], row["total_amount"], row["currency"],
+            row["order_id"],
+            row["user_id"],
+            row["total_amount"],
+            row["currency"],
             extra={"alert": "REFUND_FAILED", "orderId": str(row["order_id"])},
         )
 
@@ -86,15 +96,22 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
             if new is None:
                 log.info(
                     "event %s left order %s in %s (stale or duplicate)",
-                    event.eventName, event.orderId, row["order_status"],
+                    event.eventName,
+                    event.orderId,
+                    row["order_status"],
                 )
                 IGNORED.labels(event.name_canonical).inc()
                 return
             await save_change(conn, row, new, event.name_canonical)
 
     names = (
-        ev.PAYMENT_DONE, ev.PAYMENT_FAIL, ev.INVENTORY_RESERVED, ev.INVENTORY_INSUFFICIENT,
-        ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED,
+        ev.PAYMENT_DONE,
+        ev.PAYMENT_FAIL,
+        ev.INVENTORY_RESERVED,
+        ev.INVENTORY_INSUFFICIENT,
+        ev.REFUND_INITIATED,
+        ev.REFUND_DONE,
+        ev.REFUND_FAILED,
     )
     return {n: on_saga_event for n in names}
 
@@ -106,7 +123,8 @@ async def sweep_once(rt: Runtime, limit: int = 100) -> int:
         rows = await conn.fetch(
             "SELECT * FROM orders WHERE order_status = ANY($1::text[]) AND deadline_at < clock_timestamp()"
             " ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-            [s.value for s in domain.IN_FLIGHT], limit,
+            [s.value for s in domain.IN_FLIGHT],
+            limit,
         )
         for row in rows:
             new = domain.apply(state_of(row), domain.Input(domain.TIMEOUT))

@@ -24,14 +24,24 @@ REFUND_PENDING, REFUNDED, REFUND_FAILED = "REFUND_PENDING", "REFUNDED", "REFUND_
 def _event(name: str, src: ev.Event | asyncpg.Record, **fields: Any) -> ev.Event:
     if isinstance(src, ev.Event):
         base = {
-            "orderId": src.orderId, "userId": src.userId, "paymentType": src.paymentType,
-            "productId": src.productId, "productQuantity": src.productQuantity, "price": src.price,
-            "totalAmount": src.totalAmount, "currency": src.currency,
+            "orderId": src.orderId,
+            "userId": src.userId,
+            "paymentType": src.paymentType,
+            "productId": src.productId,
+            "productQuantity": src.productQuantity,
+            "price": src.price,
+            "totalAmount": src.totalAmount,
+            "currency": src.currency,
         }
         cid = src.correlationId
     else:
-        base = {"orderId": src["order_id"], "userId": src["user_id"], "totalAmount": src["amount"],
-                "currency": src["currency"], "paymentType": "WALLET"}
+        base = {
+            "orderId": src["order_id"],
+            "userId": src["user_id"],
+            "totalAmount": src["amount"],
+            "currency": src["currency"],
+            "paymentType": "WALLET",
+        }
         cid = src["order_id"]
     return ev.new_event(name, correlation_id=cid, orderStatus=name, **{**base, **fields})
 
@@ -48,7 +58,9 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
             async with ctx.transaction():
                 return  # already acted on (a second delivery under another id)
         try:
-            result = await wallet.debit(event.orderId, event.userId, event.totalAmount, event.currency or rt.settings.currency)
+            result = await wallet.debit(
+                event.orderId, event.userId, event.totalAmount, event.currency or rt.settings.currency
+            )
             status = result["status"]
         except WalletUnavailable as e:
             result, status = {"transactionId": None}, None
@@ -58,7 +70,9 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
                 row_status, out = CHARGED, _event(ev.PAYMENT_DONE, event, transactionId=result["transactionId"])
             elif status == "FAILED":
                 row_status = DECLINED
-                out = _event(ev.PAYMENT_FAIL, event, transactionId=result["transactionId"], failReason=ev.INSUFFICIENT_FUND)
+                out = _event(
+                    ev.PAYMENT_FAIL, event, transactionId=result["transactionId"], failReason=ev.INSUFFICIENT_FUND
+                )
             elif status == "REFUSED":  # the order was voided first (it timed out): nothing was taken
                 row_status, out = VOIDED, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
             else:
@@ -66,8 +80,12 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
             await conn.execute(
                 "INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
                 " VALUES ($1,$2,$3,$4,$5,$6)",
-                event.orderId, event.userId, event.totalAmount, event.currency or rt.settings.currency,
-                row_status, result.get("transactionId"),
+                event.orderId,
+                event.userId,
+                event.totalAmount,
+                event.currency or rt.settings.currency,
+                row_status,
+                result.get("transactionId"),
             )
             await add_to_outbox(conn, topic, out)
 
@@ -90,11 +108,17 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
                     await conn.execute(
                         "INSERT INTO payments(order_id, user_id, amount, currency, status, detail)"
                         " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-                        event.orderId, event.userId, event.totalAmount or 0, event.currency or rt.settings.currency,
-                        status, "voided before any charge: the saga timed out",
+                        event.orderId,
+                        event.userId,
+                        event.totalAmount or 0,
+                        event.currency or rt.settings.currency,
+                        status,
+                        "voided before any charge: the saga timed out",
                     )
                 return
-            log.warning("%s for order %s that was never charged here: nothing to refund", event.eventName, event.orderId)
+            log.warning(
+                "%s for order %s that was never charged here: nothing to refund", event.eventName, event.orderId
+            )
             async with ctx.transaction():
                 return
         if row["status"] == CHARGED:
@@ -102,13 +126,23 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
                 changed = await conn.fetchval(
                     "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4"
                     " RETURNING 1",
-                    event.orderId, REFUND_PENDING, reason, CHARGED,
+                    event.orderId,
+                    REFUND_PENDING,
+                    reason,
+                    CHARGED,
                 )
                 if changed:
                     await add_to_outbox(
-                        conn, topic, _event(ev.REFUND_INITIATED, row, transactionId=row["transaction_id"],
-                                            productId=event.productId, productQuantity=event.productQuantity,
-                                            isPartialOrder=False),
+                        conn,
+                        topic,
+                        _event(
+                            ev.REFUND_INITIATED,
+                            row,
+                            transactionId=row["transaction_id"],
+                            productId=event.productId,
+                            productQuantity=event.productQuantity,
+                            isPartialOrder=False,
+                        ),
                     )
             row = await rt.pool.fetchrow("SELECT * FROM payments WHERE order_id=$1", event.orderId)
         if row["status"] != REFUND_PENDING:
@@ -123,16 +157,27 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
             done = await conn.fetchval(
                 "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4"
                 " RETURNING 1",
-                event.orderId, REFUNDED if ok else REFUND_FAILED, detail[:500], REFUND_PENDING,
+                event.orderId,
+                REFUNDED if ok else REFUND_FAILED,
+                detail[:500],
+                REFUND_PENDING,
             )
             if done:
-                common = {"transactionId": row["transaction_id"], "productId": event.productId,
-                          "productQuantity": event.productQuantity, "isPartialOrder": False}
+                common = {
+                    "transactionId": row["transaction_id"],
+                    "productId": event.productId,
+                    "productQuantity": event.productQuantity,
+                    "isPartialOrder": False,
+                }
                 if ok:
                     await add_to_outbox(conn, topic, _event(ev.REFUND_DONE, row, **common))
                 else:
-                    log.error("ALERT refund failed for order %s: %s", event.orderId, detail,
-                              extra={"alert": "REFUND_FAILED", "orderId": event.orderId})
+                    log.error(
+                        "ALERT refund failed for order %s: %s",
+                        event.orderId,
+                        detail,
+                        extra={"alert": "REFUND_FAILED", "orderId": event.orderId},
+                    )
                     await add_to_outbox(conn, topic, _event(ev.REFUND_FAILED, row, failReason=detail[:200], **common))
 
     return {
@@ -154,8 +199,12 @@ async def void_pending(rt: Runtime, wallet: WalletClient) -> int:
             return done
         async with rt.pool.acquire() as conn, conn.transaction():
             changed = await conn.fetchval(
-                "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4 RETURNING 1",
-                row["order_id"], VOIDED, f"void: {result['status']}", VOID_PENDING,
+                "UPDATE payments SET status=$2, detail=$3, updated_at=now()"
+                " WHERE order_id=$1 AND status=$4 RETURNING 1",
+                row["order_id"],
+                VOIDED,
+                f"void: {result['status']}",
+                VOID_PENDING,
             )
             if changed and result["status"] == "REFUNDED":
                 await add_to_outbox(conn, rt.settings.topic, _event(ev.REFUND_DONE, row))

@@ -36,8 +36,7 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> N
 async def mark_processed(conn: asyncpg.Connection, event: Event) -> bool:
     """Record the event as handled in the caller's transaction; False when it already was."""
     row = await conn.fetchval(
-        "INSERT INTO processed_events(event_id, event_name) VALUES ($1, $2)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
+        "INSERT INTO processed_events(event_id, event_name) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
         event.eventId,
         event.eventName,
     )

@@ -17,8 +17,12 @@ def check_key(key: str | None) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > MAX_KEY or not key.isprintable():
-        raise Problem(422, "Unprocessable Content", "Idempotency-Key must be 1..200 printable characters",
-                      errors=[{"field": "Idempotency-Key", "message": "invalid header value", "type": "value_error"}])
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            "Idempotency-Key must be 1..200 printable characters",
+            errors=[{"field": "Idempotency-Key", "message": "invalid header value", "type": "value_error"}],
+        )
     return key
 
 
@@ -27,5 +31,9 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 def reused_with_other_body() -> Problem:
-    return Problem(422, "Unprocessable Content", "this Idempotency-Key was used with a different request body",
-                   errors=[{"field": "Idempotency-Key", "message": "reused with another body", "type": "idempotency"}])
+    return Problem(
+        422,
+        "Unprocessable Content",
+        "this Idempotency-Key was used with a different request body",
+        errors=[{"field": "Idempotency-Key", "message": "reused with another body", "type": "idempotency"}],
+    )

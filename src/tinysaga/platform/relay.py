@@ -41,17 +41,13 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def publish_batch(conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-    rows = await conn.fetch(
-        "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1", BATCH
-    )
+    rows = await conn.fetch("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1", BATCH)
     if not rows:
         return 0
     futures = []
     for r in rows:
         headers = [(k, str(v).encode()) for k, v in orjson.loads(r["headers"]).items()]
-        futures.append(
-            await producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers)
-        )
+        futures.append(await producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers))
     await asyncio.gather(*futures)
     await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
     return len(rows)

@@ -38,9 +38,7 @@ def ensure_secrets(settings: Settings) -> None:
             ),
         )
         pub.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
         pub.chmod(0o644)
     if not (d / "internal_secret").exists():

@@ -68,7 +68,12 @@ class Runtime:
         """Consume `topics` (default: the saga topic) in the service's own consumer group."""
         self.consumers.append(
             ConsumerLoop(
-                self.settings, self.name, self.pool, handlers, handled, topics or (self.settings.topic,),
+                self.settings,
+                self.name,
+                self.pool,
+                handlers,
+                handled,
+                topics or (self.settings.topic,),
                 group_id=group,
             )
         )
@@ -118,7 +123,8 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt.pool = await _connect_pool(rt, pool_size)
         rt.http = aiohttp.ClientSession(
-            headers=rt.internal_headers(), timeout=aiohttp.ClientTimeout(total=5),
+            headers=rt.internal_headers(),
+            timeout=aiohttp.ClientTimeout(total=5),
             connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
         )
         result = setup(rt)

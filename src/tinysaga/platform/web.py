@@ -138,9 +138,14 @@ def install(app: FastAPI, *, internal_secret: str | None, max_body: int = 65536)
         # What a client sent and PostgreSQL cannot hold (a NUL character, a number out of range):
         # the client's mistake, not ours.
         log.info("unstorable input on %s %s: %s", request.method, request.url.path, exc)
-        return problem_response(Problem(422, "Unprocessable Content", "a value cannot be stored (e.g. a NUL character or"
-                                        " a number out of range)",
-                                        errors=[{"field": "body", "message": str(exc)[:200], "type": "data_error"}]))
+        return problem_response(
+            Problem(
+                422,
+                "Unprocessable Content",
+                "a value cannot be stored (e.g. a NUL character or a number out of range)",
+                errors=[{"field": "body", "message": str(exc)[:200], "type": "data_error"}],
+            )
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -47,7 +47,8 @@ class RefundIn(BaseModel):
 async def ensure_wallet(conn: asyncpg.Connection, user_id: str, currency: str) -> None:
     await conn.execute(
         "INSERT INTO wallets(user_id, balance, currency) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
-        user_id, currency,
+        user_id,
+        currency,
     )
 
 
@@ -89,7 +90,8 @@ async def deposit(
         if key:
             prior = await conn.fetchrow(
                 "SELECT transaction_id, request_hash FROM transactions WHERE user_id=$1 AND idempotency_key=$2",
-                user.user_id, key,
+                user.user_id,
+                key,
             )
             if prior is not None:
                 if prior["request_hash"] != digest:
@@ -98,12 +100,19 @@ async def deposit(
         tx_id = uuid.uuid4()
         balance = await conn.fetchval(
             "UPDATE wallets SET balance = balance + $2, updated_at = now() WHERE user_id=$1 RETURNING balance",
-            user.user_id, body.amount,
+            user.user_id,
+            body.amount,
         )
         await conn.execute(
             "INSERT INTO transactions(transaction_id, user_id, transaction_type, payment_status, amount, currency,"
             " description, idempotency_key, request_hash) VALUES ($1,$2,'DEPOSIT','COMPLETED',$3,$4,$5,$6,$7)",
-            tx_id, user.user_id, body.amount, rt.settings.currency, "wallet top-up", key, digest,
+            tx_id,
+            user.user_id,
+            body.amount,
+            rt.settings.currency,
+            "wallet top-up",
+            key,
+            digest,
         )
     return JSON({"balance": balance, "transactionId": str(tx_id)}, status_code=201)
 
@@ -140,28 +149,36 @@ async def debit(body: DebitIn, request: Request) -> dict[str, Any]:
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
         await ensure_wallet(conn, body.userId, rt.settings.currency)
-        balance: Decimal = await conn.fetchval(
-            "SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId
-        )
+        balance: Decimal = await conn.fetchval("SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId)
         rows = await _order_rows(conn, body.orderId)
         outcome = debit_outcome(balance, body.amount, _entry(rows.get("PAYMENT")), _entry(rows.get("REFUND")))
         if outcome == "EXISTING":
             r = rows["PAYMENT"]
             if r["user_id"] != body.userId:
                 raise Problem(409, "Conflict", "this order was charged to another wallet")
-            return {"transactionId": str(r["transaction_id"]), "status": r["payment_status"], "amount": as_number(r["amount"])}
+            return {
+                "transactionId": str(r["transaction_id"]),
+                "status": r["payment_status"],
+                "amount": as_number(r["amount"]),
+            }
         if outcome == Status.REFUSED:
             return {"transactionId": None, "status": Status.REFUSED, "amount": as_number(body.amount)}
         tx_id = uuid.uuid4()
         if outcome == Status.COMPLETED:
             await conn.execute(
                 "UPDATE wallets SET balance = balance - $2, updated_at = now() WHERE user_id=$1",
-                body.userId, body.amount,
+                body.userId,
+                body.amount,
             )
         await conn.execute(
             "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
             " currency, description) VALUES ($1,$2,$3,'PAYMENT',$4,$5,$6,$7)",
-            tx_id, body.userId, body.orderId, str(outcome), body.amount, body.currency,
+            tx_id,
+            body.userId,
+            body.orderId,
+            str(outcome),
+            body.amount,
+            body.currency,
             f"order {body.orderId}" + ("" if outcome == Status.COMPLETED else ": insufficient funds"),
         )
     return {"transactionId": str(tx_id), "status": str(outcome), "amount": as_number(body.amount)}
@@ -182,7 +199,11 @@ async def refund(body: RefundIn, request: Request) -> dict[str, Any]:
         outcome = refund_outcome(_entry(payment), _entry(rows.get("REFUND")))
         if outcome == "EXISTING":
             r = rows["REFUND"]
-            return {"transactionId": str(r["transaction_id"]), "status": r["payment_status"], "amount": as_number(r["amount"])}
+            return {
+                "transactionId": str(r["transaction_id"]),
+                "status": r["payment_status"],
+                "amount": as_number(r["amount"]),
+            }
         amount = payment["amount"] if outcome == Status.REFUNDED else Decimal("0")
         tx_id = uuid.uuid4()
         if amount:
@@ -192,7 +213,12 @@ async def refund(body: RefundIn, request: Request) -> dict[str, Any]:
         await conn.execute(
             "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
             " currency, description) VALUES ($1,$2,$3,'REFUND',$4,$5,$6,$7)",
-            tx_id, body.userId, body.orderId, str(outcome), amount, rt.settings.currency,
+            tx_id,
+            body.userId,
+            body.orderId,
+            str(outcome),
+            amount,
+            rt.settings.currency,
             f"refund of order {body.orderId}" + (f": {body.reason}" if body.reason else ""),
         )
     return {"transactionId": str(tx_id), "status": str(outcome), "amount": as_number(amount)}
