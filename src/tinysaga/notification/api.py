@@ -180,8 +180,12 @@ def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN20
                         pass
                 finally:
                     await email.close()
+                # sleep until a new notification (NOTIFY) or the next retry falls due
+                due = await rt.pool.fetchval(
+                    "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM notifications WHERE status='PENDING'"
+                )
                 try:
-                    await asyncio.wait_for(wake.wait(), 1.0)
+                    await asyncio.wait_for(wake.wait(), min(5.0, max(0.05, float(due))) if due is not None else 5.0)
                 except TimeoutError:
                     pass
         finally:

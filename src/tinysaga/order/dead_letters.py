@@ -27,6 +27,7 @@ def collector(rt: Runtime):  # noqa: ANN201 - a task factory
             group_id="order-dlt",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=2000,
         )
         await consumer.start()
         try:

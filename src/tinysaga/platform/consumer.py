@@ -120,7 +120,7 @@ class ConsumerLoop:
                     auto_offset_reset="earliest",
                     # A fetch returns as soon as a record arrives; this is only how long an idle
                     # poll waits at the broker (short values cost the broker CPU when idle).
-                    fetch_max_wait_ms=500,
+                    fetch_max_wait_ms=2000,
                     max_poll_records=500,
                     session_timeout_ms=10000,
                     heartbeat_interval_ms=3000,

@@ -26,7 +26,7 @@ from tinysaga.platform.settings import Settings, get_settings
 log = logging.getLogger("tinysaga.relay")
 
 BATCH = 500
-FALLBACK_POLL = 1.0
+FALLBACK_POLL = 5.0
 _LEADER_LOCK = 724_211_002
 
 
