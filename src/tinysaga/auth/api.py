@@ -15,6 +15,7 @@ from tinysaga.auth.domain import EMAIL_RE, MIN_PASSWORD, PHONE_RE, Account, issu
 from tinysaga.contracts.events import USER_REGISTERED, new_event
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.service import Runtime
+from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import JSON, Identity, Problem, current_user
 
 router = APIRouter()
@@ -67,10 +68,6 @@ class TokenOut(BaseModel):
     accessToken: str
     tokenType: str = "Bearer"
     expiresIn: int
-
-
-def _rt(request: Request) -> Runtime:
-    return request.app.state.rt
 
 
 async def create_account(

@@ -31,16 +31,13 @@ from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.money import Price, as_number
 from tinysaga.platform.service import Runtime
+from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import JSON, Identity, Problem, admin_user
 
 log = logging.getLogger("tinysaga.inventory")
 router = APIRouter()
 
 ProductId = Path(..., min_length=1, max_length=64)
-
-
-def _rt(request: Request) -> Runtime:
-    return request.app.state.rt
 
 
 def product_json(r: asyncpg.Record, currency: str) -> dict[str, Any]:

@@ -19,15 +19,12 @@ from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider
 from tinysaga.notification.domain import notification_for
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.service import Runtime
+from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import Identity, admin_user, current_user
 
 log = logging.getLogger("tinysaga.notification")
 router = APIRouter()
 NEW_CHANNEL = "tinysaga_notification_new"
-
-
-def _rt(request: Request) -> Runtime:
-    return request.app.state.rt
 
 
 def _json(r: asyncpg.Record) -> dict[str, Any]:

@@ -25,16 +25,13 @@ from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import as_number, money
 from tinysaga.platform.service import Runtime
+from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import JSON, Identity, Problem, admin_user, current_user
 
 log = logging.getLogger("tinysaga.order")
 router = APIRouter()
 
 ProductIdStr = Field(min_length=1, max_length=64)
-
-
-def _rt(request: Request) -> Runtime:
-    return request.app.state.rt
 
 
 class OrderIn(BaseModel):

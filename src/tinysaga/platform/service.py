@@ -86,6 +86,11 @@ class Runtime:
         return {"x-internal-secret": self.secret}
 
 
+def runtime(request: Any) -> Runtime:
+    """The service's Runtime, from inside a route."""
+    return request.app.state.rt
+
+
 async def _connect_pool(rt: Runtime, max_size: int) -> asyncpg.Pool:
     while True:
         try:

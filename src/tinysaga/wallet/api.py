@@ -16,14 +16,11 @@ from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import Amount, as_number
 from tinysaga.platform.service import Runtime
+from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import JSON, Identity, Problem, current_user
 from tinysaga.wallet.domain import MAX_DEPOSIT, LedgerEntry, Status, debit_outcome, refund_outcome
 
 router = APIRouter()
-
-
-def _rt(request: Request) -> Runtime:
-    return request.app.state.rt
 
 
 class DepositIn(BaseModel):
