@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 VERSION = "1.0"
 MAX_EVENT_BYTES = 64 * 1024
@@ -47,7 +47,7 @@ class Event(BaseModel):
     correlationId: str
     eventName: str = Field(min_length=1, max_length=64)
     version: str = VERSION
-    timestamp: datetime = Field(default_factory=utcnow)
+    timestamp: AwareDatetime = Field(default_factory=utcnow)  # RFC 3339 requires an offset
     orderId: str | None = Field(None, max_length=64)
     userId: str | None = Field(None, max_length=64)
     orderStatus: str | None = None

@@ -128,7 +128,12 @@ def apply(state: OrderState, inp: Input) -> OrderState | None:
             Refund.REFUND_DONE: "the payment was refunded to the wallet",
             Refund.REFUND_FAILED: "the refund FAILED: an operator must act",
         }[refund]
-        cause = "out of stock" if reason == FailReason.INVENTORY_INSUFFICIENT else "timed out"
+        cause = {
+            FailReason.INVENTORY_INSUFFICIENT: "out of stock",
+            FailReason.TIMEOUT: "timed out",
+            FailReason.PAYMENT_ERROR: "payment failed",
+            FailReason.INSUFFICIENT_FUNDS: "payment refused",
+        }[reason]
         return replace(new, fail_reason=reason, refund_status=refund, status_info=f"{cause}; {info}")
     if name == TIMEOUT:
         return replace(
