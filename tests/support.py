@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from tinysaga.infra import supervisor
 from tinysaga.platform.secrets import superuser_dsn
 from tinysaga.platform.settings import Settings
 
@@ -176,6 +177,7 @@ class Stack:
     def hold(self, name: str) -> None:
         (self.s.run_dir / "hold").mkdir(parents=True, exist_ok=True)
         (self.s.run_dir / "hold" / name).touch()
+        supervisor.nudge(self.s)
         deadline = time.monotonic() + 30
         while self.pid(name) is not None:
             assert time.monotonic() < deadline, f"{name} was not stopped"
@@ -183,6 +185,7 @@ class Stack:
 
     def release(self, name: str, wait: bool = True) -> None:
         (self.s.run_dir / "hold" / name).unlink(missing_ok=True)
+        supervisor.nudge(self.s)
         deadline = time.monotonic() + 60
         while wait and not (self.pid(name) and self.healthy(name) and self.gateway_sees(name)):
             assert time.monotonic() < deadline, f"{name} did not come back"

@@ -14,7 +14,7 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tinysaga.infra import kafka, postgres, system
+from tinysaga.infra import kafka, postgres, supervisor, system
 from tinysaga.infra.postgres import SetupError
 from tinysaga.infra.supervisor import pid_file
 from tinysaga.infra.topology import processes
@@ -223,6 +223,7 @@ def cmd_hold(s: Settings, name: str, hold: bool) -> int:
         f.touch()
     else:
         f.unlink(missing_ok=True)
+    supervisor.nudge(s)
     say(f"{name}: {'held down' if hold else 'released; the supervisor starts it'}")
     return 0
 

@@ -124,7 +124,7 @@ def _backends(cfg: GatewayConfig) -> str:
             "    http-check expect status 200",
         ]
         lines += [
-            f"    server {name}-{i} {_server_address(host, port)} check inter 1s fastinter 250ms downinter 1s"
+            f"    server {name}-{i} {_server_address(host, port)} check inter 3s fastinter 250ms downinter 1s"
             " fall 2 rise 1 observe layer4 error-limit 1 on-error fastinter"
             for i, (host, port) in enumerate(cfg.backends[name], 1)
         ]

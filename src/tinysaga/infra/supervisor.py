@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from tinysaga.infra.topology import ProcSpec, processes
 from tinysaga.platform.settings import Settings, get_settings
 
-TICK = 0.2
+TICK = 1.0  # the loop also wakes at once when a child exits (SIGCHLD) or on a nudge (SIGUSR1)
 STOP_GRACE = 8.0
 
 
@@ -101,6 +102,12 @@ class Supervisor:
                 self.start(c)
         self.write_state()
 
+    def next_wake(self) -> float:
+        """Seconds until the loop must look again: TICK, or sooner when a restart falls due."""
+        now = time.monotonic()
+        due = [c.next_start - now for c in self.children.values() if c.proc is None]
+        return max(0.01, min([TICK, *due]))
+
     def write_state(self) -> None:
         state = {
             "supervisor": os.getpid(),
@@ -146,14 +153,34 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        # Every signal writes a byte to the wake pipe: a child that dies is restarted at once, and a
+        # hold file is acted on as soon as `nudge` is called, without a short polling tick.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGUSR1, lambda *_: None)
         while self.running:
             self.tick()
-            time.sleep(TICK)
+            try:
+                if select.select([wake_r], [], [], self.next_wake())[0]:
+                    os.read(wake_r, 512)
+            except InterruptedError:
+                pass
         self.shutdown()
 
 
 def pid_file(settings: Settings) -> Path:
     return settings.run_dir / "supervisor.pid"
+
+
+def nudge(settings: Settings) -> None:
+    """Wake the supervisor so that it looks at the hold files now (it would within TICK anyway)."""
+    try:
+        os.kill(int(pid_file(settings).read_text().strip()), signal.SIGUSR1)
+    except (OSError, ValueError):
+        pass
 
 
 def main() -> None:

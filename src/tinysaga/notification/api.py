@@ -123,19 +123,24 @@ async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
     with backoff and never holds up the other channel."""
     async with rt.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT n.*, c.email, c.phone FROM notifications n LEFT JOIN contacts c USING (user_id)"
+            "SELECT n.*, c.user_id IS NOT NULL AS known, c.email, c.phone FROM notifications n"
+            " LEFT JOIN contacts c USING (user_id)"
             " WHERE n.status='PENDING' AND n.next_attempt_at <= now() ORDER BY n.next_attempt_at LIMIT 50"
             " FOR UPDATE OF n SKIP LOCKED"
         )
         for r in rows:
             to = r["email"] if r["channel"] == "EMAIL" else r["phone"]
             if not to:
-                if r["attempts"] < 10:  # the contact may not have arrived yet (another topic)
+                # The contact comes on another topic and may not be here yet; once it is, a
+                # missing address (a user without a phone number) means there is nothing to send.
+                if not r["known"] and r["attempts"] < 10:
                     await _retry_later(conn, r, "no contact yet")
                 else:
+                    missing = "email address" if r["channel"] == "EMAIL" else "phone number"
                     await conn.execute(
-                        "UPDATE notifications SET status='SKIPPED', last_error='no contact' WHERE notification_id=$1",
+                        "UPDATE notifications SET status='SKIPPED', last_error=$2 WHERE notification_id=$1",
                         r["notification_id"],
+                        f"no {missing}" if r["known"] else "no contact",
                     )
                 continue
             try:

@@ -32,6 +32,7 @@ from tinysaga.platform.settings import Settings
 log = logging.getLogger("tinysaga.consumer")
 
 COMMIT_EVERY = 1.0  # seconds
+IDLE_WAIT = 30.0  # seconds: how long a poll waits when there is no offset to commit
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -120,7 +121,11 @@ class ConsumerLoop:
                     auto_offset_reset="earliest",
                     # A fetch returns as soon as a record arrives; this is only how long an idle
                     # poll waits at the broker (short values cost the broker CPU when idle).
-                    fetch_max_wait_ms=2000,
+                    fetch_max_wait_ms=5000,
+                    # aiokafka's background fetcher also wakes every consumer_timeout_ms (200 by
+                    # default) even though a fetch response, a rebalance or a consumed batch
+                    # wakes it anyway.
+                    consumer_timeout_ms=2000,
                     max_poll_records=500,
                     session_timeout_ms=10000,
                     heartbeat_interval_ms=3000,
@@ -151,7 +156,10 @@ class ConsumerLoop:
         pending: dict[TopicPartition, int] = {}
         last_commit = time.monotonic()
         while True:
-            batches = await self.consumer.getmany(timeout_ms=int(COMMIT_EVERY * 1000))
+            # getmany returns as soon as records arrive; the timeout only paces the offset commits,
+            # so with nothing to commit the loop need not wake up every second.
+            wait = COMMIT_EVERY if pending else IDLE_WAIT
+            batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
             if batches:
                 await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
                 for tp, recs in batches.items():
