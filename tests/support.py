@@ -211,8 +211,31 @@ async def _fetch(settings: Settings, service: str, sql: str, *args: Any) -> list
         await conn.close()
 
 
+async def consumer_lag(settings: Settings) -> int:
+    """Records on the saga topics that a consumer group has not committed yet (a terminal order can
+    still have its compensation on the way, e.g. the refund after a timeout, waiting in Kafka)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await admin.start()
+    await probe.start()
+    try:
+        committed = {}
+        for group, *_ in await admin.list_consumer_groups():
+            for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
+                if tp.topic in (settings.topic, settings.user_topic):
+                    committed[(group, tp)] = meta.offset
+        ends = await probe.end_offsets(list({tp for _, tp in committed}))
+        return sum(max(0, ends[tp] - off) for (_, tp), off in committed.items())
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
 async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
-    """No saga in flight, nothing left in any outbox, no notification pending."""
+    """No saga in flight, nothing left in any outbox or unconsumed in Kafka, no payment pending."""
     deadline = time.monotonic() + timeout
     while True:
         in_flight = await _fetch(
@@ -224,12 +247,13 @@ async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
         pending = await _fetch(
             settings, "payment", "SELECT count(*) AS n FROM payments WHERE status IN ('VOID_PENDING','REFUND_PENDING')"
         )
-        if in_flight[0]["n"] == 0 and outboxes == 0 and pending[0]["n"] == 0:
+        lag = await consumer_lag(settings) if in_flight[0]["n"] == 0 and outboxes == 0 else -1
+        if in_flight[0]["n"] == 0 and outboxes == 0 and pending[0]["n"] == 0 and lag == 0:
             return
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"not at rest after {timeout}s: {in_flight[0]['n']} sagas in flight, {outboxes} outbox rows, "
-                f"{pending[0]['n']} payments pending"
+                f"{pending[0]['n']} payments pending, consumer lag {lag}"
             )
         await _sleep(0.5)
 

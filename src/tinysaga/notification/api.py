@@ -15,7 +15,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
 from tinysaga.contracts import events as ev
-from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider
+from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
 from tinysaga.notification.domain import notification_for
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.service import Runtime
@@ -25,6 +25,7 @@ from tinysaga.platform.web import Identity, admin_user, current_user
 log = logging.getLogger("tinysaga.notification")
 router = APIRouter()
 NEW_CHANNEL = "tinysaga_notification_new"
+DELIVERY_BATCH = 50
 
 
 def _json(r: asyncpg.Record) -> dict[str, Any]:
@@ -81,17 +82,17 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
             if what is None or not event.orderId or not event.userId:
                 return
             kind, message = what
-            for channel in ("EMAIL", "SMS"):
-                await conn.execute(
-                    "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
-                    " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (order_id, type, channel) DO NOTHING",
-                    uuid.uuid4(),
-                    event.userId,
-                    event.orderId,
-                    kind,
-                    channel,
-                    message,
-                )
+            await conn.execute(
+                "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
+                " VALUES ($1,$3,$4,$5,'EMAIL',$6), ($2,$3,$4,$5,'SMS',$6)"
+                " ON CONFLICT (order_id, type, channel) DO NOTHING",
+                uuid.uuid4(),
+                uuid.uuid4(),
+                event.userId,
+                event.orderId,
+                kind,
+                message,
+            )
             await conn.execute(f"NOTIFY {NEW_CHANNEL}")
 
     async def on_user_registered(event: ev.Event, ctx: HandlerContext) -> None:
@@ -125,9 +126,12 @@ async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
         rows = await conn.fetch(
             "SELECT n.*, c.user_id IS NOT NULL AS known, c.email, c.phone FROM notifications n"
             " LEFT JOIN contacts c USING (user_id)"
-            " WHERE n.status='PENDING' AND n.next_attempt_at <= now() ORDER BY n.next_attempt_at LIMIT 50"
-            " FOR UPDATE OF n SKIP LOCKED"
+            " WHERE n.status='PENDING' AND n.next_attempt_at <= now() ORDER BY n.next_attempt_at LIMIT $1"
+            " FOR UPDATE OF n SKIP LOCKED",
+            DELIVERY_BATCH,
         )
+        sent: list[object] = []
+        skipped: list[tuple[object, str]] = []
         for r in rows:
             to = r["email"] if r["channel"] == "EMAIL" else r["phone"]
             if not to:
@@ -137,11 +141,7 @@ async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
                     await _retry_later(conn, r, "no contact yet")
                 else:
                     missing = "email address" if r["channel"] == "EMAIL" else "phone number"
-                    await conn.execute(
-                        "UPDATE notifications SET status='SKIPPED', last_error=$2 WHERE notification_id=$1",
-                        r["notification_id"],
-                        f"no {missing}" if r["known"] else "no contact",
-                    )
+                    skipped.append((r["notification_id"], f"no {missing}" if r["known"] else "no contact"))
                 continue
             try:
                 if r["channel"] == "EMAIL":
@@ -151,9 +151,19 @@ async def deliver_due(rt: Runtime, email: EmailSender, sms: SmsProvider) -> int:
             except ChannelDown as e:
                 await _retry_later(conn, r, str(e))
                 continue
+            except Undeliverable as e:
+                skipped.append((r["notification_id"], str(e)[:500]))
+                continue
+            sent.append(r["notification_id"])
+        if sent:
             await conn.execute(
-                "UPDATE notifications SET status='SENT', sent_at=now(), attempts=attempts+1 WHERE notification_id=$1",
-                r["notification_id"],
+                "UPDATE notifications SET status='SENT', sent_at=now(), attempts=attempts+1"
+                " WHERE notification_id = ANY($1::uuid[])",
+                sent,
+            )
+        if skipped:
+            await conn.executemany(
+                "UPDATE notifications SET status='SKIPPED', last_error=$2 WHERE notification_id=$1", skipped
             )
     return len(rows)
 
@@ -178,7 +188,7 @@ def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN20
             while True:
                 wake.clear()
                 try:
-                    while await deliver_due(rt, email, sms) == 50:
+                    while await deliver_due(rt, email, sms) == DELIVERY_BATCH:
                         pass
                 finally:
                     await email.close()

@@ -6,7 +6,7 @@ from tinysaga.platform.service import Runtime, create_service_app
 def setup(rt: Runtime) -> None:
     s = rt.settings
     hs = handlers(rt)
-    rt.consume(hs, s.handled(s.notification_events))
+    rt.consume(hs, s.handled(s.notification_events), batch=True)
     rt.consume(hs, frozenset({"USER_REGISTERED"}), s.user_topic, group="notification-contacts")
     rt.tasks.append(deliverer(rt, EmailSender(s), sms_provider(s)))
 

@@ -5,7 +5,7 @@ from tinysaga.platform.service import Runtime, create_service_app
 
 
 def setup(rt: Runtime) -> None:
-    rt.consume(handlers(rt), rt.settings.handled(rt.settings.order_events))
+    rt.consume(handlers(rt), rt.settings.handled(rt.settings.order_events), batch=True)
     fanout = StatusFanout()
     rt.state["fanout"] = fanout
 

@@ -6,6 +6,10 @@
   transaction as the effect; an event already recorded is skipped (redelivery is normal);
 - offsets are committed only after the database commit;
 - partitions are worked concurrently, each in order;
+- in a service whose handlers allow it (`batch=True`: each handler does all its work in the one
+  `ctx.transaction()`), the events fetched together from a partition share one transaction, so a
+  busy consumer pays one commit for many events; if anything in such a batch fails, it is rolled
+  back and the events are handled one by one, as usual;
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on.
 """
@@ -57,9 +61,15 @@ class AlreadyHandled(Exception):
 class HandlerContext:
     pool: asyncpg.Pool
     event: Event
+    shared: asyncpg.Connection | None = None  # the batch's connection, already in its transaction
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.shared is not None:
+            if not await mark_processed(self.shared, self.event):
+                raise AlreadyHandled
+            yield self.shared
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             if not await mark_processed(conn, self.event):
                 raise AlreadyHandled
@@ -107,6 +117,7 @@ class ConsumerLoop:
     handled: frozenset[str]
     topics: tuple[str, ...]
     group_id: str | None = None
+    batch: bool = False
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
 
@@ -172,28 +183,74 @@ class ConsumerLoop:
                 pending, last_commit = {}, time.monotonic()
 
     async def _work_partition(self, records: list[ConsumerRecord]) -> None:
+        run: list[tuple[Event, Handler, ConsumerRecord]] = []
         for record in records:
-            await self.handle_record(record)
+            item = self._decode(record)
+            if item is None:
+                continue
+            if isinstance(item, str):  # keep the partition's order: what came before goes first
+                await self._handle_run(run)
+                run = []
+                await self._invalid(record, item)
+                continue
+            run.append((*item, record))
+        await self._handle_run(run)
 
     async def handle_record(self, record: ConsumerRecord) -> None:
+        item = self._decode(record)
+        if isinstance(item, str):
+            await self._invalid(record, item)
+        elif item is not None:
+            await self._handle_one(item[0], item[1], record)
+
+    def _decode(self, record: ConsumerRecord) -> tuple[Event, Handler] | str | None:
+        """(event, handler) for a record this service handles, None for one it does not, the error
+        for one that cannot be read."""
         named = next((v for k, v in record.headers or () if k == "eventName"), None)
         if named is not None and named.decode("utf-8", "replace") not in self.handled:
-            return  # not ours, by the header the relay sets: skipped without parsing the body
+            return None  # not ours, by the header the relay sets: skipped without parsing the body
         try:
             event = Event.from_bytes(record.value)
         except InvalidEvent as e:
-            log.warning("invalid message to the dead-letter topic: %s", e, extra={"offset": record.offset})
-            await self._dead_letter(record, str(e))
-            return
+            return str(e) or "invalid event"
         name = event.name_canonical
         handler = self.handlers.get(name)
         if handler is None or (name not in self.handled and event.eventName not in self.handled):
-            return
+            return None
+        return event, handler
+
+    async def _invalid(self, record: ConsumerRecord, error: str) -> None:
+        log.warning("invalid message to the dead-letter topic: %s", error, extra={"offset": record.offset})
+        await self._dead_letter(record, error)
+
+    async def _handle_one(self, event: Event, handler: Handler, record: ConsumerRecord) -> None:
         token = correlation_id.set(event.correlationId)
         try:
             await self.dispatch(event, handler, record)
         finally:
             correlation_id.reset(token)
+
+    async def _handle_run(self, run: list[tuple[Event, Handler, ConsumerRecord]]) -> None:
+        if self.batch and len(run) > 1:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for event, handler, _ in run:
+                        token = correlation_id.set(event.correlationId)
+                        try:
+                            await handler(event, HandlerContext(self.pool, event, conn))
+                        except AlreadyHandled:
+                            pass
+                        finally:
+                            correlation_id.reset(token)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # rolled back: nothing of the batch happened
+                log.info(
+                    "a batch of %d events failed (%s: %s); handling them one by one", len(run), type(e).__name__, e
+                )
+        for event, handler, record in run:
+            await self._handle_one(event, handler, record)
 
     async def dispatch(self, event: Event, handler: Handler, record: ConsumerRecord | None = None) -> None:
         """Run the handler. An outage (database or network) is waited out, however long: the event

@@ -63,9 +63,16 @@ class Runtime:
     state: dict[str, Any] = field(default_factory=dict)
 
     def consume(
-        self, handlers: dict[str, Handler], handled: frozenset[str], *topics: str, group: str | None = None
+        self,
+        handlers: dict[str, Handler],
+        handled: frozenset[str],
+        *topics: str,
+        group: str | None = None,
+        batch: bool = False,
     ) -> None:
-        """Consume `topics` (default: the saga topic) in the service's own consumer group."""
+        """Consume `topics` (default: the saga topic) in the service's own consumer group. `batch`:
+        the handlers do all their work in their one `ctx.transaction()`, so the events fetched
+        together may share a transaction (see `ConsumerLoop`)."""
         self.consumers.append(
             ConsumerLoop(
                 self.settings,
@@ -75,6 +82,7 @@ class Runtime:
                 handled,
                 topics or (self.settings.topic,),
                 group_id=group,
+                batch=batch,
             )
         )
 

@@ -87,16 +87,22 @@ class Identity:
         return self.role == "admin"
 
 
-def current_user(request: Request) -> Identity:
-    """The user the gateway verified. Only the gateway sets these headers (it strips a client's)."""
+def _identity(request: Request) -> Identity:
     uid = request.headers.get("x-user-id")
     if not uid:
         raise Problem(401, "Unauthorized", "a valid access token is required")
     return Identity(uid, request.headers.get("x-user-role") or "user")
 
 
-def admin_user(request: Request) -> Identity:
-    ident = current_user(request)
+async def current_user(request: Request) -> Identity:
+    """The user the gateway verified. Only the gateway sets these headers (it strips a client's).
+    (The dependencies are `async def`: FastAPI runs a plain `def` one in a thread pool, a thread
+    hop on every request.)"""
+    return _identity(request)
+
+
+async def admin_user(request: Request) -> Identity:
+    ident = _identity(request)
     if not ident.is_admin:
         raise Problem(403, "Forbidden", "this route needs the admin role")
     return ident
