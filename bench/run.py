@@ -376,6 +376,9 @@ def write_report(report: dict[str, Any]) -> None:
         "Settings changed for the run: the gateway's rate limits were raised so the load generator (one user pool"
         " on one address) is not throttled: " + ", ".join(f"`{k}={v}`" for k, v in RAISED_LIMITS.items()) + ".",
         "",
+        f"Before the measured phases, {report['warmUp']['rate']:g} orders/s for {report['warmUp']['seconds']:g} s"
+        " warm the stack up (connection pools, prepared statements, the broker's JIT); they are not measured.",
+        "",
         "## Targets",
         "",
         "| target | measured | |",
@@ -536,6 +539,12 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {admin['accessToken']}"},
         ) as r:
             assert r.status == 201, await r.text()
+        if opts.warmup_seconds > 0:
+            print(f"warm-up: {opts.warmup_rate:g}/s for {opts.warmup_seconds:g} s (not measured) ...", flush=True)
+            warm = Phase("warm-up", opts.warmup_rate, opts.warmup_seconds)
+            await offer(warm, http, base, tokens, product, opts.max_inflight, pool)
+            await wait_ended(pool, [o for o, _ in warm.accepted], opts.drain_timeout)
+            await asyncio.sleep(3)
         phases = [Phase("light", opts.light_rate, opts.light_seconds)]
         phases += [Phase(f"{r:g}/s", r, opts.step_seconds) for r in opts.rates]
         for ph in phases:
@@ -563,6 +572,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "command": "./tiny-saga bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
         "machine": machine(),
         "settingsChanged": RAISED_LIMITS,
+        "warmUp": {"rate": opts.warmup_rate, "seconds": opts.warmup_seconds},
         "idleCpuPercentOfOneCore": idle_warm["percentOfOneCore"],
         "idle": {"afterLoad": idle_warm, "freshStack": idle_fresh},
         "peakRssMb": {k: round(v, 1) for k, v in rss.peak.items()},
@@ -575,9 +585,11 @@ def main(argv: list[str]) -> int:
         prog="tiny-saga bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--warmup-rate", type=float, default=10)
+    ap.add_argument("--warmup-seconds", type=float, default=15, help="orders before the measured phases (0: none)")
     ap.add_argument("--light-rate", type=float, default=5)
     ap.add_argument("--light-seconds", type=float, default=20)
-    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 80, 160])
+    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 60, 80, 160])
     ap.add_argument("--step-seconds", type=float, default=15)
     ap.add_argument("--max-inflight", type=int, default=2000)
     ap.add_argument("--drain-timeout", type=float, default=120)
@@ -588,7 +600,7 @@ def main(argv: list[str]) -> int:
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.users, opts.light_seconds, opts.rates, opts.step_seconds = 10, 5, [30.0], 5
-        opts.settle, opts.idle = 5, 5
+        opts.settle, opts.idle, opts.warmup_seconds = 5, 5, 5
     env = {**os.environ, **BENCH_ENV}
     os.environ.update(BENCH_ENV)
     if cli(["reset"], env) != 0 or cli(["up"], env) != 0:
