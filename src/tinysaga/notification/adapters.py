@@ -25,8 +25,8 @@ class Undeliverable(Exception):
 
 
 class EmailSender:
-    """Sends over one SMTP connection per delivery round (opened at the first mail, closed by
-    `close()`), not one connection per mail."""
+    """Sends over one SMTP connection, opened at the first mail and kept while mail keeps coming
+    (the deliverer calls `close()` once it has been quiet for a while), not one per mail."""
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -59,14 +59,19 @@ class EmailSender:
 
     async def send(self, to: str, subject: str, body: str) -> None:
         msg = self.compose(to, subject, body)
-        try:
-            if self.smtp is None:
-                self.smtp = aiosmtplib.SMTP(hostname=self.s.smtp_host, port=self.s.effective_smtp_port, timeout=5)
-                await self.smtp.connect()
-            await self.smtp.sendmail(self.s.smtp_sender, [to], msg)
-        except (aiosmtplib.SMTPException, OSError) as e:
-            await self.close()
-            raise ChannelDown(f"smtp: {e}") from e
+        # A connection kept from an earlier round may have been closed by the server meanwhile:
+        # then the mail is tried once more on a new one before the channel counts as down.
+        for last_try in (self.smtp is None, True):
+            try:
+                if self.smtp is None:
+                    self.smtp = aiosmtplib.SMTP(hostname=self.s.smtp_host, port=self.s.effective_smtp_port, timeout=5)
+                    await self.smtp.connect()
+                await self.smtp.sendmail(self.s.smtp_sender, [to], msg)
+                return
+            except (aiosmtplib.SMTPException, OSError) as e:
+                await self.close()
+                if last_try:
+                    raise ChannelDown(f"smtp: {e}") from e
 
     async def close(self) -> None:
         smtp, self.smtp = self.smtp, None

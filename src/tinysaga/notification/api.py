@@ -187,11 +187,8 @@ def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN20
         try:
             while True:
                 wake.clear()
-                try:
-                    while await deliver_due(rt, email, sms) == DELIVERY_BATCH:
-                        pass
-                finally:
-                    await email.close()
+                while await deliver_due(rt, email, sms) == DELIVERY_BATCH:
+                    pass
                 # sleep until a new notification (NOTIFY) or the next retry falls due
                 due = await rt.pool.fetchval(
                     "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM notifications WHERE status='PENDING'"
@@ -199,8 +196,12 @@ def deliverer(rt: Runtime, email: EmailSender, sms: SmsProvider):  # noqa: ANN20
                 try:
                     await asyncio.wait_for(wake.wait(), min(5.0, max(0.05, float(due))) if due is not None else 5.0)
                 except TimeoutError:
-                    pass
+                    # Quiet for a while: let the SMTP connection go. While mail keeps coming it is
+                    # kept open across rounds (a new connection per round was most of the cost of
+                    # an email at a steady trickle, on both ends).
+                    await email.close()
         finally:
+            await email.close()
             await conn.close()
 
     return notification_deliverer
