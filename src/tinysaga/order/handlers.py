@@ -34,25 +34,23 @@ def state_of(row: asyncpg.Record) -> domain.OrderState:
 
 
 async def save_change(conn: asyncpg.Connection, row: asyncpg.Record, new: domain.OrderState, event_name: str) -> None:
-    """Persist a transition with its history row; NOTIFY live streams at commit."""
+    """Persist a transition with its history row; NOTIFY live streams at commit (one statement)."""
     await conn.execute(
-        "UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5, transaction_id=$6,"
-        " version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1",
+        "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
+        " transaction_id=$6, version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1"
+        " RETURNING order_id),"
+        " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+        " SELECT order_id, $2, $5, $7 FROM u)"
+        " SELECT pg_notify($8, order_id::text) FROM u",
         row["order_id"],
         new.status,
         new.fail_reason,
         new.refund_status,
         new.status_info,
         new.transaction_id,
-    )
-    await conn.execute(
-        "INSERT INTO order_history(order_id, order_status, status_info, event_name) VALUES ($1,$2,$3,$4)",
-        row["order_id"],
-        new.status,
-        new.status_info,
         event_name,
+        STATUS_CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, $2)", STATUS_CHANNEL, str(row["order_id"]))
     TRANSITIONS.labels(new.status).inc()
     if new.refund_status == domain.Refund.REFUND_FAILED:
         await conn.execute(

@@ -29,15 +29,15 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> N
     """Stage an event in the caller's transaction; it is published only if that transaction commits.
     The NOTIFY is delivered at commit too, and wakes the relay at once."""
     key = event.orderId or event.userId or str(event.eventId)
-    await conn.execute(
-        "INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1, $2, $3, $4, $5);",
+    await conn.execute(  # the row and the NOTIFY in one round trip
+        "WITH o AS (INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1, $2, $3, $4, $5)"
+        f" RETURNING 1) SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o",
         topic,
         key,
         event.eventName,
         event.to_bytes(),
         orjson.dumps({"eventName": event.eventName, "correlationId": event.correlationId}).decode(),
     )
-    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 async def mark_processed(conn: asyncpg.Connection, event: Event) -> bool:

@@ -49,6 +49,17 @@ async def ensure_wallet(conn: asyncpg.Connection, user_id: str, currency: str) -
     )
 
 
+async def lock_wallet(conn: asyncpg.Connection, user_id: str, currency: str) -> Decimal:
+    """The balance, with the wallet row locked for the transaction; a wallet whose USER_REGISTERED
+    has not arrived yet is opened first (the insert only when the row is missing: one statement
+    less on every charge)."""
+    balance = await conn.fetchval("SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", user_id)
+    if balance is None:
+        await ensure_wallet(conn, user_id, currency)
+        balance = await conn.fetchval("SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", user_id)
+    return balance
+
+
 def _tx_json(r: asyncpg.Record) -> dict[str, Any]:
     return {
         "transactionId": str(r["transaction_id"]),
@@ -145,8 +156,7 @@ async def debit(body: DebitIn, request: Request) -> dict[str, Any]:
     """Charge a wallet for an order, once. The answer for an order is always the same."""
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
-        await ensure_wallet(conn, body.userId, rt.settings.currency)
-        balance: Decimal = await conn.fetchval("SELECT balance FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId)
+        balance = await lock_wallet(conn, body.userId, rt.settings.currency)
         rows = await _order_rows(conn, body.orderId)
         outcome = debit_outcome(balance, body.amount, _entry(rows.get("PAYMENT")), _entry(rows.get("REFUND")))
         if outcome == "EXISTING":
@@ -187,8 +197,7 @@ async def refund(body: RefundIn, request: Request) -> dict[str, Any]:
     caller; an order never charged gets a NOTHING_TO_REFUND row, which refuses a late debit."""
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
-        await ensure_wallet(conn, body.userId, rt.settings.currency)
-        await conn.execute("SELECT 1 FROM wallets WHERE user_id=$1 FOR UPDATE", body.userId)
+        await lock_wallet(conn, body.userId, rt.settings.currency)
         rows = await _order_rows(conn, body.orderId)
         payment = rows.get("PAYMENT")
         if payment is not None and payment["user_id"] != body.userId:
