@@ -112,6 +112,16 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {k: max(0.0, v - before.get(k, 0.0)) if v >= before.get(k, 0.0) else v for k, v in after.items()}
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while this VM wanted it (the `steal` column of
+    /proc/stat): a noisy host shows here, not in the stack's own CPU figures."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def measure_idle(procs: Processes, seconds: float) -> dict[str, Any]:
     c0 = procs.cpu_by_name()
     await asyncio.sleep(seconds)
@@ -166,6 +176,7 @@ class Phase:
     backlog: list[int] = field(default_factory=list)
     cpu_s: float = 0.0
     cpu_by: dict[str, float] = field(default_factory=dict)
+    steal_s: float = 0.0
     drain_s: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -303,6 +314,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         if ended
         else {},
         "cpuCoresBusy": round(phase.cpu_s / (phase.seconds + phase.drain_s), 2),
+        "hostStealCores": round(phase.steal_s / (phase.seconds + phase.drain_s), 3),
         "drainSeconds": round(phase.drain_s, 1),
         "backlogMax": max(phase.backlog or [0]),
         "backlogLast": (phase.backlog or [0])[-1],
@@ -394,22 +406,24 @@ def write_report(report: dict[str, Any]) -> None:
         "## Phases (open loop, constant arrival rate)",
         "",
         "| phase | offered/s | accepted | ended | sagas/s | p50 ms | p95 ms | p99 ms | max ms | CPU ms/saga"
-        " | CPU cores busy | backlog max | drain s | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | CPU cores busy | host steal (cores) | backlog max | drain s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in report["phases"]:
         lat = p["latencyMs"]
         lines.append(
             f"| {p['name']} | {p['offeredRate']} | {p['accepted']} | {p['ended']} | {p['completedPerSecond']}"
             f" | {lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']} | {p['cpuMsPerSaga']}"
-            f" | {p['cpuCoresBusy']} | {p['backlogMax']} | {p['drainSeconds']}"
+            f" | {p['cpuCoresBusy']} | {p.get('hostStealCores', '-')} | {p['backlogMax']} | {p['drainSeconds']}"
             f" | {p['errors'] or '-'}{' dropped ' + str(p['droppedByGenerator']) if p['droppedByGenerator'] else ''} |"
         )
     lines += [
         "",
         "Latency: from the order's INITIATED history row to its PLACED row (database clock).",
         "sagas/s: sagas ended / (last end − first acceptance). Backlog: sagas in flight, sampled each second;"
-        " drain: time after the last offer until every saga of the phase had ended.",
+        " drain: time after the last offer until every saga of the phase had ended. Host steal: CPU the"
+        " hypervisor gave to other guests while this one wanted it; on a shared host the same code can"
+        " measure very differently from one run to the next, and this is where that shows.",
         "",
         "## Peak RSS per process (MB)",
         "",
@@ -555,11 +569,12 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         phases += [Phase(f"{r:g}/s", r, opts.step_seconds) for r in opts.rates]
         for ph in phases:
             print(f"phase {ph.name}: {ph.rate:g}/s for {ph.seconds:g} s ...", flush=True)
-            c0 = procs.cpu_by_name()
+            c0, st0 = procs.cpu_by_name(), steal_seconds()
             await offer(ph, http, base, tokens, product, opts.max_inflight, pool)
             ph.drain_s = await wait_ended(pool, [o for o, _ in ph.accepted], opts.drain_timeout)
             ph.cpu_by = cpu_delta(c0, procs.cpu_by_name())
             ph.cpu_s = sum(ph.cpu_by.values())
+            ph.steal_s = steal_seconds() - st0
             await measure(pool, ph)
             r = ph.result
             print(

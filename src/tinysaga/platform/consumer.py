@@ -196,13 +196,6 @@ class ConsumerLoop:
             run.append((*item, record))
         await self._handle_run(run)
 
-    async def handle_record(self, record: ConsumerRecord) -> None:
-        item = self._decode(record)
-        if isinstance(item, str):
-            await self._invalid(record, item)
-        elif item is not None:
-            await self._handle_one(item[0], item[1], record)
-
     def _decode(self, record: ConsumerRecord) -> tuple[Event, Handler] | str | None:
         """(event, handler) for a record this service handles, None for one it does not, the error
         for one that cannot be read."""
