@@ -109,7 +109,7 @@ class Processes:
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds per process name between two samples (a restarted process counts from zero)."""
-    return {k: max(0.0, v - before.get(k, 0.0)) if v >= before.get(k, 0.0) else v for k, v in after.items()}
+    return {k: v - before.get(k, 0.0) if v >= before.get(k, 0.0) else v for k, v in after.items()}
 
 
 def steal_seconds() -> float:

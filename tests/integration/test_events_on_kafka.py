@@ -182,7 +182,7 @@ def test_forged_refund_events_pay_nothing_out(gateway: str, product, settings: S
             productId=pid,
             productQuantity=1,
         ),
-        # a real order but naming another user: the wallet refuses to pay the thief
+        # a timeout of an order nobody placed, in the thief's name: voided, nothing paid
         Event(
             eventName="ORDER_TIMED_OUT",
             correlationId="x",

@@ -22,20 +22,7 @@ from tinysaga.order.domain import (
 START = OrderState(Status.INITIATED)
 
 # Every event name the state machine may be fed, plus the sweeper's own input.
-ALL_NAMES = (
-    ev.ORDER_INITIATED,
-    ev.PAYMENT_DONE,
-    ev.PAYMENT_FAIL,
-    ev.INVENTORY_RESERVED,
-    ev.INVENTORY_RESERVED_SEED_ALIAS,
-    ev.INVENTORY_INSUFFICIENT,
-    ev.REFUND_INITIATED,
-    ev.REFUND_DONE,
-    ev.REFUND_FAILED,
-    ev.ORDER_TIMED_OUT,
-    ev.USER_REGISTERED,
-    TIMEOUT,
-)
+ALL_NAMES = (*ev.ALL_NAMES, TIMEOUT)
 WIRE_REASONS = (None, ev.INSUFFICIENT_FUND, ev.SERVER_ERROR, "wallet down")
 
 

@@ -12,17 +12,7 @@ from tinysaga.contracts import events as ev
 from tinysaga.order.domain import TIMEOUT, FailReason, Input, OrderState, Refund, Status, apply
 
 NAMES = [
-    ev.ORDER_INITIATED,
-    ev.PAYMENT_DONE,
-    ev.PAYMENT_FAIL,
-    ev.INVENTORY_RESERVED,
-    ev.INVENTORY_RESERVED_SEED_ALIAS,
-    ev.INVENTORY_INSUFFICIENT,
-    ev.REFUND_INITIATED,
-    ev.REFUND_DONE,
-    ev.REFUND_FAILED,
-    ev.ORDER_TIMED_OUT,
-    ev.USER_REGISTERED,
+    *ev.ALL_NAMES,
     TIMEOUT,
     "UNKNOWN_EVENT",
     "",

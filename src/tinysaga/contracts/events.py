@@ -27,6 +27,26 @@ USER_REGISTERED = "USER_REGISTERED"
 
 ALIASES = {INVENTORY_RESERVED_SEED_ALIAS: INVENTORY_RESERVED}
 
+# What Payment and Inventory answer about a step of the saga: Order moves the order on them and
+# Notification tells the user about them.
+STEP_OUTCOMES = (
+    PAYMENT_DONE,
+    PAYMENT_FAIL,
+    INVENTORY_RESERVED,
+    INVENTORY_INSUFFICIENT,
+    REFUND_INITIATED,
+    REFUND_DONE,
+    REFUND_FAILED,
+)
+# Every event name that may be on the wire, the seed's alias included.
+ALL_NAMES = (
+    ORDER_INITIATED,
+    *STEP_OUTCOMES,
+    INVENTORY_RESERVED_SEED_ALIAS,
+    ORDER_TIMED_OUT,
+    USER_REGISTERED,
+)
+
 # PAYMENT_FAIL reasons on the wire (the seed's spelling)
 INSUFFICIENT_FUND = "insufficientFund"
 SERVER_ERROR = "serverError"

@@ -106,16 +106,7 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                 event.name,
             )
 
-    names = (
-        ev.PAYMENT_DONE,
-        ev.PAYMENT_FAIL,
-        ev.INVENTORY_RESERVED,
-        ev.INVENTORY_INSUFFICIENT,
-        ev.REFUND_INITIATED,
-        ev.REFUND_DONE,
-        ev.REFUND_FAILED,
-        ev.ORDER_TIMED_OUT,
-    )
+    names = (*ev.STEP_OUTCOMES, ev.ORDER_TIMED_OUT)
     return {**{n: on_saga_event for n in names}, ev.USER_REGISTERED: on_user_registered}
 
 

@@ -102,16 +102,7 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                 return
             await save_change(conn, row, new, event.name_canonical)
 
-    names = (
-        ev.PAYMENT_DONE,
-        ev.PAYMENT_FAIL,
-        ev.INVENTORY_RESERVED,
-        ev.INVENTORY_INSUFFICIENT,
-        ev.REFUND_INITIATED,
-        ev.REFUND_DONE,
-        ev.REFUND_FAILED,
-    )
-    return {n: on_saga_event for n in names}
+    return {n: on_saga_event for n in ev.STEP_OUTCOMES}
 
 
 async def sweep_once(rt: Runtime, limit: int = 100) -> int:
