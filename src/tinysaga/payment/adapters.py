@@ -60,5 +60,11 @@ class WalletClient:
             {"orderId": order_id, "userId": user_id, "amount": str(amount), "currency": currency},
         )
 
+    async def debit_many(self, debits: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Many debits in one call (one wallet transaction); the answers in the same order, each as
+        `debit` gives it, or `{error}` for one the wallet refused."""
+        body = await self._post("/internal/payments/batch", {"debits": debits})
+        return body["results"]
+
     async def refund(self, order_id: str, user_id: str, reason: str) -> dict[str, Any]:
         return await self._post("/internal/refunds", {"orderId": order_id, "userId": user_id, "reason": reason})

@@ -7,9 +7,10 @@
 - offsets are committed only after the database commit;
 - partitions are worked concurrently, each in order;
 - in a service whose handlers allow it (`batch=True`: each handler does all its work in the one
-  `ctx.transaction()`), the events fetched together from a partition share one transaction, so a
-  busy consumer pays one commit for many events; if anything in such a batch fails, it is rolled
-  back and the events are handled one by one, as usual;
+  `ctx.transaction()`), the events fetched together by one poll, from all its partitions, share one
+  transaction (each partition still in order), and their eventIds are recorded by one statement,
+  so a busy consumer pays one commit for many events; if anything in such a batch fails, it is
+  rolled back and the events are handled one by one, as usual;
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on.
 """
@@ -23,13 +24,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from tinysaga.contracts.events import Event, InvalidEvent
-from tinysaga.platform.db import OUTBOX_CHANNEL, mark_processed
+from tinysaga.platform.db import OUTBOX_CHANNEL, mark_processed, mark_processed_many
 from tinysaga.platform.logging import correlation_id
 from tinysaga.platform.settings import Settings
 
@@ -61,13 +63,13 @@ class AlreadyHandled(Exception):
 class HandlerContext:
     pool: asyncpg.Pool
     event: Event
-    shared: asyncpg.Connection | None = None  # the batch's connection, already in its transaction
+    shared: asyncpg.Connection | None = None  # the batch's connection, already in its transaction,
+    # where the batch has already recorded this event's id (so it is new)
+    prepared: Any = None  # what the loop's `prepare` gave for this event (None: nothing)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         if self.shared is not None:
-            if not await mark_processed(self.shared, self.event):
-                raise AlreadyHandled
             yield self.shared
             return
         async with self.pool.acquire() as conn, conn.transaction():
@@ -77,6 +79,10 @@ class HandlerContext:
 
 
 Handler = Callable[[Event, HandlerContext], Awaitable[None]]
+# Called with the events of a batch before their transaction: work better done once for them all
+# (one call to another service instead of one per event); what it returns for an eventId reaches
+# that event's handler as `ctx.prepared`.
+Prepare = Callable[[list[Event]], Awaitable[dict[Any, Any]]]
 
 
 async def add_dead_letter(
@@ -117,7 +123,8 @@ class ConsumerLoop:
     handled: frozenset[str]
     topics: tuple[str, ...]
     group_id: str | None = None
-    batch: bool = False
+    batch: bool | frozenset[str] = False  # True: every handled event; a set: those event names
+    prepare: Prepare | None = None
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
 
@@ -172,7 +179,10 @@ class ConsumerLoop:
             wait = COMMIT_EVERY if pending else IDLE_WAIT
             batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
             if batches:
-                await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
+                if self.batch:  # one transaction for the poll
+                    await self._work_together(list(batches.values()))
+                else:
+                    await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
                 for tp, recs in batches.items():
                     pending[TopicPartition(tp.topic, tp.partition)] = recs[-1].offset + 1
             if pending and time.monotonic() - last_commit >= COMMIT_EVERY:
@@ -196,6 +206,20 @@ class ConsumerLoop:
             run.append((*item, record))
         await self._handle_run(run)
 
+    async def _work_together(self, partitions: list[list[ConsumerRecord]]) -> None:
+        """A batch service: everything one poll returned, from all its partitions, in one
+        transaction (each partition's events in their order), so a busy consumer pays one
+        transaction per poll rather than one per partition. A partition with an unreadable
+        message is worked on its own, as usual."""
+        run: list[tuple[Event, Handler, ConsumerRecord]] = []
+        for records in partitions:
+            items = [self._decode(r) for r in records]
+            if any(isinstance(i, str) for i in items):
+                await self._work_partition(records)
+                continue
+            run += [(*i, r) for i, r in zip(items, records, strict=True) if i is not None]
+        await self._handle_run(run)
+
     def _decode(self, record: ConsumerRecord) -> tuple[Event, Handler] | str | None:
         """(event, handler) for a record this service handles, None for one it does not, the error
         for one that cannot be read."""
@@ -216,23 +240,53 @@ class ConsumerLoop:
         log.warning("invalid message to the dead-letter topic: %s", error, extra={"offset": record.offset})
         await self._dead_letter(record, error)
 
-    async def _handle_one(self, event: Event, handler: Handler, record: ConsumerRecord) -> None:
+    def _batchable(self, event: Event) -> bool:
+        return self.batch is True or (bool(self.batch) and event.name_canonical in self.batch)
+
+    async def _handle_one(self, event: Event, handler: Handler, record: ConsumerRecord, prepared: Any = None) -> None:
         token = correlation_id.set(event.correlationId)
         try:
-            await self.dispatch(event, handler, record)
+            await self.dispatch(event, handler, record, prepared)
         finally:
             correlation_id.reset(token)
 
     async def _handle_run(self, run: list[tuple[Event, Handler, ConsumerRecord]]) -> None:
-        if self.batch and len(run) > 1:
+        """The events in order; each stretch of batchable ones together, the others one by one."""
+        i = 0
+        while i < len(run):
+            j = i
+            while j < len(run) and self._batchable(run[j][0]):
+                j += 1
+            if j > i:
+                await self._handle_batch(run[i:j])
+                i = j
+            else:
+                await self._handle_one(*run[i])
+                i += 1
+
+    async def _handle_batch(self, run: list[tuple[Event, Handler, ConsumerRecord]]) -> None:
+        prepared: dict[Any, Any] = {}
+        if self.prepare is not None:
+            try:
+                prepared = await self.prepare([e for e, _, _ in run])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the handlers do without (each does its own call)
+                log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
+        if len(run) > 1:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    # every eventId of the batch recorded in one statement; the ones already there
+                    # (and a repeat within the batch) are skipped
+                    new = await mark_processed_many(conn, [e for e, _, _ in run])
                     for event, handler, _ in run:
+                        if event.eventId not in new:
+                            continue
+                        new.discard(event.eventId)
                         token = correlation_id.set(event.correlationId)
                         try:
-                            await handler(event, HandlerContext(self.pool, event, conn))
-                        except AlreadyHandled:
-                            pass
+                            ctx = HandlerContext(self.pool, event, conn, prepared.get(event.eventId))
+                            await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
                 return
@@ -243,9 +297,11 @@ class ConsumerLoop:
                     "a batch of %d events failed (%s: %s); handling them one by one", len(run), type(e).__name__, e
                 )
         for event, handler, record in run:
-            await self._handle_one(event, handler, record)
+            await self._handle_one(event, handler, record, prepared.get(event.eventId))
 
-    async def dispatch(self, event: Event, handler: Handler, record: ConsumerRecord | None = None) -> None:
+    async def dispatch(
+        self, event: Event, handler: Handler, record: ConsumerRecord | None = None, prepared: Any = None
+    ) -> None:
         """Run the handler. An outage (database or network) is waited out, however long: the event
         is not lost and not dead-lettered for it. Anything else is retried a few times, then the
         event goes to the dead-letter topic."""
@@ -253,7 +309,7 @@ class ConsumerLoop:
         attempt, outage = 0, 0
         while True:
             try:
-                await handler(event, HandlerContext(self.pool, event))
+                await handler(event, HandlerContext(self.pool, event, prepared=prepared))
                 return
             except AlreadyHandled:
                 log.debug("duplicate event skipped", extra={"eventId": str(event.eventId)})

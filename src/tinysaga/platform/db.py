@@ -25,18 +25,23 @@ async def create_pool(settings: Settings, service: str, *, min_size: int = 1, ma
     )
 
 
+OUTBOX_INSERT = "INSERT INTO outbox(topic, key, event_name, payload, headers)"
+
+
+def outbox_values(topic: str, event: Event) -> tuple[str, str, str, bytes, str]:
+    """The outbox row of an event: topic, key (the order, else the user), name, payload, headers."""
+    key = event.orderId or event.userId or str(event.eventId)
+    headers = orjson.dumps({"eventName": event.eventName, "correlationId": event.correlationId}).decode()
+    return topic, key, event.eventName, event.to_bytes(), headers
+
+
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> None:
     """Stage an event in the caller's transaction; it is published only if that transaction commits.
     The NOTIFY is delivered at commit too, and wakes the relay at once."""
-    key = event.orderId or event.userId or str(event.eventId)
     await conn.execute(  # the row and the NOTIFY in one round trip
-        "WITH o AS (INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1, $2, $3, $4, $5)"
-        f" RETURNING 1) SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o",
-        topic,
-        key,
-        event.eventName,
-        event.to_bytes(),
-        orjson.dumps({"eventName": event.eventName, "correlationId": event.correlationId}).decode(),
+        f"WITH o AS ({OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
+        f" SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o",
+        *outbox_values(topic, event),
     )
 
 
@@ -48,3 +53,14 @@ async def mark_processed(conn: asyncpg.Connection, event: Event) -> bool:
         event.eventName,
     )
     return row is not None
+
+
+async def mark_processed_many(conn: asyncpg.Connection, events: list[Event]) -> set[object]:
+    """Record a batch of events as handled in one statement; the ids that were not recorded yet."""
+    rows = await conn.fetch(
+        "INSERT INTO processed_events(event_id, event_name) SELECT * FROM unnest($1::uuid[], $2::text[])"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        [e.eventId for e in events],
+        [e.eventName for e in events],
+    )
+    return {r["event_id"] for r in rows}

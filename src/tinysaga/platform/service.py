@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
 
 from tinysaga.platform import web
-from tinysaga.platform.consumer import ConsumerLoop, Handler
+from tinysaga.platform.consumer import ConsumerLoop, Handler, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
 from tinysaga.platform.secrets import database_dsn, internal_secret
@@ -68,11 +68,13 @@ class Runtime:
         handled: frozenset[str],
         *topics: str,
         group: str | None = None,
-        batch: bool = False,
+        batch: bool | frozenset[str] = False,
+        prepare: Prepare | None = None,
     ) -> None:
         """Consume `topics` (default: the saga topic) in the service's own consumer group. `batch`:
-        the handlers do all their work in their one `ctx.transaction()`, so the events fetched
-        together may share a transaction (see `ConsumerLoop`)."""
+        the handlers (of every event, or of the event names given) do all their work in their one
+        `ctx.transaction()`, so the events fetched together may share a transaction; `prepare`
+        is called before with the events of such a batch (see `ConsumerLoop`)."""
         self.consumers.append(
             ConsumerLoop(
                 self.settings,
@@ -83,6 +85,7 @@ class Runtime:
                 topics or (self.settings.topic,),
                 group_id=group,
                 batch=batch,
+                prepare=prepare,
             )
         )
 

@@ -18,7 +18,7 @@ from tinysaga.platform.money import Amount, as_number
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.service import runtime as _rt
 from tinysaga.platform.web import JSON, Identity, Problem, current_user
-from tinysaga.wallet.domain import MAX_DEPOSIT, LedgerEntry, Status, debit_outcome, refund_outcome
+from tinysaga.wallet.domain import MAX_BATCH, MAX_DEPOSIT, LedgerEntry, Status, debit_outcome, refund_outcome
 
 router = APIRouter()
 
@@ -151,44 +151,112 @@ async def _order_rows(conn: asyncpg.Connection, order_id: str) -> dict[str, asyn
     return {r["transaction_type"]: r for r in rows}
 
 
+class DebitsIn(BaseModel):
+    debits: list[DebitIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+async def charge_many(conn: asyncpg.Connection, debits: list[DebitIn], currency: str) -> list[dict[str, Any]]:
+    """Charge wallets for orders, each order once, in the caller's transaction: the wallets locked
+    in one statement (in user order, so two batches cannot deadlock), the orders' ledger read in one,
+    the outcomes decided in order by the pure rules, and written in two. The answer for an order is
+    always the same; an order already charged to another wallet gets an `error` instead."""
+    users = sorted({d.userId for d in debits})
+    lock = "SELECT user_id, balance FROM wallets WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE"
+    balances = {r["user_id"]: r["balance"] for r in await conn.fetch(lock, users)}
+    if len(balances) < len(users):  # a wallet whose USER_REGISTERED has not arrived yet
+        missing = [u for u in users if u not in balances]
+        await conn.execute(
+            "INSERT INTO wallets(user_id, balance, currency) SELECT u, 0, $2 FROM unnest($1::text[]) u"
+            " ON CONFLICT DO NOTHING",
+            missing,
+            currency,
+        )
+        balances.update({r["user_id"]: r["balance"] for r in await conn.fetch(lock, missing)})
+    ledger: dict[tuple[str, str], dict[str, Any]] = {
+        (r["order_id"], r["transaction_type"]): dict(r)
+        for r in await conn.fetch(
+            "SELECT * FROM transactions WHERE order_id = ANY($1::text[])", list({d.orderId for d in debits})
+        )
+    }
+    results: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    for d in debits:
+        payment, refund = ledger.get((d.orderId, "PAYMENT")), ledger.get((d.orderId, "REFUND"))
+        outcome = debit_outcome(balances[d.userId], d.amount, _entry(payment), _entry(refund))
+        if outcome == "EXISTING":
+            assert payment is not None
+            if payment["user_id"] != d.userId:
+                results.append({"error": "this order was charged to another wallet"})
+            else:
+                results.append(
+                    {
+                        "transactionId": str(payment["transaction_id"]),
+                        "status": payment["payment_status"],
+                        "amount": as_number(payment["amount"]),
+                    }
+                )
+            continue
+        if outcome == Status.REFUSED:
+            results.append({"transactionId": None, "status": Status.REFUSED, "amount": as_number(d.amount)})
+            continue
+        if outcome == Status.COMPLETED:
+            balances[d.userId] -= d.amount
+        row = {
+            "transaction_id": uuid.uuid4(),
+            "user_id": d.userId,
+            "order_id": d.orderId,
+            "transaction_type": "PAYMENT",
+            "payment_status": str(outcome),
+            "amount": d.amount,
+            "currency": d.currency,
+            "description": f"order {d.orderId}" + ("" if outcome == Status.COMPLETED else ": insufficient funds"),
+        }
+        ledger[(d.orderId, "PAYMENT")] = row
+        new.append(row)
+        results.append(
+            {"transactionId": str(row["transaction_id"]), "status": str(outcome), "amount": as_number(d.amount)}
+        )
+    if new:
+        charged: dict[str, Decimal] = {}
+        for r in new:
+            if r["payment_status"] == Status.COMPLETED:
+                charged[r["user_id"]] = charged.get(r["user_id"], Decimal(0)) + r["amount"]
+        if charged:
+            await conn.execute(
+                "UPDATE wallets w SET balance = w.balance - c.amount, updated_at = now()"
+                " FROM unnest($1::text[], $2::numeric[]) AS c(user_id, amount) WHERE w.user_id = c.user_id",
+                list(charged),
+                list(charged.values()),
+            )
+        cols = ("transaction_id", "user_id", "order_id", "payment_status", "amount", "currency", "description")
+        await conn.execute(
+            "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
+            " currency, description) SELECT t, u, o, 'PAYMENT', s, a, c, d FROM unnest($1::uuid[], $2::text[],"
+            " $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[]) AS x(t, u, o, s, a, c, d)",
+            *([r[c] for r in new] for c in cols),
+        )
+    return results
+
+
 @router.post("/internal/payments")
 async def debit(body: DebitIn, request: Request) -> dict[str, Any]:
     """Charge a wallet for an order, once. The answer for an order is always the same."""
     rt = _rt(request)
     async with rt.pool.acquire() as conn, conn.transaction():
-        balance = await lock_wallet(conn, body.userId, rt.settings.currency)
-        rows = await _order_rows(conn, body.orderId)
-        outcome = debit_outcome(balance, body.amount, _entry(rows.get("PAYMENT")), _entry(rows.get("REFUND")))
-        if outcome == "EXISTING":
-            r = rows["PAYMENT"]
-            if r["user_id"] != body.userId:
-                raise Problem(409, "Conflict", "this order was charged to another wallet")
-            return {
-                "transactionId": str(r["transaction_id"]),
-                "status": r["payment_status"],
-                "amount": as_number(r["amount"]),
-            }
-        if outcome == Status.REFUSED:
-            return {"transactionId": None, "status": Status.REFUSED, "amount": as_number(body.amount)}
-        tx_id = uuid.uuid4()
-        if outcome == Status.COMPLETED:
-            await conn.execute(
-                "UPDATE wallets SET balance = balance - $2, updated_at = now() WHERE user_id=$1",
-                body.userId,
-                body.amount,
-            )
-        await conn.execute(
-            "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
-            " currency, description) VALUES ($1,$2,$3,'PAYMENT',$4,$5,$6,$7)",
-            tx_id,
-            body.userId,
-            body.orderId,
-            str(outcome),
-            body.amount,
-            body.currency,
-            f"order {body.orderId}" + ("" if outcome == Status.COMPLETED else ": insufficient funds"),
-        )
-    return {"transactionId": str(tx_id), "status": str(outcome), "amount": as_number(body.amount)}
+        (result,) = await charge_many(conn, [body], rt.settings.currency)
+    if "error" in result:
+        raise Problem(409, "Conflict", result["error"])
+    return result
+
+
+@router.post("/internal/payments/batch")
+async def debit_many(body: DebitsIn, request: Request) -> dict[str, Any]:
+    """Charge many orders in one transaction (what Payment sends for the orders one poll brought);
+    the answers in the same order, each as `/internal/payments` gives it, or `{error}`."""
+    rt = _rt(request)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        results = await charge_many(conn, body.debits, rt.settings.currency)
+    return {"results": results}
 
 
 @router.post("/internal/refunds")

@@ -7,6 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 MAX_DEPOSIT = Decimal("10000")
+MAX_BATCH = 500  # debits in one call of /internal/payments/batch
 
 
 class Status(StrEnum):
