@@ -318,6 +318,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         "drainSeconds": round(phase.drain_s, 1),
         "backlogMax": max(phase.backlog or [0]),
         "backlogLast": (phase.backlog or [0])[-1],
+        "backlogEachSecond": phase.backlog,
         "generatorLateP99Ms": round(sorted(phase.late_ms)[int(len(phase.late_ms) * 0.99) - 1], 1)
         if phase.late_ms
         else 0.0,
@@ -610,7 +611,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--warmup-seconds", type=float, default=15, help="orders before the measured phases (0: none)")
     ap.add_argument("--light-rate", type=float, default=5)
     ap.add_argument("--light-seconds", type=float, default=20)
-    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 60, 80, 160])
+    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 80, 120, 150, 180])
     ap.add_argument("--step-seconds", type=float, default=15)
     ap.add_argument("--max-inflight", type=int, default=2000)
     ap.add_argument("--drain-timeout", type=float, default=120)

@@ -5,12 +5,16 @@
 - a handler opens its transaction with `ctx.transaction()`, which records the eventId in the same
   transaction as the effect; an event already recorded is skipped (redelivery is normal);
 - offsets are committed only after the database commit;
-- partitions are worked concurrently, each in order;
+- partitions are worked concurrently, each in order (in a batch service, one after the other in the
+  poll's one transaction, below);
 - in a service whose handlers allow it (`batch=True`: each handler does all its work in the one
   `ctx.transaction()`), the events fetched together by one poll, from all its partitions, share one
   transaction (each partition still in order), and their eventIds are recorded by one statement,
   so a busy consumer pays one commit for many events; if anything in such a batch fails, it is
-  rolled back and the events are handled one by one, as usual;
+  rolled back and the events are handled one by one, as usual; `batch` may name only some events
+  (the others go one by one, in their place in the partition's order), and a `prepare` hook does,
+  before the transaction, once for the batch what each event would do on its own (Payment: one
+  wallet call for all the charges of the poll);
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on.
 """
