@@ -63,9 +63,10 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
     expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "7")
     expect(tid(page, "nav-signin")).to_be_visible()
     shots.take(page, "storefront", full_page=False, publish_as="storefront.png")
-    # availability is live: a stock change shows up without a reload
+    # availability is live: a stock change shows up without a reload, at the catalogue's next
+    # refresh (every 5 s), so the wait is longer than one period (it was exactly one: a race)
     assert admin.put(f"/api/admin/products/{pid}/stock", {"availableCount": 6}).status_code == 200
-    expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "6")
+    expect(card.get_by_test_id("availability")).to_have_attribute("data-available", "6", timeout=12_000)
     expect(card.get_by_test_id("availability")).to_have_text("6 in stock")
 
     # sign up: lands on the wallet, signed in
