@@ -200,3 +200,38 @@ def test_forged_refund_events_pay_nothing_out(gateway: str, product, settings: S
     assert thief.balance() == Decimal("0.00")
     assert victim.balance() == Decimal("30.00")
     assert victim.get(f"/api/orders/{real}").json()["orderStatus"] == "PLACED"
+
+
+def test_a_replayed_dead_letter_goes_back_to_the_service_that_dead_lettered_it_only(
+    gateway: str, admin: ApiUser, settings: Settings
+) -> None:
+    key = f"replay-{uuid.uuid4().hex}"
+    services = {"order", "payment", "inventory", "notification"}
+
+    def dead_letters() -> list[dict]:
+        return [d for d in admin.get("/api/admin/dead-letters", params={"limit": 500}).json() if d["key"] == key]
+
+    def wait_for(pred, what: str) -> list[dict]:  # noqa: ANN001
+        deadline = time.monotonic() + 60
+        while not pred(found := dead_letters()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+        return found
+
+    run_sync(produce(settings, [(key.encode(), b"[1, 2, 3]", [])]))
+    first = wait_for(lambda ds: {d["service"] for d in ds} >= services, "every consumer dead-letters it")
+    original = first[0]["sourceOffset"]
+    target = next(d for d in first if d["service"] == "inventory")
+    assert admin.post(f"/api/admin/dead-letters/{target['id']}/replay").status_code == 202
+    replayed = wait_for(
+        lambda ds: any(d["sourceOffset"] != original for d in ds), "inventory dead-letters the replay again"
+    )
+    replay_offset = next(d["sourceOffset"] for d in replayed if d["sourceOffset"] != original)
+    # a marker after the replay, in the same partition (same key): once every consumer has
+    # dead-lettered it, every consumer has passed the replayed message too
+    run_sync(produce(settings, [(key.encode(), b"[4, 5, 6]", [])]))
+    done = wait_for(
+        lambda ds: {d["service"] for d in ds if d["sourceOffset"] not in (original, replay_offset)} >= services,
+        "every consumer dead-letters the marker",
+    )
+    assert {d["service"] for d in done if d["sourceOffset"] == replay_offset} == {"inventory"}

@@ -1,5 +1,6 @@
 """The operator's view of the dead-letter topic: Order keeps a copy of it to list, and replays a
-message by putting its original bytes back on the saga topic (through the outbox)."""
+message by putting its original bytes back on the saga topic (through the outbox), for the service
+that dead-lettered it only."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ def collector(rt: Runtime):  # noqa: ANN201 - a task factory
             group_id="order-dlt",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=2000,
+            # idle, it sleeps: the broker holds a fetch up to 5 s (a record ends it at once), and the
+            # fetcher's own wake-up is 2 s instead of 200 ms (as in the saga consumers)
+            fetch_max_wait_ms=5000,
+            consumer_timeout_ms=2000,
         )
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=1000)
+                batches = await consumer.getmany(timeout_ms=30_000)
                 for records in batches.values():
                     async with rt.pool.acquire() as conn, conn.transaction():
                         for r in records:
@@ -101,7 +105,9 @@ async def replay(
             row["source_topic"] or rt.settings.topic,
             row["message_key"] or str(dead_letter_id),
             raw,
-            orjson.dumps({"replayOf": str(dead_letter_id)}).decode(),
+            # only the service that dead-lettered it takes it again (the others had handled or
+            # skipped it already)
+            orjson.dumps({"replayOf": str(dead_letter_id), "replayFor": row["service"]}).decode(),
         )
         await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
         await conn.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", dead_letter_id)

@@ -16,7 +16,8 @@
   before the transaction, once for the batch what each event would do on its own (Payment: one
   wallet call for all the charges of the poll);
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
-  (through the outbox, so exactly once) with its error, and the loop moves on.
+  (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
+  replays it, it comes back with a `replayFor` header, and only the service named there takes it.
 """
 
 from __future__ import annotations
@@ -227,9 +228,16 @@ class ConsumerLoop:
     def _decode(self, record: ConsumerRecord) -> tuple[Event, Handler] | str | None:
         """(event, handler) for a record this service handles, None for one it does not, the error
         for one that cannot be read."""
-        named = next((v for k, v in record.headers or () if k == "eventName"), None)
+        named, replay_for = None, None
+        for k, v in record.headers or ():
+            if k == "eventName":
+                named = v
+            elif k == "replayFor":
+                replay_for = v
         if named is not None and named.decode("utf-8", "replace") not in self.handled:
             return None  # not ours, by the header the relay sets: skipped without parsing the body
+        if replay_for is not None and replay_for.decode("utf-8", "replace") != self.service:
+            return None  # a dead letter put back for the service that dead-lettered it, not this one
         try:
             event = Event.from_bytes(record.value)
         except InvalidEvent as e:
