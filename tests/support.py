@@ -203,7 +203,7 @@ class Stack:
 # ---- the invariants of SPEC section 4 -----------------------------------------------------------
 
 
-async def _fetch(settings: Settings, service: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+async def fetch(settings: Settings, service: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(superuser_dsn(settings, f"tinysaga_{service}"))
     try:
         return await conn.fetch(sql, *args)
@@ -238,13 +238,13 @@ async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
     """No saga in flight, nothing left in any outbox or unconsumed in Kafka, no payment pending."""
     deadline = time.monotonic() + timeout
     while True:
-        in_flight = await _fetch(
+        in_flight = await fetch(
             settings, "order", "SELECT count(*) AS n FROM orders WHERE order_status NOT IN ('PLACED','FAILED')"
         )
         outboxes = 0
         for svc in ("order", "payment", "inventory", "wallet", "auth"):
-            outboxes += (await _fetch(settings, svc, "SELECT count(*) AS n FROM outbox"))[0]["n"]
-        pending = await _fetch(
+            outboxes += (await fetch(settings, svc, "SELECT count(*) AS n FROM outbox"))[0]["n"]
+        pending = await fetch(
             settings, "payment", "SELECT count(*) AS n FROM payments WHERE status IN ('VOID_PENDING','REFUND_PENDING')"
         )
         lag = await consumer_lag(settings) if in_flight[0]["n"] == 0 and outboxes == 0 else -1
@@ -266,12 +266,12 @@ async def _sleep(t: float) -> None:
 
 async def check_invariants(settings: Settings, user_ids: list[str] | None = None) -> dict[str, int]:
     """Assert SPEC section 4 on the data at rest; returns counts for the report."""
-    orders = await _fetch(settings, "order", "SELECT * FROM orders")
+    orders = await fetch(settings, "order", "SELECT * FROM orders")
     if user_ids is not None:
         orders = [o for o in orders if o["user_id"] in set(user_ids)]
-    ledger = await _fetch(settings, "wallet", "SELECT * FROM transactions")
-    wallets = {r["user_id"]: r["balance"] for r in await _fetch(settings, "wallet", "SELECT * FROM wallets")}
-    reservations = {r["order_id"]: r for r in await _fetch(settings, "inventory", "SELECT * FROM reservations")}
+    ledger = await fetch(settings, "wallet", "SELECT * FROM transactions")
+    wallets = {r["user_id"]: r["balance"] for r in await fetch(settings, "wallet", "SELECT * FROM wallets")}
+    reservations = {r["order_id"]: r for r in await fetch(settings, "inventory", "SELECT * FROM reservations")}
 
     # 3. every order ended
     stuck = [str(o["order_id"]) for o in orders if o["order_status"] not in TERMINAL]
@@ -325,8 +325,8 @@ async def check_invariants(settings: Settings, user_ids: list[str] | None = None
     reserved = {oid for oid, r in reservations.items() if r["status"] == "RESERVED" and oid in considered}
     assert reserved == placed, f"reservations {len(reserved)} != placed {len(placed)}: {list(reserved ^ placed)[:5]}"
     if user_ids is None:
-        products = await _fetch(settings, "inventory", "SELECT * FROM products")
-        changes = await _fetch(
+        products = await fetch(settings, "inventory", "SELECT * FROM products")
+        changes = await fetch(
             settings, "inventory", "SELECT DISTINCT ON (product_id) * FROM stock_changes ORDER BY product_id, id DESC"
         )
         last = {c["product_id"]: c for c in changes}

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.support import ApiUser, check_invariants, register, run_sync, wait_at_rest
+from tests.support import ApiUser, check_invariants, fetch, register, run_sync, wait_at_rest
 from tinysaga.contracts.events import Event
 from tinysaga.platform.settings import Settings
 
@@ -235,3 +235,38 @@ def test_a_replayed_dead_letter_goes_back_to_the_service_that_dead_lettered_it_o
         "every consumer dead-letters the marker",
     )
     assert {d["service"] for d in done if d["sourceOffset"] == replay_offset} == {"inventory"}
+
+
+def test_a_timeout_order_did_not_send_compensates_nothing(gateway: str, product, settings: Settings) -> None:
+    """ORDER_TIMED_OUT for a placed order (not from Order's sweeper): no refund, no stock back."""
+    u = register(gateway)
+    u.deposit(50)
+    pid = product(stock=5, price="20.00")
+    oid = u.place(pid)
+    assert u.wait_terminal(oid)["orderStatus"] == "PLACED"
+    forged = Event(
+        eventName="ORDER_TIMED_OUT",
+        correlationId=oid,
+        orderId=oid,
+        userId=u.user_id,
+        orderStatus="FAILED",
+        failReason="TIMEOUT",
+        productId=pid,
+        productQuantity=1,
+        totalAmount=Decimal("20.00"),
+        currency="USD",
+    )
+    run_sync(produce(settings, [(oid.encode(), forged.to_bytes(), [])]))
+    deadline = time.monotonic() + 60
+    for service in ("payment", "inventory"):  # both have read it
+        sql = "SELECT 1 FROM processed_events WHERE event_id=$1"
+        while not run_sync(fetch(settings, service, sql, forged.eventId)):
+            assert time.monotonic() < deadline, f"{service} did not consume the event"
+            time.sleep(0.3)
+    run_sync(wait_at_rest(settings))
+    assert u.balance() == Decimal("30.00")
+    assert u.get(f"/api/products/{pid}").json()["availableCount"] == 4
+    assert u.get(f"/api/orders/{oid}").json()["orderStatus"] == "PLACED"
+    assert [t["transactionType"] for t in u.get("/api/wallet/transactions").json()] == ["PAYMENT", "DEPOSIT"]
+    reservation = run_sync(fetch(settings, "inventory", "SELECT status FROM reservations WHERE order_id=$1", oid))
+    assert reservation[0]["status"] == "RESERVED"

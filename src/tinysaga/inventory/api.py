@@ -27,6 +27,7 @@ from tinysaga.inventory.domain import (
     RELEASED,
     RESERVED,
 )
+from tinysaga.platform.calls import order_timed_out
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.money import Price, as_number
@@ -198,6 +199,10 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
         PAYMENT_DONE reserves nothing."""
         if not event.orderId:
             raise ValueError("ORDER_TIMED_OUT without orderId")
+        if not await order_timed_out(rt, event.orderId):
+            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", event.orderId)
+            async with ctx.transaction():
+                return
         async with ctx.transaction() as conn:
             row = await conn.fetchrow(
                 "SELECT product_id, quantity, status FROM reservations WHERE order_id=$1 FOR UPDATE", event.orderId

@@ -3,33 +3,23 @@ and its own orders table."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import asyncpg
 
 from tinysaga.contracts.ids import is_product_id
+from tinysaga.platform.calls import Unreachable, get_from_any
 from tinysaga.platform.money import as_number
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.web import Problem
 
 
 async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
-    """GET (status, JSON) from any healthy replica: try them all, starting from a random one."""
-    n = rt.settings.replicas(service)
-    start = random.randrange(n)
-    last: Exception | None = None
-    for i in range(n):
-        url = rt.settings.service_url(service, (start + i) % n + 1) + path
-        try:
-            async with rt.http.get(url, timeout=aiohttp.ClientTimeout(total=3), allow_redirects=False) as r:
-                if r.status < 500:
-                    return r.status, await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            last = e
-    raise Problem(503, "Service Unavailable", f"the {service} service is unavailable") from last
+    try:
+        return await get_from_any(rt, service, path)
+    except Unreachable as e:
+        raise Problem(503, "Service Unavailable", f"the {service} service is unavailable") from e
 
 
 async def fetch_product(rt: Runtime, product_id: str) -> dict[str, Any]:

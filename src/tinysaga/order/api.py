@@ -324,6 +324,22 @@ async def order_events(
 # ---- operator views -------------------------------------------------------------------------------
 
 
+@router.get("/internal/orders/{order_id}/timed-out")
+async def timed_out(order_id: str, request: Request) -> dict[str, Any]:
+    """For Payment and Inventory, before they compensate an ORDER_TIMED_OUT: did the sweeper time
+    this order out (its history holds the timeout)? 404 for an order that does not exist."""
+    rt = _rt(request)
+    oid = _parse_order_id(order_id)
+    found = await rt.pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM order_history WHERE order_id=$1 AND event_name=$2) FROM orders WHERE order_id=$1",
+        oid,
+        ev.ORDER_TIMED_OUT,
+    )
+    if found is None:
+        raise Problem(404, "Not Found", "no such order")
+    return {"orderId": str(oid), "timedOut": found}
+
+
 @router.get("/api/admin/sagas")
 async def recent_sagas(
     request: Request,

@@ -11,6 +11,7 @@ import asyncpg
 
 from tinysaga.contracts import events as ev
 from tinysaga.payment.adapters import WalletClient, WalletUnavailable
+from tinysaga.platform.calls import order_timed_out
 from tinysaga.platform.consumer import Handler, HandlerContext, Prepare
 from tinysaga.platform.db import add_to_outbox
 from tinysaga.platform.service import Runtime
@@ -153,6 +154,10 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
         if not event.orderId:
             raise ValueError(f"{event.eventName} without orderId")
         reason = "out of stock" if event.name_canonical == ev.INVENTORY_INSUFFICIENT else "order timed out"
+        if event.name_canonical == ev.ORDER_TIMED_OUT and not await order_timed_out(rt, event.orderId):
+            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", event.orderId)
+            async with ctx.transaction():
+                return
         row = await rt.pool.fetchrow("SELECT * FROM payments WHERE order_id=$1", event.orderId)
         if row is None:
             if event.name_canonical == ev.ORDER_TIMED_OUT and event.userId:
