@@ -17,7 +17,9 @@
   wallet call for all the charges of the poll);
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
-  replays it, it comes back with a `replayFor` header, and only the service named there takes it.
+  replays it, it comes back with a `replayFor` header, and only the service named there takes it;
+- a consumer whose idle polls bring nothing while records wait in its partitions (checked twice)
+  is restarted, as is one whose offset commit gets no answer (ADR 11).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger("tinysaga.consumer")
 
 COMMIT_EVERY = 1.0  # seconds
 IDLE_WAIT = 30.0  # seconds: how long a poll waits when there is no offset to commit
+RECHECK_WAIT = 5.0  # seconds: the poll after one that found the consumer behind
+BROKER_TIMEOUT = 15.0  # seconds: for an offset commit, a stall check, or stopping the consumer
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -58,6 +62,12 @@ TRANSIENT = (
     asyncpg.SerializationError,
     asyncpg.AdminShutdownError,
 )
+
+
+class ConsumerStalled(Exception):
+    """Records wait in the consumer's partitions, but its polls bring none: the consumer is
+    restarted. (aiokafka can lose its group coordinator for good when the broker restarts, and
+    then waits for it forever while keeping its partitions.)"""
 
 
 class AlreadyHandled(Exception):
@@ -130,6 +140,7 @@ class ConsumerLoop:
     group_id: str | None = None
     batch: bool | frozenset[str] = False  # True: every handled event; a set: those event names
     prepare: Prepare | None = None
+    idle_wait: float = IDLE_WAIT
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
 
@@ -166,8 +177,8 @@ class ConsumerLoop:
             finally:
                 self.connected = False
                 if self.consumer is not None:
-                    try:
-                        await self.consumer.stop()
+                    try:  # a stuck consumer can also hang in stop(); then it is left behind
+                        await asyncio.wait_for(self.consumer.stop(), BROKER_TIMEOUT)
                     except Exception:
                         log.warning("consumer stop failed", exc_info=True)
 
@@ -178,11 +189,21 @@ class ConsumerLoop:
         assert self.consumer is not None
         pending: dict[TopicPartition, int] = {}
         last_commit = time.monotonic()
+        suspect = False  # the last idle poll found records waiting that it did not get
         while True:
             # getmany returns as soon as records arrive; the timeout only paces the offset commits,
             # so with nothing to commit the loop need not wake up every second.
-            wait = COMMIT_EVERY if pending else IDLE_WAIT
+            wait = COMMIT_EVERY if pending else RECHECK_WAIT if suspect else self.idle_wait
             batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
+            if not batches and not pending:
+                # Idle: make sure it is not a stall. Behind twice in a row (a record that had just
+                # arrived is delivered by the next poll) means records are not coming.
+                behind = await self._behind()
+                if behind and suspect:
+                    raise ConsumerStalled("records are waiting in its partitions, and its polls bring none")
+                suspect = behind
+            else:
+                suspect = False
             if batches:
                 if self.batch:  # one transaction for the poll
                     await self._work_together(list(batches.values()))
@@ -193,9 +214,26 @@ class ConsumerLoop:
             if pending and time.monotonic() - last_commit >= COMMIT_EVERY:
                 owned = self.consumer.assignment()  # after a rebalance, the new owner redoes the rest
                 pending = {tp: off for tp, off in pending.items() if tp in owned}
-                if pending:
-                    await self.consumer.commit(pending)
+                if pending:  # a commit that cannot reach the coordinator restarts the consumer
+                    await asyncio.wait_for(self.consumer.commit(pending), BROKER_TIMEOUT)
                 pending, last_commit = {}, time.monotonic()
+
+    async def _behind(self) -> bool:
+        """Do the assigned partitions hold records past this consumer's position? A broker that
+        does not answer within BROKER_TIMEOUT counts as yes."""
+        assert self.consumer is not None
+        parts = list(self.consumer.assignment())
+        if not parts:
+            return False
+        try:
+            async with asyncio.timeout(BROKER_TIMEOUT):
+                ends = await self.consumer.end_offsets(parts)
+                for tp in parts:
+                    if ends[tp] > await self.consumer.position(tp):
+                        return True
+        except TimeoutError:
+            return True
+        return False
 
     async def _work_partition(self, records: list[ConsumerRecord]) -> None:
         run: list[tuple[Event, Handler, ConsumerRecord]] = []
