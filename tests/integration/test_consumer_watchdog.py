@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support import run_sync
 from tinysaga.platform.consumer import ConsumerLoop
@@ -25,11 +26,14 @@ async def _until(pred, seconds: float, what: str) -> None:  # noqa: ANN001
 
 
 async def _stall_and_recover(settings: Settings) -> tuple[int, int]:
+    # a topic and a group of its own (the saga topic and its groups are left alone), and a loop that
+    # handles no event: records are read and skipped
+    topic = f"watchdog-{uuid.uuid4().hex}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     pool = await asyncpg.create_pool(superuser_dsn(settings, "tinysaga_order"), min_size=1, max_size=1)
-    # a group of its own that handles no event: records are read and skipped
-    loop = ConsumerLoop(
-        settings, "watchdog-test", pool, {}, frozenset(), (settings.topic,), group_id=f"wd-{uuid.uuid4().hex}"
-    )
+    loop = ConsumerLoop(settings, "watchdog-test", pool, {}, frozenset(), (topic,), group_id=topic)
     loop.idle_wait = 1.0
     task = asyncio.create_task(loop.run())
     try:
@@ -42,10 +46,7 @@ async def _stall_and_recover(settings: Settings) -> tuple[int, int]:
         await producer.start()
         try:
             for p in sorted(tp.partition for tp in stuck.assignment()):
-                # an event name no service handles: every consumer skips it by its header
-                await producer.send_and_wait(
-                    settings.topic, b"{}", key=b"watchdog-probe", partition=p, headers=[("eventName", b"PROBE")]
-                )
+                await producer.send_and_wait(topic, b"{}", partition=p, headers=[("eventName", b"PROBE")])
         finally:
             await producer.stop()
         await _until(lambda: loop.consumer is not stuck, 60, "the stalled consumer was not restarted")
@@ -64,6 +65,8 @@ async def _stall_and_recover(settings: Settings) -> tuple[int, int]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await pool.close()
+        await admin.delete_topics([topic])
+        await admin.close()
 
 
 def test_a_consumer_that_gets_nothing_while_records_wait_is_restarted(gateway: str, settings: Settings) -> None:
