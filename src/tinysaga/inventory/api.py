@@ -29,7 +29,7 @@ from tinysaga.inventory.domain import (
 )
 from tinysaga.platform.calls import order_timed_out
 from tinysaga.platform.consumer import Handler, HandlerContext
-from tinysaga.platform.db import add_to_outbox
+from tinysaga.platform.db import outbox_values, with_outbox
 from tinysaga.platform.money import Price, as_number
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.service import runtime as _rt
@@ -176,23 +176,23 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                 event.productQuantity,
             )
             status = RESERVED if left is not None else REJECTED
-            await conn.execute(
-                "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4)",
+            if status == RESERVED:
+                reply = _reply(INVENTORY_RESERVED, event)
+            else:
+                reply = _reply(
+                    INVENTORY_INSUFFICIENT, event, inventoryFailReason=INVENTORY_NOT_AVAILABLE, isPartialOrder=False
+                )
+            await conn.execute(  # the reservation row and its event, one statement
+                with_outbox(
+                    "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4) RETURNING 1",
+                    5,
+                ),
                 event.orderId,
                 event.productId,
                 event.productQuantity,
                 status,
+                *outbox_values(topic, reply),
             )
-            if status == RESERVED:
-                await add_to_outbox(conn, topic, _reply(INVENTORY_RESERVED, event))
-            else:
-                await add_to_outbox(
-                    conn,
-                    topic,
-                    _reply(
-                        INVENTORY_INSUFFICIENT, event, inventoryFailReason=INVENTORY_NOT_AVAILABLE, isPartialOrder=False
-                    ),
-                )
 
     async def on_order_timed_out(event: Event, ctx: HandlerContext) -> None:
         """Compensation: give back a reservation; if the timeout came first, make sure a late

@@ -82,10 +82,11 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
             if what is None or not event.orderId or not event.userId:
                 return
             kind, message = what
-            await conn.execute(
-                "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
+            await conn.execute(  # both channels' rows, and the NOTIFY that wakes the deliverer
+                "WITH n AS (INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
                 " VALUES ($1,$3,$4,$5,'EMAIL',$6), ($2,$3,$4,$5,'SMS',$6)"
-                " ON CONFLICT (order_id, type, channel) DO NOTHING",
+                " ON CONFLICT (order_id, type, channel) DO NOTHING RETURNING 1)"
+                f" SELECT pg_notify('{NEW_CHANNEL}', '') FROM n LIMIT 1",
                 uuid.uuid4(),
                 uuid.uuid4(),
                 event.userId,
@@ -93,7 +94,6 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                 kind,
                 message,
             )
-            await conn.execute(f"NOTIFY {NEW_CHANNEL}")
 
     async def on_user_registered(event: ev.Event, ctx: HandlerContext) -> None:
         async with ctx.transaction() as conn:

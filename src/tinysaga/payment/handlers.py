@@ -13,7 +13,7 @@ from tinysaga.contracts import events as ev
 from tinysaga.payment.adapters import WalletClient, WalletUnavailable
 from tinysaga.platform.calls import order_timed_out
 from tinysaga.platform.consumer import Handler, HandlerContext, Prepare
-from tinysaga.platform.db import add_to_outbox
+from tinysaga.platform.db import add_to_outbox, outbox_values, with_outbox
 from tinysaga.platform.service import Runtime
 
 log = logging.getLogger("tinysaga.payment")
@@ -137,17 +137,20 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
                 row_status, out = VOIDED, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
             else:
                 row_status, out = VOID_PENDING, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
-            await conn.execute(
-                "INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
-                " VALUES ($1,$2,$3,$4,$5,$6)",
+            await conn.execute(  # the payment row and its outcome event, one statement
+                with_outbox(
+                    "INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
+                    " VALUES ($1,$2,$3,$4,$5,$6) RETURNING 1",
+                    7,
+                ),
                 event.orderId,
                 event.userId,
                 event.totalAmount,
                 event.currency or rt.settings.currency,
                 row_status,
                 charge.get("transactionId"),
+                *outbox_values(topic, out),
             )
-            await add_to_outbox(conn, topic, out)
 
     async def on_refund_wanted(event: ev.Event, ctx: HandlerContext) -> None:
         """INVENTORY_INSUFFICIENT or ORDER_TIMED_OUT: give the money back if it was taken."""

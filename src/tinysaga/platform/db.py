@@ -35,6 +35,17 @@ def outbox_values(topic: str, event: Event) -> tuple[str, str, str, bytes, str]:
     return topic, key, event.eventName, event.to_bytes(), headers
 
 
+def with_outbox(change: str, first: int) -> str:
+    """One statement that makes a change and stages its event: `change` is an INSERT/UPDATE ...
+    RETURNING 1 (its parameters first); the event's five outbox values follow from `$first`; the
+    NOTIFY that wakes the relay goes with the row. Nothing is staged if the change writes no row."""
+    values = ", ".join(f"${first + i}" for i in range(5))
+    return (
+        f"WITH c AS ({change}), o AS ({OUTBOX_INSERT} SELECT {values} FROM c LIMIT 1 RETURNING 1)"
+        f" SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o"
+    )
+
+
 async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> None:
     """Stage an event in the caller's transaction; it is published only if that transaction commits.
     The NOTIFY is delivered at commit too, and wakes the relay at once."""
