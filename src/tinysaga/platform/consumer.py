@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from tinysaga.contracts.events import Event, InvalidEvent
 from tinysaga.platform.db import OUTBOX_CHANNEL, mark_processed, mark_processed_many
@@ -233,6 +234,8 @@ class ConsumerLoop:
                         return True
         except TimeoutError:
             return True
+        except IllegalStateError:  # a rebalance took a partition away meanwhile: not a stall
+            return False
         return False
 
     async def _work_partition(self, records: list[ConsumerRecord]) -> None:
