@@ -40,7 +40,9 @@ async def _stall_and_recover(settings: Settings) -> tuple[int, int]:
         await _until(lambda: loop.connected and loop.consumer and loop.consumer.assignment(), 60, "no assignment")
         stuck = loop.consumer
         assert stuck is not None
-        await asyncio.sleep(3)  # caught up with the topic, idle
+        # its position on every partition (the topic is new and empty), then no more fetches
+        for tp in stuck.assignment():
+            await stuck.position(tp)
         stuck.pause(*stuck.assignment())
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         await producer.start()

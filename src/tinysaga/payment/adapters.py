@@ -8,7 +8,6 @@ import asyncio
 import logging
 import random
 import time
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -53,12 +52,6 @@ class WalletClient:
             pause = min(self.backoff(attempt), max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
         raise WalletUnavailable(last)
-
-    async def debit(self, order_id: str, user_id: str, amount: Decimal, currency: str) -> dict[str, Any]:
-        return await self._post(
-            "/internal/payments",
-            {"orderId": order_id, "userId": user_id, "amount": str(amount), "currency": currency},
-        )
 
     async def debit_many(self, debits: list[dict[str, str]]) -> list[dict[str, Any]]:
         """Many debits in one call (one wallet transaction); the answers in the same order, each as

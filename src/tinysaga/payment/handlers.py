@@ -47,7 +47,7 @@ def _event(name: str, src: ev.Event | asyncpg.Record, **fields: Any) -> ev.Event
     return ev.new_event(name, correlation_id=cid, orderStatus=name, **{**base, **fields})
 
 
-ALREADY = "already charged"  # a payment row exists: the order was acted on
+ALREADY = object()  # a payment row exists: the order was acted on
 
 
 def check_order_initiated(event: ev.Event) -> None:
@@ -57,45 +57,51 @@ def check_order_initiated(event: ev.Event) -> None:
         raise ValueError(f"unsupported paymentType {event.paymentType!r}")
 
 
+async def charge(rt: Runtime, wallet: WalletClient, events: list[ev.Event]) -> dict[Any, Any]:
+    """For ORDER_INITIATED events, by eventId: ALREADY for an order acted on before (one query for
+    them all), else the wallet's answer for its charge (one call, one wallet transaction, for them
+    all), or `{error}` when the wallet could not be reached: that fails them all, as one call would.
+    Events that are not valid are left out (their handler raises)."""
+    wanted = []
+    for e in events:
+        try:
+            check_order_initiated(e)
+            wanted.append(e)
+        except ValueError:
+            pass
+    if not wanted:
+        return {}
+    done = {
+        r["order_id"]
+        for r in await rt.pool.fetch(
+            "SELECT order_id FROM payments WHERE order_id = ANY($1::text[])", [e.orderId for e in wanted]
+        )
+    }
+    out: dict[Any, Any] = {e.eventId: ALREADY for e in wanted if e.orderId in done}
+    todo = [e for e in wanted if e.orderId not in done]
+    if todo:
+        debits = [
+            {
+                "orderId": e.orderId,
+                "userId": e.userId,
+                "amount": str(e.totalAmount),
+                "currency": e.currency or rt.settings.currency,
+            }
+            for e in todo
+        ]
+        try:
+            results = await wallet.debit_many(debits)
+        except WalletUnavailable as e:
+            results = [{"error": str(e)}] * len(todo)
+        out.update({e.eventId: r for e, r in zip(todo, results, strict=True)})
+    return out
+
+
 def charge_batch(rt: Runtime, wallet: WalletClient) -> Prepare:
-    """Before a batch of ORDER_INITIATED is handled: the orders already acted on found by one
-    query, and the others charged by one call to the wallet (one wallet transaction), instead of a
-    query and a call per order. A wallet that cannot be reached fails them all, as one call would."""
+    """The consumer's `prepare` for a batch of ORDER_INITIATED: `charge` once for them all."""
 
     async def prepare(events: list[ev.Event]) -> dict[Any, Any]:
-        wanted = []
-        for e in events:
-            try:
-                check_order_initiated(e)
-                wanted.append(e)
-            except ValueError:
-                pass  # its handler raises, and the event goes to the dead-letter topic
-        if not wanted:
-            return {}
-        done = {
-            r["order_id"]
-            for r in await rt.pool.fetch(
-                "SELECT order_id FROM payments WHERE order_id = ANY($1::text[])", [e.orderId for e in wanted]
-            )
-        }
-        out: dict[Any, Any] = {e.eventId: ALREADY for e in wanted if e.orderId in done}
-        todo = [e for e in wanted if e.orderId not in done]
-        if todo:
-            debits = [
-                {
-                    "orderId": e.orderId,
-                    "userId": e.userId,
-                    "amount": str(e.totalAmount),
-                    "currency": e.currency or rt.settings.currency,
-                }
-                for e in todo
-            ]
-            try:
-                results = await wallet.debit_many(debits)
-            except WalletUnavailable as e:
-                results = [{"error": str(e)}] * len(todo)
-            out.update({e.eventId: r for e, r in zip(todo, results, strict=True)})
-        return out
+        return await charge(rt, wallet, events)
 
     return prepare
 
@@ -105,33 +111,23 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
 
     async def on_order_initiated(event: ev.Event, ctx: HandlerContext) -> None:
         check_order_initiated(event)
-        charge = ctx.prepared  # the batch's charge for this order, when there was one
-        if charge is None:
-            charge = (
-                ALREADY if await rt.pool.fetchval("SELECT 1 FROM payments WHERE order_id=$1", event.orderId) else None
-            )
-        if charge is ALREADY:
+        # the batch's charge for this order; charged on its own only if preparing the batch failed
+        result = ctx.prepared if ctx.prepared is not None else (await charge(rt, wallet, [event]))[event.eventId]
+        if result is ALREADY:
             async with ctx.transaction():
                 return  # already acted on (a second delivery under another id)
-        if charge is None:
-            try:
-                charge = await wallet.debit(
-                    event.orderId, event.userId, event.totalAmount, event.currency or rt.settings.currency
-                )
-            except WalletUnavailable as e:
-                charge = {"error": str(e)}
-        status = charge.get("status")
-        if "error" in charge:
+        status = result.get("status")
+        if "error" in result:
             log.warning(
-                "wallet unavailable for order %s: %s; failing the payment and voiding", event.orderId, charge["error"]
+                "wallet unavailable for order %s: %s; failing the payment and voiding", event.orderId, result["error"]
             )
         async with ctx.transaction() as conn:
             if status == "COMPLETED":
-                row_status, out = CHARGED, _event(ev.PAYMENT_DONE, event, transactionId=charge["transactionId"])
+                row_status, out = CHARGED, _event(ev.PAYMENT_DONE, event, transactionId=result["transactionId"])
             elif status == "FAILED":
                 row_status = DECLINED
                 out = _event(
-                    ev.PAYMENT_FAIL, event, transactionId=charge["transactionId"], failReason=ev.INSUFFICIENT_FUND
+                    ev.PAYMENT_FAIL, event, transactionId=result["transactionId"], failReason=ev.INSUFFICIENT_FUND
                 )
             elif status == "REFUSED":  # the order was voided first (it timed out): nothing was taken
                 row_status, out = VOIDED, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
@@ -148,7 +144,7 @@ def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
                 event.totalAmount,
                 event.currency or rt.settings.currency,
                 row_status,
-                charge.get("transactionId"),
+                result.get("transactionId"),
                 *outbox_values(topic, out),
             )
 

@@ -58,12 +58,7 @@ async def add_to_outbox(conn: asyncpg.Connection, topic: str, event: Event) -> N
 
 async def mark_processed(conn: asyncpg.Connection, event: Event) -> bool:
     """Record the event as handled in the caller's transaction; False when it already was."""
-    row = await conn.fetchval(
-        "INSERT INTO processed_events(event_id, event_name) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-        event.eventId,
-        event.eventName,
-    )
-    return row is not None
+    return bool(await mark_processed_many(conn, [event]))
 
 
 async def mark_processed_many(conn: asyncpg.Connection, events: list[Event]) -> set[object]:
