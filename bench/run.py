@@ -380,9 +380,9 @@ def verdicts(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def write_report(report: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "report.json").write_text(json.dumps(report, indent=1, default=str))
+def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     lines = [
         "# Tiny-Saga benchmark",
         "",
@@ -467,11 +467,11 @@ def write_report(report: dict[str, Any]) -> None:
         "",
         "Plots: [latency](latency.png), [throughput](throughput.png), [resources](resources.png).",
     ]
-    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
-    plots(report)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    plots(report, out)
 
 
-def plots(report: dict[str, Any]) -> None:
+def plots(report: dict[str, Any], out: Path = RESULTS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,7 +489,7 @@ def plots(report: dict[str, Any]) -> None:
     ax.set_title("End-to-end saga latency")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "latency.png", dpi=110)
+    fig.savefig(out / "latency.png", dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -501,7 +501,7 @@ def plots(report: dict[str, Any]) -> None:
     ax.set_title("Throughput")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "throughput.png", dpi=110)
+    fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -513,7 +513,7 @@ def plots(report: dict[str, Any]) -> None:
     a2.set_ylabel("CPU ms per saga (all processes)")
     a2.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(RESULTS / "resources.png", dpi=110)
+    fig.savefig(out / "resources.png", dpi=110)
     plt.close(fig)
 
 
@@ -619,19 +619,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--idle", type=float, default=20)
     ap.add_argument("--quick", action="store_true", help="10 users, light 5 s, one step of 30/s for 5 s")
     ap.add_argument("--keep", action="store_true", help="leave the bench stack running (then: reset it yourself)")
+    ap.add_argument("--port-offset", type=int, default=0, help="add this to every port of the bench stack")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the report and plots go")
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.users, opts.light_seconds, opts.rates, opts.step_seconds = 10, 5, [30.0], 5
         opts.settle, opts.idle, opts.warmup_seconds = 5, 5, 5
-    env = {**os.environ, **BENCH_ENV}
-    os.environ.update(BENCH_ENV)
+    bench_env = {
+        k: str(int(v) + opts.port_offset) if k.endswith("_PORT") or k.endswith("_PORT_BASE") else v
+        for k, v in BENCH_ENV.items()
+    }
+    env = {**os.environ, **bench_env}
+    os.environ.update(bench_env)
     if cli(["reset"], env) != 0 or cli(["up"], env) != 0:
         print("the bench stack did not come up")
         return 1
     try:
         report = asyncio.run(run(opts, env))
-        write_report(report)
-        print((RESULTS / "report.md").read_text())
+        write_report(report, opts.results)
+        print((opts.results / "report.md").read_text())
     finally:
         if not opts.keep:
             cli(["reset"], env)
