@@ -19,6 +19,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/unit/" not in str(item.fspath):
             item.add_marker(pytest.mark.stack)
+    # The unit tests first: they fail fastest, and their async tests need the session's event loop
+    # before the browser tests' Playwright (sync API) has left one running on the main thread.
+    items.sort(key=lambda item: "/unit/" not in str(item.fspath))
 
 
 @pytest.fixture(scope="session")

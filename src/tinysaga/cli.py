@@ -1,4 +1,4 @@
-"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, bench."""
+"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, saga, bench."""
 
 from __future__ import annotations
 
@@ -266,6 +266,25 @@ def cmd_test(s: Settings, pytest_args: list[str]) -> int:
     return code
 
 
+def cmd_saga(fmt: str, write: bool) -> int:
+    """The saga as declared in contracts/saga.py: a table, a Mermaid diagram, or both; `--write`
+    regenerates what is generated from it (the README's saga section, docs/events/*.json)."""
+    from tinysaga.contracts import docs, saga  # noqa: PLC0415
+
+    saga.check_definition()
+    if write:
+        for p in docs.write(REPO_ROOT):
+            say(f"wrote {p.relative_to(REPO_ROOT)}")
+        return 0
+    if fmt in ("table", "all"):
+        say(saga.table())
+    if fmt == "all":
+        say("")
+    if fmt in ("mermaid", "all"):
+        say(saga.mermaid())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiny-saga", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -283,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     sa.add_argument("name")
     t = sub.add_parser("test", help="run the whole test suite on a stack of its own")
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sg = sub.add_parser("saga", help="the saga as declared in the code: a table and a Mermaid diagram")
+    sg.add_argument("--format", choices=("all", "table", "mermaid"), default="all")
+    sg.add_argument("--write", action="store_true", help="regenerate the README's saga section and docs/events/")
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     argv = sys.argv[1:] if argv is None else argv
@@ -306,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_hold(s, args.name, args.cmd == "stop")
         if args.cmd == "test":
             return cmd_test(s, args.pytest_args)
+        if args.cmd == "saga":
+            return cmd_saga(args.format, args.write)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the public API through the gateway, with Schemathesis.
 
-The schema is the gateway's merged OpenAPI document (`tinysaga.infra.openapi.gateway_openapi`):
+The schema is the gateway's merged OpenAPI document (`tinysaga.platform.openapi.gateway_openapi`):
 every `/api/*` operation of every service, with the errors as they really are (problem+json). For
 each operation Schemathesis generates requests that fit the schema (positive) and requests that do
 not (negative), sends them through the gateway as a normal signed-in user, and checks every answer:
@@ -51,7 +51,7 @@ from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 
 from tests.support import ApiUser, register
-from tinysaga.infra.openapi import PUBLIC_SERVICES, gateway_openapi
+from tinysaga.platform.openapi import PUBLIC_SERVICES, gateway_openapi
 from tinysaga.platform.settings import Settings
 
 EXAMPLES = int(os.environ.get("TINYSAGA_FUZZ_EXAMPLES", "30"))

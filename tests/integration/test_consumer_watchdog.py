@@ -33,7 +33,7 @@ async def _stall_and_recover(settings: Settings) -> tuple[int, int]:
     await admin.start()
     await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     pool = await asyncpg.create_pool(superuser_dsn(settings, "tinysaga_order"), min_size=1, max_size=1)
-    loop = ConsumerLoop(settings, "watchdog-test", pool, {}, frozenset(), (topic,), group_id=topic)
+    loop = ConsumerLoop(settings, "watchdog-test", pool, {}, (topic,), group_id=topic)
     loop.idle_wait = 1.0
     task = asyncio.create_task(loop.run())
     try:

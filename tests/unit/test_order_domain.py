@@ -9,7 +9,6 @@ import pytest
 
 from tinysaga.contracts import events as ev
 from tinysaga.order.domain import (
-    TIMEOUT,
     TRANSITIONS,
     FailReason,
     Input,
@@ -21,8 +20,8 @@ from tinysaga.order.domain import (
 
 START = OrderState(Status.INITIATED)
 
-# Every event name the state machine may be fed, plus the sweeper's own input.
-ALL_NAMES = (*ev.ALL_NAMES, TIMEOUT)
+# Every event name the state machine may be fed (the sweeper's input, ORDER_TIMED_OUT, among them).
+ALL_NAMES = ev.ALL_NAMES
 WIRE_REASONS = (None, ev.INSUFFICIENT_FUND, ev.SERVER_ERROR, "wallet down")
 
 
@@ -132,24 +131,24 @@ IN_FLIGHT_PATHS = {
 def test_saga_timeout_fails_every_in_flight_order(status: Status) -> None:
     before = run(*IN_FLIGHT_PATHS[status])
     assert before.status == status
-    after = step(before, Input(TIMEOUT))
+    after = step(before, Input(ev.ORDER_TIMED_OUT))
     assert after.status == Status.FAILED
     assert after.terminal
     assert after.refund_status == before.refund_status  # the timeout itself refunds nothing
     # a second sweep does nothing
-    assert apply(after, Input(TIMEOUT)) is None
+    assert apply(after, Input(ev.ORDER_TIMED_OUT)) is None
 
 
 @pytest.mark.parametrize("status", [Status.INITIATED, Status.PAYMENT_DONE])
 def test_saga_timeout_before_inventory_answers_is_failed_timeout(status: Status) -> None:
-    s = run(*IN_FLIGHT_PATHS[status], Input(TIMEOUT))
+    s = run(*IN_FLIGHT_PATHS[status], Input(ev.ORDER_TIMED_OUT))
     assert summary(s) == (Status.FAILED, FailReason.TIMEOUT, None)
 
 
 def test_saga_timeout_while_refunding_keeps_the_out_of_stock_reason() -> None:
     # The order already failed for lack of stock and is being compensated: the sweeper ends it
     # but does not overwrite why it failed (domain: `state.fail_reason or TIMEOUT`).
-    s = run(*IN_FLIGHT_PATHS[Status.REFUND_INITIATED], Input(TIMEOUT))
+    s = run(*IN_FLIGHT_PATHS[Status.REFUND_INITIATED], Input(ev.ORDER_TIMED_OUT))
     assert summary(s) == (Status.FAILED, FailReason.INVENTORY_INSUFFICIENT, Refund.REFUND_INITIATED)
     done = step(s, Input(ev.REFUND_DONE))
     assert summary(done) == (Status.FAILED, FailReason.INVENTORY_INSUFFICIENT, Refund.REFUND_DONE)
@@ -157,7 +156,7 @@ def test_saga_timeout_while_refunding_keeps_the_out_of_stock_reason() -> None:
 
 @pytest.mark.parametrize("status", [Status.INITIATED, Status.PAYMENT_DONE])
 def test_refund_after_a_timeout_annotates_refund_status_but_stays_failed_timeout(status: Status) -> None:
-    timed_out = run(*IN_FLIGHT_PATHS[status], Input(TIMEOUT))
+    timed_out = run(*IN_FLIGHT_PATHS[status], Input(ev.ORDER_TIMED_OUT))
 
     initiated = step(timed_out, Input(ev.REFUND_INITIATED))
     assert summary(initiated) == (Status.FAILED, FailReason.TIMEOUT, Refund.REFUND_INITIATED)
@@ -187,7 +186,7 @@ def test_refund_after_a_timeout_annotates_refund_status_but_stays_failed_timeout
     ],
 )
 def test_a_late_saga_event_does_not_revive_a_timed_out_order(late: str) -> None:
-    timed_out = run(Input(ev.PAYMENT_DONE), Input(TIMEOUT))
+    timed_out = run(Input(ev.PAYMENT_DONE), Input(ev.ORDER_TIMED_OUT))
     assert apply(timed_out, Input(late, fail_reason=ev.INSUFFICIENT_FUND)) is None
 
 
@@ -209,7 +208,7 @@ FLOWS = {
     "server-error": (Input(ev.PAYMENT_FAIL, fail_reason=ev.SERVER_ERROR),),
     "out-of-stock": (Input(ev.PAYMENT_DONE), Input(ev.INVENTORY_INSUFFICIENT), Input(ev.REFUND_DONE)),
     "refund-failed": (Input(ev.PAYMENT_DONE), Input(ev.INVENTORY_INSUFFICIENT), Input(ev.REFUND_FAILED)),
-    "timeout": (Input(ev.PAYMENT_DONE), Input(TIMEOUT), Input(ev.REFUND_INITIATED), Input(ev.REFUND_DONE)),
+    "timeout": (Input(ev.PAYMENT_DONE), Input(ev.ORDER_TIMED_OUT), Input(ev.REFUND_INITIATED), Input(ev.REFUND_DONE)),
 }
 
 
@@ -300,7 +299,7 @@ TERMINAL_PATHS = {
     "server-error": FLOWS["server-error"],
     "out-of-stock-refunded": FLOWS["out-of-stock"],
     "out-of-stock-refund-failed": FLOWS["refund-failed"],
-    "timeout": (Input(TIMEOUT),),
+    "timeout": (Input(ev.ORDER_TIMED_OUT),),
     "timeout-refunded": FLOWS["timeout"],
 }
 
@@ -344,7 +343,7 @@ def test_the_transition_table_never_leaves_a_terminal_state_except_failed_to_fai
 
 @pytest.mark.parametrize(
     "name",
-    ["", "UNKNOWN", "payment_done", "PAYMENT_DONE ", ev.ORDER_INITIATED, ev.USER_REGISTERED, ev.ORDER_TIMED_OUT],
+    ["", "UNKNOWN", "payment_done", "PAYMENT_DONE ", ev.ORDER_INITIATED, ev.USER_REGISTERED],
 )
 @pytest.mark.parametrize("status", list(IN_FLIGHT_PATHS))
 def test_names_the_order_does_not_handle_are_ignored(name: str, status: Status) -> None:

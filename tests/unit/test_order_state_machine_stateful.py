@@ -1,5 +1,5 @@
 """A stateful property test of the order state machine: one order is fed random events (every name,
-random PAYMENT_FAIL reasons, duplicates, reorderings, the sweeper's SAGA_TIMEOUT) and must stay
+random PAYMENT_FAIL reasons, duplicates, reorderings, the sweeper's ORDER_TIMED_OUT) and must stay
 consistent after every step."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tinysaga.contracts import events as ev
-from tinysaga.order.domain import TIMEOUT, FailReason, Input, OrderState, Refund, Status, apply
+from tinysaga.order.domain import FailReason, Input, OrderState, Refund, Status, apply
 
 NAMES = [
-    *ev.ALL_NAMES,
-    TIMEOUT,
+    *ev.ALL_NAMES,  # the sweeper's ORDER_TIMED_OUT among them
     "UNKNOWN_EVENT",
     "",
 ]
@@ -110,7 +109,7 @@ class OneOrder(RuleBasedStateMachine):
     @rule()
     def sweeper(self) -> None:
         before = self.state
-        self.deliver(Input(TIMEOUT))
+        self.deliver(Input(ev.ORDER_TIMED_OUT))
         if before.status in (Status.INITIATED, Status.PAYMENT_DONE, Status.REFUND_INITIATED):
             assert self.state.status == Status.FAILED
             assert self.state.fail_reason == (before.fail_reason or FailReason.TIMEOUT)

@@ -9,7 +9,8 @@ from itertools import combinations
 import pytest
 
 from tinysaga.contracts import events as ev
-from tinysaga.platform.settings import SERVICE_PORT_OFFSETS, Settings
+from tinysaga.contracts import saga
+from tinysaga.platform.settings import SERVICE_PORT_OFFSETS, Settings, split_names
 
 
 @pytest.fixture
@@ -133,14 +134,31 @@ def test_an_empty_admin_password_in_production_is_no_password(clean_env: pytest.
 
 def test_the_order_service_handles_every_event_that_moves_an_order(clean_env: pytest.MonkeyPatch) -> None:
     s = Settings()
-    handled = s.handled(s.order_events)
+    assert s.handled_events("order", saga.ORDER_TOPIC) is None  # no setting: the saga definition's names
+    handled = saga.routes("order", saga.ORDER_TOPIC, s.handled_events("order", saga.ORDER_TOPIC))
     for name in (*ev.STEP_OUTCOMES, ev.INVENTORY_RESERVED_SEED_ALIAS):
         assert name in handled, name
     assert ev.ORDER_INITIATED not in handled  # Order's own event
-    assert ev.ORDER_INITIATED in s.handled(s.payment_events)
-    assert ev.PAYMENT_DONE in s.handled(s.inventory_events)
+    assert ev.ORDER_INITIATED in saga.handled_by("payment")
+    assert ev.PAYMENT_DONE in saga.handled_by("inventory")
+
+
+def test_a_setting_narrows_the_handled_names(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("TINYSAGA_NOTIFICATION_EVENTS", " PAYMENT_DONE, REFUND_DONE ,,")
+    names = Settings().handled_events("notification", saga.ORDER_TOPIC)
+    assert names == frozenset({ev.PAYMENT_DONE, ev.REFUND_DONE})
+    assert set(saga.routes("notification", saga.ORDER_TOPIC, names)) == names
+
+
+def test_a_setting_naming_an_event_the_saga_does_not_route_to_the_service_is_refused(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("TINYSAGA_INVENTORY_EVENTS", "PAYMENT_DONE,ORDER_INITIATED")
+    names = Settings().handled_events("inventory", saga.ORDER_TOPIC)
+    with pytest.raises(saga.SagaDefinitionError, match="ORDER_INITIATED"):
+        saga.routes("inventory", saga.ORDER_TOPIC, names)
 
 
 def test_handled_trims_and_skips_empty_names(clean_env: pytest.MonkeyPatch) -> None:
-    assert Settings().handled(" A, B ,,C ,") == frozenset({"A", "B", "C"})
-    assert Settings().handled("") == frozenset()
+    assert split_names(" A, B ,,C ,") == frozenset({"A", "B", "C"})
+    assert split_names("") == frozenset()

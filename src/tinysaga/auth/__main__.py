@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.auth.bootstrap:app", "auth")
+serve("tinysaga.auth.bootstrap:create_app", "auth")

@@ -38,6 +38,8 @@ STEP_OUTCOMES = (
     REFUND_DONE,
     REFUND_FAILED,
 )
+# The events of the order saga, as published (the seed's alias is only read).
+SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT)
 # Every event name that may be on the wire, the seed's alias included.
 ALL_NAMES = (
     ORDER_INITIATED,
@@ -85,6 +87,16 @@ class Event(BaseModel):
     name: str | None = Field(None, max_length=200)
     phone: str | None = Field(None, max_length=32)
 
+    def __eq__(self, other: object) -> bool:
+        """The same event whether it was read as a plain envelope or with its typed payload (the
+        typed models add constraints, not fields)."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(self.eventId)
+
     @field_serializer("price", "totalAmount")
     def _money(self, v: Decimal | None) -> float | None:
         return None if v is None else float(v)
@@ -100,6 +112,8 @@ class Event(BaseModel):
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> Event:
+        """The event with its typed payload (`TYPES`) when it has every field its name requires,
+        else as a plain envelope: a handler that needs what is missing refuses it (dead letter)."""
         if raw is None:
             raise InvalidEvent("empty message")
         if len(raw) > MAX_EVENT_BYTES:
@@ -113,11 +127,122 @@ class Event(BaseModel):
         version = data.get("version", VERSION)
         if not isinstance(version, str) or not version.startswith("1."):
             raise InvalidEvent(f"unsupported event version {version!r}")
+        name = data.get("eventName")
+        typed = TYPES.get(ALIASES.get(name, name)) if isinstance(name, str) else None
+        if typed is not None:
+            try:
+                return typed.model_validate(data)
+            except ValidationError:
+                pass  # read as a plain envelope below, for the error or for a handler to refuse
         try:
-            return cls.model_validate(data)
+            return Event.model_validate(data)
         except ValidationError as e:
             raise InvalidEvent(f"invalid event: {e.errors(include_url=False)}") from e
 
 
+# ---- a typed payload per event name ------------------------------------------------------------
+# The wire format stays the envelope above (SPEC section 3); each name's model makes the fields
+# that its readers need required. Producers build events through them (`new_event`), so what a
+# step publishes always carries them; the JSON Schemas in docs/events/ are generated from them.
+
+
+class OrderEvent(Event):
+    """An event of one order's saga: the order and its user are always named."""
+
+    orderId: str = Field(min_length=1, max_length=64)
+    userId: str = Field(min_length=1, max_length=64)
+
+
+class OrderInitiated(OrderEvent):
+    orderStatus: str = "INITIATED"
+    paymentType: str
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+    price: Decimal = Field(max_digits=14, decimal_places=2)
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class PaymentDone(OrderEvent):
+    """The charge went through: what Inventory needs to reserve comes with it."""
+
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+    transactionId: str
+
+
+class PaymentFail(OrderEvent):
+    failReason: str = Field(max_length=200)  # insufficientFund | serverError
+
+
+class InventoryReserved(OrderEvent):
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+
+
+class InventoryInsufficient(OrderEvent):
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+    inventoryFailReason: str = Field(max_length=200)
+    isPartialOrder: bool = False
+
+
+class RefundEvent(OrderEvent):
+    """REFUND_INITIATED, REFUND_DONE: the amount is the one the ledger charged."""
+
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class RefundFailed(RefundEvent):
+    failReason: str = Field(max_length=200)
+
+
+class OrderTimedOut(OrderEvent):
+    failReason: str = Field(max_length=200)  # TIMEOUT
+
+
+class UserRegistered(Event):
+    userId: str = Field(min_length=1, max_length=64)
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(max_length=200)
+
+
+TYPES: dict[str, type[Event]] = {
+    ORDER_INITIATED: OrderInitiated,
+    PAYMENT_DONE: PaymentDone,
+    PAYMENT_FAIL: PaymentFail,
+    INVENTORY_RESERVED: InventoryReserved,
+    INVENTORY_INSUFFICIENT: InventoryInsufficient,
+    REFUND_INITIATED: RefundEvent,
+    REFUND_DONE: RefundEvent,
+    REFUND_FAILED: RefundFailed,
+    ORDER_TIMED_OUT: OrderTimedOut,
+    USER_REGISTERED: UserRegistered,
+}
+
+
+def typed_as(event: Event, model: type[Event]) -> Event:
+    """The event as `model` (its payload complete), or a ValueError naming what is missing: the
+    handler refuses it and it goes to the dead-letter topic."""
+    if isinstance(event, model):
+        return event
+    try:
+        return model.model_validate(event.model_dump(exclude_none=True))
+    except ValidationError as e:
+        missing = sorted({str(err["loc"][0]) for err in e.errors()})
+        raise ValueError(f"{event.eventName} without a valid {', '.join(missing)}") from None
+
+
 def new_event(event_name: str, /, *, correlation_id: str, **fields: Any) -> Event:
+    """A bare envelope with the fields given (for tests and tools that forge events)."""
     return Event(eventName=event_name, correlationId=correlation_id, **fields)
+
+
+def make_event(event_name: str, /, *, correlation_id: str, **fields: Any) -> Event:
+    """An event to publish, checked against its name's payload model: a producer cannot stage an
+    event that lacks what its readers need."""
+    model = TYPES.get(ALIASES.get(event_name, event_name), Event)
+    return model(eventName=event_name, correlationId=correlation_id, **fields)

@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.inventory.bootstrap:app", "inventory")
+serve("tinysaga.inventory.bootstrap:create_app", "inventory")

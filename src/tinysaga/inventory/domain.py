@@ -1,12 +1,61 @@
-"""Inventory rules, pure."""
+"""Inventory rules, pure: the reservation statuses, and the rules that reserving and releasing
+follow (the repository's conditional UPDATE enforces the first atomically, ADR 1)."""
 
 from __future__ import annotations
 
-MAX_STOCK = 1_000_000
+from enum import StrEnum
 
-# reservation statuses
-RESERVED = "RESERVED"
-REJECTED = "REJECTED"
-RELEASED = "RELEASED"
-CANCELLED = "CANCELLED"
+MAX_STOCK = 1_000_000
 INVENTORY_NOT_AVAILABLE = "INVENTORY NOT AVAILABLE"
+
+
+class Status(StrEnum):
+    """A reservation row: one per order that reached inventory."""
+
+    RESERVED = "RESERVED"  # the stock was taken
+    REJECTED = "REJECTED"  # not enough stock: nothing taken
+    RELEASED = "RELEASED"  # compensated after a timeout: the stock was given back
+    CANCELLED = "CANCELLED"  # the timeout came first: a late payment is not reserved
+
+
+RESERVED, REJECTED, RELEASED, CANCELLED = Status.RESERVED, Status.REJECTED, Status.RELEASED, Status.CANCELLED
+
+
+class Reserve(StrEnum):
+    """What a PAYMENT_DONE does."""
+
+    RESERVE = "RESERVE"  # take the quantity from the stock; the order's row is RESERVED
+    REJECT = "REJECT"  # take nothing; the order's row is REJECTED
+    ALREADY = "ALREADY"  # the order has a row (of any status): nothing to do, nothing to answer
+
+
+def reserve(available: int, quantity: int, prior: Status | str | None) -> Reserve:
+    """The reservation rule, the rule the conditional UPDATE enforces atomically (ADR 1:
+    `available_count >= quantity` in the statement that takes it): an order gets at most one
+    reservation row, and stock is taken only when it covers the whole quantity, so it never goes
+    below zero."""
+    if prior is not None:
+        return Reserve.ALREADY
+    return Reserve.RESERVE if available >= quantity else Reserve.REJECT
+
+
+def reservation_status(decision: Reserve) -> Status:
+    """The row a RESERVE or REJECT decision writes."""
+    if decision is Reserve.ALREADY:
+        raise ValueError("an order with a reservation gets no second row")
+    return RESERVED if decision is Reserve.RESERVE else REJECTED
+
+
+class Release(StrEnum):
+    """What an ORDER_TIMED_OUT (that Order confirms) does to the order's reservation."""
+
+    RELEASE = "RELEASE"  # give the stock back; the row becomes RELEASED
+    CANCEL = "CANCEL"  # no row yet: write a CANCELLED one, so a late PAYMENT_DONE reserves nothing
+    NOTHING = "NOTHING"  # rejected, released or cancelled already: nothing was taken, or it is back
+
+
+def release(prior: Status | str | None) -> Release:
+    """The timeout's compensation, by the order's reservation status (None: no row)."""
+    if prior is None:
+        return Release.CANCEL
+    return Release.RELEASE if prior == RESERVED else Release.NOTHING

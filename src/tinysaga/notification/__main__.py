@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.notification.bootstrap:app", "notification")
+serve("tinysaga.notification.bootstrap:create_app", "notification")

@@ -13,6 +13,7 @@ from typing import Protocol
 import aiosmtplib
 import asyncpg
 
+from tinysaga.notification.repository import NotificationRepository
 from tinysaga.platform.settings import Settings
 
 
@@ -83,6 +84,8 @@ class EmailSender:
 
 
 class SmsProvider(Protocol):
+    """Sends an SMS; `conn` is the delivery round's connection (in its transaction)."""
+
     async def send(self, conn: asyncpg.Connection, notification_id: object, to: str, body: str) -> None: ...
 
 
@@ -90,12 +93,7 @@ class RecordingSms:
     """Records each SMS (the default: a real provider is an adapter with the same method)."""
 
     async def send(self, conn: asyncpg.Connection, notification_id: object, to: str, body: str) -> None:
-        await conn.execute(
-            "INSERT INTO sms_messages(notification_id, to_number, body) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-            notification_id,
-            to,
-            body,
-        )
+        await NotificationRepository(conn).record_sms(notification_id, to, body)
 
 
 def sms_provider(settings: Settings) -> SmsProvider:

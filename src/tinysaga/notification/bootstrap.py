@@ -1,14 +1,41 @@
+"""Notification's wiring: the repository, the channels, the handlers by step (one consumer per
+topic), the deliverer task, the routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from tinysaga.contracts import saga
 from tinysaga.notification.adapters import EmailSender, sms_provider
-from tinysaga.notification.api import deliverer, handlers, router
+from tinysaga.notification.api import router
+from tinysaga.notification.handlers import Deliverer, NotificationHandlers
+from tinysaga.notification.repository import NotificationRepository, listen_for_new
 from tinysaga.platform.service import Runtime, create_service_app
+from tinysaga.platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class NotificationDeps:
+    """What the routes use (`api.deps`)."""
+
+    notifications: NotificationRepository  # on the pool
+    mail_folder: Path  # where the local SMTP sink keeps the mails
 
 
 def setup(rt: Runtime) -> None:
     s = rt.settings
-    hs = handlers(rt)
-    rt.consume(hs, s.handled(s.notification_events), batch=True)
-    rt.consume(hs, frozenset({"USER_REGISTERED"}), s.user_topic, group="notification-contacts")
-    rt.tasks.append(deliverer(rt, EmailSender(s), sms_provider(s)))
+    rt.deps = NotificationDeps(NotificationRepository(rt.pool), s.home / "mail")
+    hs = NotificationHandlers(NotificationRepository.of)
+    rt.consume(hs.on_order_topic())
+    rt.consume(hs.on_user_topic(), topic=saga.USER_TOPIC, group="notification-contacts")
+    listen = partial(listen_for_new, rt.dsn)
+    deliverer = Deliverer(NotificationRepository(rt.pool), EmailSender(s), sms_provider(s), listen)
+    rt.tasks.append(deliverer.notification_deliverer)
 
 
-app = create_service_app("notification", setup, routers=[router])
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app("notification", setup, routers=[router], settings=settings)

@@ -1,6 +1,9 @@
-"""Which events notify the user, and what they say. Pure."""
+"""Which events notify the user, what they say, and what the deliverer does with one. Pure."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
 
 from tinysaga.contracts import events as ev
 
@@ -37,3 +40,43 @@ def notification_for(event: ev.Event) -> tuple[str, str] | None:
     if name == ev.ORDER_TIMED_OUT:
         return "ORDER_TIMED_OUT", f"Your {order} could not be completed in time; any payment will be refunded."
     return None
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+EMAIL, SMS = "EMAIL", "SMS"
+CONTACT_WAITS = 10  # attempts a notification waits for its user's contact before it is skipped
+
+
+class Action(StrEnum):
+    SEND = "SEND"
+    RETRY = "RETRY"  # later, with backoff
+    SKIP = "SKIP"  # never: nothing to send to
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the deliverer does with a due notification: send it to `to`, retry it later, or skip it
+    (`reason` for the last two)."""
+
+    action: Action
+    to: str | None = None
+    reason: str = ""
+
+
+def delivery_for(channel: str, known: bool, email: str | None, phone: str | None, attempts: int) -> Delivery:
+    """A due notification on `channel`, for a user whose contact is `known` (with that email and
+    phone), tried `attempts` times already. The contact comes on another topic and may not be here
+    yet; once it is, a missing address (a user without a phone number) means nothing to send."""
+    to = email if channel == EMAIL else phone
+    if to:
+        return Delivery(Action.SEND, to)
+    if not known and attempts < CONTACT_WAITS:
+        return Delivery(Action.RETRY, reason="no contact yet")
+    missing = "email address" if channel == EMAIL else "phone number"
+    return Delivery(Action.SKIP, reason=f"no {missing}" if known else "no contact")
+
+
+def subject_for(kind: str) -> str:
+    """The email subject of a notification of type `kind`."""
+    return f"Tiny-Saga: {kind.replace('_', ' ').lower()}"

@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.order.bootstrap:app", "order")
+serve("tinysaga.order.bootstrap:create_app", "order")

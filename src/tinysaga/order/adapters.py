@@ -1,16 +1,21 @@
-"""Order's view of other services: the catalogue (Inventory) and the balance (Wallet), over HTTP,
-and its own orders table."""
+"""Order's view of other services, over HTTP: the catalogue (Inventory) and the balance (Wallet);
+and the LISTEN connection that wakes the live status streams."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
 
 import asyncpg
 
+from tinysaga.contracts import routes
 from tinysaga.contracts.ids import is_product_id
+from tinysaga.order.repository import STATUS_CHANNEL
 from tinysaga.platform.calls import Unreachable, get_from_any
-from tinysaga.platform.money import as_number
+from tinysaga.platform.money import money
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.web import Problem
 
@@ -22,39 +27,72 @@ async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
         raise Problem(503, "Service Unavailable", f"the {service} service is unavailable") from e
 
 
-async def fetch_product(rt: Runtime, product_id: str) -> dict[str, Any]:
-    if not is_product_id(product_id):  # no such product can exist; and never a path like "." or ".."
-        raise Problem(404, "Not Found", f"no product {product_id!r}")
-    status, body = await _get(rt, "inventory", f"/api/products/{quote(product_id, safe='')}")
-    if status in (404, 422):
-        raise Problem(404, "Not Found", f"no product {product_id!r}")
-    if status != 200:
-        raise Problem(503, "Service Unavailable", "the catalogue did not answer")
-    return body
+@dataclass(frozen=True)
+class Product:
+    price: Decimal
+    available_count: int
 
 
-async def fetch_balance(rt: Runtime, user_id: str) -> dict[str, Any]:
-    status, body = await _get(rt, "wallet", f"/internal/wallets/{quote(user_id, safe='')}")
-    if status != 200:
-        raise Problem(503, "Service Unavailable", "the wallet did not answer")
-    return body
+class CatalogueClient:
+    """A product's price and stock, from Inventory (404 for no such product, 503 when unreachable)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def product(self, product_id: str) -> Product:
+        if not is_product_id(product_id):  # no such product can exist; and never a path like "." or ".."
+            raise Problem(404, "Not Found", f"no product {product_id!r}")
+        status, body = await _get(self.rt, "inventory", routes.path(routes.PRODUCT, productId=product_id))
+        if status in (404, 422):
+            raise Problem(404, "Not Found", f"no product {product_id!r}")
+        if status != 200:
+            raise Problem(503, "Service Unavailable", "the catalogue did not answer")
+        return Product(price=money(str(body["price"])), available_count=body["availableCount"])
 
 
-def order_json(r: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "orderId": str(r["order_id"]),
-        "userId": r["user_id"],
-        "productId": r["product_id"],
-        "productQuantity": r["product_quantity"],
-        "price": as_number(r["price"]),
-        "totalAmount": as_number(r["total_amount"]),
-        "currency": r["currency"],
-        "paymentType": r["payment_type"],
-        "orderStatus": r["order_status"],
-        "failReason": r["fail_reason"],
-        "refundStatus": r["refund_status"],
-        "statusInfo": r["status_info"],
-        "transactionId": r["transaction_id"],
-        "createdAt": r["created_at"].isoformat(),
-        "updatedAt": r["updated_at"].isoformat(),
-    }
+class WalletClient:
+    """A user's balance, from Wallet (503 when it does not answer)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def balance(self, user_id: str) -> Decimal:
+        status, body = await _get(self.rt, "wallet", routes.path(routes.WALLET_BALANCE, userId=user_id))
+        if status != 200:
+            raise Problem(503, "Service Unavailable", "the wallet did not answer")
+        return money(str(body["balance"]))
+
+
+class StatusFanout:
+    """One LISTEN connection per process; wakes the streams waiting on an order."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for w in self.waiters.get(payload, ()):
+            w.set()
+
+    def watch(self, order_id: str) -> asyncio.Event:
+        """An event set at each change of the order (and when the listener reconnects)."""
+        wake = asyncio.Event()
+        self.waiters[order_id].add(wake)
+        return wake
+
+    def unwatch(self, order_id: str, wake: asyncio.Event) -> None:
+        self.waiters[order_id].discard(wake)
+        if not self.waiters[order_id]:
+            self.waiters.pop(order_id, None)
+
+    async def run(self, dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.add_listener(STATUS_CHANNEL, self._on_notify)
+            while not conn.is_closed():
+                await asyncio.sleep(5)
+                await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+            for ws in self.waiters.values():  # a reconnecting stream re-reads the order
+                for w in ws:
+                    w.set()

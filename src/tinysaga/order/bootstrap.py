@@ -1,18 +1,88 @@
-from tinysaga.order import dead_letters
-from tinysaga.order.api import StatusFanout, router
-from tinysaga.order.handlers import handlers, sweeper
-from tinysaga.platform.service import Runtime, create_service_app
+"""Order's composition root: its repositories, clients and steps, built when the app starts (nothing
+at import), its consumer (`track`), and its background tasks (the live status listener, the
+sweeper `time_out`, the dead-letter collector)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from tinysaga.order.adapters import CatalogueClient, StatusFanout, WalletClient
+from tinysaga.order.handlers import Begin, CreateOrder, TimeOut, handlers
+from tinysaga.order.repository import DeadLetterRepository, OrderRepository
+from tinysaga.platform.service import Runtime, create_service_app, runtime
+from tinysaga.platform.settings import Settings
+from tinysaga.platform.uow import PgUnitOfWork
 
 
-def setup(rt: Runtime) -> None:
-    rt.consume(handlers(rt), rt.settings.handled(rt.settings.order_events), batch=True)
+@dataclass
+class OrderDeps:
+    """What Order's routes use."""
+
+    orders: OrderRepository  # reads, on the pool
+    dead_letters: DeadLetterRepository  # reads, on the pool
+    create_order: CreateOrder
+    fanout: StatusFanout
+    catalogue: CatalogueClient
+    wallets: WalletClient
+    currency: str
+    begin: Begin  # a transaction of its own -> its unit of work
+
+
+def deps(request: Any) -> OrderDeps:
+    """Order's dependencies, from inside a route."""
+    d = runtime(request).deps
+    assert isinstance(d, OrderDeps)
+    return d
+
+
+def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Awaitable[None]]]) -> None:
+    """Build Order's dependencies on the started runtime; `collector` makes the dead-letter task."""
+    settings = rt.settings
+
+    def begin() -> Any:
+        return PgUnitOfWork.begin(rt.pool, settings.topic)
+
+    def writer() -> Any:
+        return OrderRepository.outside_transaction(rt.pool, settings.topic)
+
+    orders = OrderRepository(rt.pool)
+    catalogue = CatalogueClient(rt)
     fanout = StatusFanout()
-    rt.state["fanout"] = fanout
+    rt.deps = OrderDeps(
+        orders=orders,
+        dead_letters=DeadLetterRepository(rt.pool),
+        create_order=CreateOrder(
+            reader=orders,
+            writer=writer,
+            catalogue=catalogue,
+            currency=settings.currency,
+            timeout_seconds=settings.saga_timeout_seconds,
+        ),
+        fanout=fanout,
+        catalogue=catalogue,
+        wallets=WalletClient(rt),
+        currency=settings.currency,
+        begin=begin,
+    )
+    rt.consume(handlers(OrderRepository.of))
+    sweeper = TimeOut(begin=begin, repository=OrderRepository.of, interval_seconds=settings.sweeper_interval_seconds)
 
     async def status_listener() -> None:
-        await fanout.run(rt)
+        await fanout.run(rt.dsn)
 
-    rt.tasks += [status_listener, sweeper(rt), dead_letters.collector(rt)]
+    rt.tasks += [status_listener, sweeper.saga_sweeper, collector(settings, begin)]
 
 
-app = create_service_app("order", setup, routers=[router, dead_letters.router])
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from tinysaga.order import api, dead_letters  # imported here: their routes import `deps` above
+
+    return create_service_app(
+        "order",
+        lambda rt: setup(rt, dead_letters.collector),
+        routers=[api.router, dead_letters.router],
+        settings=settings,
+    )

@@ -1,30 +1,35 @@
 """The operator's view of the dead-letter topic: Order keeps a copy of it to list, and replays a
 message by putting its original bytes back on the saga topic (through the outbox), for the service
-that dead-lettered it only."""
+that dead-lettered it only. The SQL is in `repository.DeadLetterRepository`."""
 
 from __future__ import annotations
 
-import base64
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from tinysaga.platform.db import OUTBOX_CHANNEL
-from tinysaga.platform.service import Runtime
+from tinysaga.order.bootstrap import deps
+from tinysaga.order.handlers import Begin
+from tinysaga.order.repository import DeadLetterRepository
+from tinysaga.platform.settings import Settings
 from tinysaga.platform.web import Identity, Problem, admin_user
 
 log = logging.getLogger("tinysaga.order.dlt")
 router = APIRouter()
 
 
-def collector(rt: Runtime):  # noqa: ANN201 - a task factory
+def collector(settings: Settings, begin: Begin) -> Callable[[], Awaitable[None]]:
+    """The background task that copies the dead-letter topic into `dead_letters` (one transaction
+    per partition of a poll; offsets committed after)."""
+
     async def dead_letter_collector() -> None:
         consumer = AIOKafkaConsumer(
-            rt.settings.dead_letter_topic,
-            bootstrap_servers=rt.settings.kafka_bootstrap,
+            settings.dead_letter_topic,
+            bootstrap_servers=settings.kafka_bootstrap,
             group_id="order-dlt",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -38,27 +43,14 @@ def collector(rt: Runtime):  # noqa: ANN201 - a task factory
             while True:
                 batches = await consumer.getmany(timeout_ms=30_000)
                 for records in batches.values():
-                    async with rt.pool.acquire() as conn, conn.transaction():
+                    async with begin() as uow:
+                        repo = DeadLetterRepository.of(uow)
                         for r in records:
                             try:
                                 d = orjson.loads(r.value)
                             except orjson.JSONDecodeError:
                                 d = {"error": "unreadable dead letter", "payload": "", "payloadEncoding": "utf-8"}
-                            await conn.execute(
-                                "INSERT INTO dead_letters(dlt_partition, dlt_offset, service, error, source_topic,"
-                                " source_partition, source_offset, message_key, payload, payload_encoding)"
-                                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
-                                r.partition,
-                                r.offset,
-                                str(d.get("service", "?")),
-                                str(d.get("error", "")),
-                                str(d.get("topic", "")),
-                                int(d.get("partition", -1)),
-                                int(d.get("offset", -1)),
-                                str(d.get("key", "")),
-                                str(d.get("payload", "")),
-                                str(d.get("payloadEncoding", "utf-8")),
-                            )
+                            await repo.add(r.partition, r.offset, d)
                 if batches:
                     await consumer.commit()
         finally:
@@ -71,7 +63,7 @@ def collector(rt: Runtime):  # noqa: ANN201 - a task factory
 async def list_dead_letters(
     request: Request, limit: int = Query(100, ge=1, le=500), _: Identity = Depends(admin_user)
 ) -> list[dict[str, Any]]:
-    rows = await request.app.state.rt.pool.fetch("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
+    rows = await deps(request).dead_letters.latest(limit)
     return [
         {
             "id": r["id"],
@@ -94,22 +86,11 @@ async def list_dead_letters(
 async def replay(
     request: Request, dead_letter_id: int = Path(ge=1, le=2**63 - 1), _: Identity = Depends(admin_user)
 ) -> dict[str, Any]:
-    rt: Runtime = request.app.state.rt
-    async with rt.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
+    async with deps(request).begin() as uow:
+        repo = DeadLetterRepository.of(uow)
+        row = await repo.get_for_update(dead_letter_id)
         if row is None:
             raise Problem(404, "Not Found", "no such dead letter")
-        raw = base64.b64decode(row["payload"]) if row["payload_encoding"] == "base64" else row["payload"].encode()
-        await conn.execute(
-            "INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1,$2,'REPLAY',$3,$4)",
-            row["source_topic"] or rt.settings.topic,
-            row["message_key"] or str(dead_letter_id),
-            raw,
-            # only the service that dead-lettered it takes it again (the others had handled or
-            # skipped it already)
-            orjson.dumps({"replayOf": str(dead_letter_id), "replayFor": row["service"]}).decode(),
-        )
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-        await conn.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", dead_letter_id)
+        await repo.replay(row)
     log.info("dead letter %s replayed", dead_letter_id)
     return {"id": dead_letter_id, "replayed": True}

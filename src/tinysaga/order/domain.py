@@ -1,9 +1,14 @@
 """The order state machine, pure. Every allowed transition is a row of `TRANSITIONS`; anything else
-(a stale, duplicate or out-of-order event) leaves the order as it is."""
+(a stale, duplicate or out-of-order event) leaves the order as it is. Its inputs are event names:
+the saga's outcomes, and ORDER_TIMED_OUT, which the sweeper applies when the deadline passes (and
+then publishes). Below it, the order's other rules: its price, stock, deadline, live stream."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from tinysaga.contracts import events as ev
@@ -33,8 +38,8 @@ class Refund(StrEnum):
 TERMINAL = frozenset({Status.PLACED, Status.FAILED})
 IN_FLIGHT = (Status.INITIATED, Status.PAYMENT_DONE, Status.REFUND_INITIATED)
 
-# The sweeper's own "event".
-TIMEOUT = "SAGA_TIMEOUT"
+NEW_ORDER_INFO = "order received; taking payment"
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ TRANSITIONS: dict[tuple[str, Status], Status] = {
     (ev.REFUND_INITIATED, S.FAILED): S.FAILED,  # refund of a timed-out order: annotation only
     **{(ev.REFUND_DONE, s): S.FAILED for s in _REFUNDABLE},
     **{(ev.REFUND_FAILED, s): S.FAILED for s in _REFUNDABLE},
-    **{(TIMEOUT, s): S.FAILED for s in IN_FLIGHT},
+    **{(ev.ORDER_TIMED_OUT, s): S.FAILED for s in IN_FLIGHT},  # the sweeper, past the deadline
 }
 
 # A refund status only moves forward (REFUND_FAILED -> REFUND_DONE is an operator's retry succeeding).
@@ -135,10 +140,71 @@ def apply(state: OrderState, inp: Input) -> OrderState | None:
             FailReason.INSUFFICIENT_FUNDS: "payment refused",
         }[reason]
         return replace(new, fail_reason=reason, refund_status=refund, status_info=f"{cause}; {info}")
-    if name == TIMEOUT:
+    if name == ev.ORDER_TIMED_OUT:
         return replace(
             new,
             fail_reason=state.fail_reason or FailReason.TIMEOUT,
             status_info="the saga did not finish in time; compensating",
         )
     raise AssertionError(f"transition without effect: {name}")  # pragma: no cover
+
+
+# ---- the rest of an order's rules ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An order as it is created: INITIATED, priced, with its deadline."""
+
+    order_id: uuid.UUID
+    user_id: str
+    product_id: str
+    quantity: int
+    price: Decimal
+    total: Decimal
+    currency: str
+    payment_type: str
+    deadline: datetime
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    status_info: str = NEW_ORDER_INFO
+
+
+class OutOfStock(Exception):
+    """Fewer in stock than ordered: no order is created."""
+
+    def __init__(self, product_id: str, available: int) -> None:
+        super().__init__(f"only {available} of {product_id!r} in stock")
+        self.product_id, self.available = product_id, available
+
+
+def total(unit_price: Decimal, quantity: int) -> Decimal:
+    """What an order of `quantity` costs, to the cent."""
+    return (unit_price * quantity).quantize(CENT)
+
+
+def in_stock(available: int, quantity: int) -> bool:
+    return available >= quantity
+
+
+def can_pay(balance: Decimal, amount: Decimal) -> bool:
+    return balance >= amount
+
+
+def deadline(now: datetime, timeout_seconds: float) -> datetime:
+    """When a saga started at `now` counts as stuck and the sweeper times it out."""
+    return now + timedelta(seconds=timeout_seconds)
+
+
+def stream_done(status: str, refund_status: str | None) -> bool:
+    """A live status stream ends when the order has ended and no refund is still on its way."""
+    return status in TERMINAL and refund_status != Refund.REFUND_INITIATED
+
+
+def needs_alert(state: OrderState) -> bool:
+    """A failed refund: the user was charged for nothing and an operator must act."""
+    return state.refund_status == Refund.REFUND_FAILED
+
+
+def refund_failed_detail(total_amount: Decimal, currency: str) -> str:
+    return f"refund of {total_amount} {currency} failed; the user was charged for nothing"

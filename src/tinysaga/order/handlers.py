@@ -1,65 +1,41 @@
-"""Order's side of the saga: apply events to the state machine, and fail sagas past their deadline."""
+"""Order's steps of the saga: `create_order` (from the API), `track` (moves the order on the saga's
+outcomes) and `time_out` (the sweeper, when a saga passes its deadline). Each takes what it needs
+explicitly: a repository factory (a unit of work -> its OrderRepository), clients, config values."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
+from tinysaga.order.adapters import CatalogueClient
+from tinysaga.order.repository import OrderRepository, Row, state_of
 from tinysaga.platform.consumer import Handler, HandlerContext
-from tinysaga.platform.db import add_to_outbox
-from tinysaga.platform.service import Runtime
 
 log = logging.getLogger("tinysaga.order")
 
-STATUS_CHANNEL = "tinysaga_order_status"
 REFUND_FAILED_ALERTS = Counter("tinysaga_refund_failed_total", "orders whose refund failed (critical)")
 TRANSITIONS = Counter("tinysaga_order_transitions_total", "order status changes", ["to"])
 IGNORED = Counter("tinysaga_order_events_ignored_total", "stale or duplicate events left without effect", ["event"])
 
-
-def state_of(row: asyncpg.Record) -> domain.OrderState:
-    return domain.OrderState(
-        status=domain.Status(row["order_status"]),
-        fail_reason=domain.FailReason(row["fail_reason"]) if row["fail_reason"] else None,
-        refund_status=domain.Refund(row["refund_status"]) if row["refund_status"] else None,
-        status_info=row["status_info"],
-        transaction_id=row["transaction_id"],
-    )
+RepositoryFactory = Callable[[Any], OrderRepository]  # a unit of work -> the repository on it
+Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its own -> its unit of work
 
 
-async def save_change(conn: asyncpg.Connection, row: asyncpg.Record, new: domain.OrderState, event_name: str) -> None:
-    """Persist a transition with its history row; NOTIFY live streams at commit (one statement)."""
-    await conn.execute(
-        "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
-        " transaction_id=$6, version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1"
-        " RETURNING order_id),"
-        " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
-        " SELECT order_id, $2, $5, $7 FROM u)"
-        " SELECT pg_notify($8, order_id::text) FROM u",
-        row["order_id"],
-        new.status,
-        new.fail_reason,
-        new.refund_status,
-        new.status_info,
-        new.transaction_id,
-        event_name,
-        STATUS_CHANNEL,
-    )
+async def _save(repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str) -> None:
+    """Save a transition; count it, and raise the alarm on a failed refund."""
+    await repo.save_change(row, new, event_name)
     TRANSITIONS.labels(new.status).inc()
-    if new.refund_status == domain.Refund.REFUND_FAILED:
-        await conn.execute(
-            "INSERT INTO alerts(order_id, user_id, kind, detail) VALUES ($1,$2,'REFUND_FAILED',$3)"
-            " ON CONFLICT DO NOTHING",
-            row["order_id"],
-            row["user_id"],
-            f"refund of {row['total_amount']} {row['currency']} failed; the user was charged for nothing",
-        )
+    if domain.needs_alert(new):
         REFUND_FAILED_ALERTS.inc()
         log.error(
             "ALERT refund failed for order %s (user %s, %s %s): an operator must refund it",
@@ -71,26 +47,108 @@ async def save_change(conn: asyncpg.Connection, row: asyncpg.Record, new: domain
         )
 
 
-def handlers(rt: Runtime) -> dict[str, Handler]:
-    async def on_saga_event(event: ev.Event, ctx: HandlerContext) -> None:
-        if not event.orderId:
-            raise ValueError(f"{event.eventName} without orderId")
+# ---- create_order --------------------------------------------------------------------------------
+
+
+class CreateOrder:
+    """`create_order`: checks the product and its stock, then writes the order INITIATED with its
+    ORDER_INITIATED (one statement). A request with an Idempotency-Key already used gets the order
+    made the first time (the route compares the bodies)."""
+
+    def __init__(
+        self,
+        *,
+        reader: OrderRepository,
+        writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+        catalogue: CatalogueClient,
+        currency: str,
+        timeout_seconds: float,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.catalogue = catalogue
+        self.currency = currency
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(
+        self,
+        user_id: str,
+        product_id: str,
+        quantity: int,
+        payment_type: str,
+        key: str | None = None,
+        digest: str | None = None,
+    ) -> Row:
+        if key:
+            prior = await self.reader.by_idempotency_key(user_id, key)
+            if prior is not None:
+                return prior
+        product = await self.catalogue.product(product_id)
+        if not domain.in_stock(product.available_count, quantity):
+            raise domain.OutOfStock(product_id, product.available_count)
+        order = domain.NewOrder(
+            order_id=uuid.uuid4(),
+            user_id=user_id,
+            product_id=product_id,
+            quantity=quantity,
+            price=product.price,
+            total=domain.total(product.price, quantity),
+            currency=self.currency,
+            payment_type=payment_type,
+            deadline=domain.deadline(datetime.now(UTC), self.timeout_seconds),
+            idempotency_key=key,
+            request_hash=digest,
+        )
+        event = ev.make_event(
+            ev.ORDER_INITIATED,
+            correlation_id=str(order.order_id),
+            orderId=str(order.order_id),
+            userId=user_id,
+            orderStatus=domain.Status.INITIATED,
+            paymentType=payment_type,
+            productId=product_id,
+            productQuantity=quantity,
+            price=order.price,
+            totalAmount=order.total,
+            currency=self.currency,
+        )
+        async with self.writer() as repo:
+            try:
+                row = await repo.add_order(order, event)
+            except asyncpg.UniqueViolationError:
+                # the same Idempotency-Key raced in twice: the first one won
+                prior = await repo.by_idempotency_key(user_id, key)
+                assert prior is not None
+                return prior
+        log.info("order %s initiated", order.order_id, extra={"orderId": str(order.order_id)})
+        return row
+
+
+# ---- track ---------------------------------------------------------------------------------------
+
+
+class Track:
+    """`track`: applies a saga outcome (PAYMENT_*, INVENTORY_*, REFUND_*) to the order's state
+    machine. A stale or duplicate event, or one for an unknown order, leaves it as it is (counted)."""
+
+    def __init__(self, repository: RepositoryFactory) -> None:
+        self.repository = repository
+
+    async def __call__(self, event: ev.Event, ctx: HandlerContext) -> None:
+        event = ev.typed_as(event, ev.OrderEvent)
+        name = event.name_canonical
         try:
-            order_id = uuid.UUID(event.orderId)
+            order_id: uuid.UUID | None = uuid.UUID(event.orderId)
         except ValueError:
             order_id = None
-        async with ctx.transaction() as conn:
-            row = None
-            if order_id is not None:
-                row = await conn.fetchrow("SELECT * FROM orders WHERE order_id=$1 FOR UPDATE", order_id)
+        async with ctx.transaction() as uow:
+            repo = self.repository(uow)
+            row = await repo.get_for_update(order_id) if order_id is not None else None
             if row is None:
                 log.warning("event %s for unknown order %s ignored", event.eventName, event.orderId)
-                IGNORED.labels(event.name_canonical).inc()
+                IGNORED.labels(name).inc()
                 return
-            new = domain.apply(
-                state_of(row),
-                domain.Input(event.name_canonical, event.failReason, event.transactionId),
-            )
+            new = domain.apply(state_of(row), domain.Input(name, event.failReason, event.transactionId))
             if new is None:
                 log.info(
                     "event %s left order %s in %s (stale or duplicate)",
@@ -98,56 +156,65 @@ def handlers(rt: Runtime) -> dict[str, Handler]:
                     event.orderId,
                     row["order_status"],
                 )
-                IGNORED.labels(event.name_canonical).inc()
+                IGNORED.labels(name).inc()
                 return
-            await save_change(conn, row, new, event.name_canonical)
-
-    return {n: on_saga_event for n in ev.STEP_OUTCOMES}
+            await _save(repo, row, new, name)
 
 
-async def sweep_once(rt: Runtime, limit: int = 100) -> int:
-    """Fail the in-flight sagas past their deadline and ask for compensation (ORDER_TIMED_OUT).
-    SKIP LOCKED and the status condition make several sweepers (one per replica) safe."""
-    async with rt.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "SELECT * FROM orders WHERE order_status = ANY($1::text[]) AND deadline_at < clock_timestamp()"
-            " ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-            [s.value for s in domain.IN_FLIGHT],
-            limit,
-        )
-        for row in rows:
-            new = domain.apply(state_of(row), domain.Input(domain.TIMEOUT))
-            if new is None:
-                continue
-            await save_change(conn, row, new, ev.ORDER_TIMED_OUT)
-            await add_to_outbox(
-                conn,
-                rt.settings.topic,
-                ev.new_event(
-                    ev.ORDER_TIMED_OUT,
-                    correlation_id=str(row["order_id"]),
-                    orderId=str(row["order_id"]),
-                    userId=row["user_id"],
-                    orderStatus=new.status,
-                    paymentType=row["payment_type"],
-                    productId=row["product_id"],
-                    productQuantity=row["product_quantity"],
-                    price=row["price"],
-                    totalAmount=row["total_amount"],
-                    currency=row["currency"],
-                    transactionId=row["transaction_id"],
-                    failReason=new.fail_reason,
-                ),
-            )
-            log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
-    return len(rows)
+def handlers(repository: RepositoryFactory = OrderRepository.of) -> dict[str, Handler]:
+    """Order's consumer handlers, by step name."""
+    return {"track": Track(repository)}
 
 
-def sweeper(rt: Runtime):  # noqa: ANN201 - a task factory
-    async def saga_sweeper() -> None:
+# ---- time_out ------------------------------------------------------------------------------------
+
+
+class TimeOut:
+    """`time_out`: the sweeper. Fails the in-flight sagas past their deadline (ORDER_TIMED_OUT in
+    the state machine) and publishes ORDER_TIMED_OUT so that they are compensated. The repository
+    skips orders another sweeper holds, so one per replica is safe."""
+
+    def __init__(
+        self, *, begin: Begin, repository: RepositoryFactory, interval_seconds: float, limit: int = 100
+    ) -> None:
+        self.begin = begin
+        self.repository = repository
+        self.interval_seconds = interval_seconds
+        self.limit = limit
+
+    async def sweep_once(self) -> int:
+        """One transaction over at most `limit` overdue orders; how many there were."""
+        async with self.begin() as uow:
+            repo = self.repository(uow)
+            rows = await repo.overdue(self.limit)
+            for row in rows:
+                new = domain.apply(state_of(row), domain.Input(ev.ORDER_TIMED_OUT))
+                if new is None:
+                    continue
+                await _save(repo, row, new, ev.ORDER_TIMED_OUT)
+                await uow.stage(
+                    ev.make_event(
+                        ev.ORDER_TIMED_OUT,
+                        correlation_id=str(row["order_id"]),
+                        orderId=str(row["order_id"]),
+                        userId=row["user_id"],
+                        orderStatus=new.status,
+                        paymentType=row["payment_type"],
+                        productId=row["product_id"],
+                        productQuantity=row["product_quantity"],
+                        price=row["price"],
+                        totalAmount=row["total_amount"],
+                        currency=row["currency"],
+                        transactionId=row["transaction_id"],
+                        failReason=new.fail_reason,
+                    )
+                )
+                log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
+        return len(rows)
+
+    async def saga_sweeper(self) -> None:
+        """The background task: sweep until nothing is overdue, then wait the interval."""
         while True:
-            while await sweep_once(rt) > 0:
+            while await self.sweep_once() > 0:
                 pass
-            await asyncio.sleep(rt.settings.sweeper_interval_seconds)
-
-    return saga_sweeper
+            await asyncio.sleep(self.interval_seconds)

@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.payment.bootstrap:app", "payment")
+serve("tinysaga.payment.bootstrap:create_app", "payment")

@@ -1,23 +1,50 @@
-from fastapi import APIRouter
+"""Payment's composition: the wallet and order clients, the payments repository, the step handlers
+(charges batched: one wallet call and one transaction for the orders of a poll; refunds, rare, one
+by one) and the voider. Payment has no public routes: a consumer with health endpoints."""
 
-from tinysaga.contracts.events import ORDER_INITIATED
-from tinysaga.payment.adapters import WalletClient
-from tinysaga.payment.handlers import charge_batch, handlers, voider
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from tinysaga.contracts import saga
+from tinysaga.payment.adapters import OrderClient, WalletClient
+from tinysaga.payment.api import router
+from tinysaga.payment.handlers import PaymentHandlers
+from tinysaga.payment.repository import PaymentRepository
 from tinysaga.platform.service import Runtime, create_service_app
+from tinysaga.platform.settings import Settings
+from tinysaga.platform.uow import PgUnitOfWork
+
+
+@dataclass(frozen=True)
+class PaymentDeps:
+    wallet: WalletClient
+    orders: OrderClient
+    handlers: PaymentHandlers
+
+
+def build(rt: Runtime) -> PaymentDeps:
+    wallet, orders = WalletClient(rt.settings, rt.http), OrderClient(rt)
+    topic = rt.topic_name(saga.ORDER_TOPIC)
+    handlers = PaymentHandlers(
+        repo=PaymentRepository.of,
+        reader=PaymentRepository(rt.pool),
+        begin=lambda: PgUnitOfWork.begin(rt.pool, topic),
+        wallet=wallet,
+        orders=orders,
+        currency=rt.settings.currency,
+    )
+    return PaymentDeps(wallet, orders, handlers)
 
 
 def setup(rt: Runtime) -> None:
-    wallet = WalletClient(rt.settings, rt.http)
-    # Charges are batched (one wallet call and one transaction for the orders of a poll); refunds,
-    # rare, go one by one.
-    rt.consume(
-        handlers(rt, wallet),
-        rt.settings.handled(rt.settings.payment_events),
-        batch=frozenset({ORDER_INITIATED}),
-        prepare=charge_batch(rt, wallet),
-    )
-    rt.tasks.append(voider(rt, wallet))
+    deps = build(rt)
+    rt.deps = deps
+    rt.consume(deps.handlers.by_step(), prepare=deps.handlers.prepare)
+    rt.tasks.append(deps.handlers.voider())
 
 
-# Payment has no public routes: it is a consumer with health endpoints.
-app = create_service_app("payment", setup, routers=[APIRouter()])
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app("payment", setup, routers=[router], settings=settings)

@@ -1,284 +1,297 @@
-"""Payment's side of the saga: charge on ORDER_INITIATED, refund on INVENTORY_INSUFFICIENT or
-ORDER_TIMED_OUT, and void charges whose outcome was unknown."""
+"""Payment's side of the saga: the `charge` step (ORDER_INITIATED, a poll's orders in one wallet
+call), the `refund` step (INVENTORY_INSUFFICIENT, or an ORDER_TIMED_OUT that Order confirms), and
+the voider (charges whose outcome was unknown). The rules are in `domain`, the SQL in `repository`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
-
-import asyncpg
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
+from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
-from tinysaga.payment.adapters import WalletClient, WalletUnavailable
-from tinysaga.platform.calls import order_timed_out
-from tinysaga.platform.consumer import Handler, HandlerContext, Prepare
-from tinysaga.platform.db import add_to_outbox, outbox_values, with_outbox
-from tinysaga.platform.service import Runtime
+from tinysaga.payment import domain
+from tinysaga.payment.adapters import Orders, Wallet, WalletUnavailable
+from tinysaga.payment.domain import Payment, RefundStep, Status
+from tinysaga.platform.consumer import Handler, HandlerContext
+from tinysaga.platform.uow import UnitOfWork
 
 log = logging.getLogger("tinysaga.payment")
 
-CHARGED, DECLINED, VOID_PENDING, VOIDED = "CHARGED", "DECLINED", "VOID_PENDING", "VOIDED"
-REFUND_PENDING, REFUNDED, REFUND_FAILED = "REFUND_PENDING", "REFUNDED", "REFUND_FAILED"
+ALREADY = object()  # what `prepare` gives for an order that has a payment row: it was acted on
+
+# The events that start the refund step, with the payload each must carry.
+REFUND_TRIGGERS: dict[str, type[ev.Event]] = {
+    ev.INVENTORY_INSUFFICIENT: ev.InventoryInsufficient,
+    ev.ORDER_TIMED_OUT: ev.OrderTimedOut,
+}
 
 
-def _event(name: str, src: ev.Event | asyncpg.Record, **fields: Any) -> ev.Event:
-    if isinstance(src, ev.Event):
+class Payments(Protocol):
+    """What the handlers need of the payments table (`repository.PaymentRepository`, or a fake)."""
+
+    async def acted_on(self, order_ids: Sequence[str]) -> set[str]: ...
+
+    async def get(self, order_id: str) -> Payment | None: ...
+
+    async def void_pending(self, limit: int = 100) -> list[Payment]: ...
+
+    async def add(self, p: Payment, event: ev.Event) -> bool: ...
+
+    async def add_unless_exists(self, p: Payment) -> None: ...
+
+    async def move(
+        self, order_id: str, from_status: Status, to: Status, detail: str, event: ev.Event | None = None
+    ) -> bool: ...
+
+
+def order_initiated(event: ev.Event) -> ev.OrderInitiated:
+    """The event as a complete ORDER_INITIATED Payment can charge, or ValueError (dead letter)."""
+    order = ev.typed_as(event, ev.OrderInitiated)
+    if order.paymentType not in domain.PAYMENT_TYPES:
+        raise ValueError(f"unsupported paymentType {order.paymentType!r}")
+    return order
+
+
+def outgoing(name: str, source: ev.Event | Payment, **fields: Any) -> ev.Event:
+    """An event of Payment's about an order: the order's fields copied from the event that asked for
+    the step (or from the payment row, with the order as correlation id), `fields` on top."""
+    if isinstance(source, ev.Event):
         base = {
-            "orderId": src.orderId,
-            "userId": src.userId,
-            "paymentType": src.paymentType,
-            "productId": src.productId,
-            "productQuantity": src.productQuantity,
-            "price": src.price,
-            "totalAmount": src.totalAmount,
-            "currency": src.currency,
+            "orderId": source.orderId,
+            "userId": source.userId,
+            "paymentType": source.paymentType,
+            "productId": source.productId,
+            "productQuantity": source.productQuantity,
+            "price": source.price,
+            "totalAmount": source.totalAmount,
+            "currency": source.currency,
         }
-        cid = src.correlationId
+        cid = source.correlationId
     else:
         base = {
-            "orderId": src["order_id"],
-            "userId": src["user_id"],
-            "totalAmount": src["amount"],
-            "currency": src["currency"],
+            "orderId": source.order_id,
+            "userId": source.user_id,
+            "totalAmount": source.amount,
+            "currency": source.currency,
             "paymentType": "WALLET",
         }
-        cid = src["order_id"]
-    return ev.new_event(name, correlation_id=cid, orderStatus=name, **{**base, **fields})
+        cid = source.order_id
+    return ev.make_event(name, correlation_id=cid, orderStatus=name, **{**base, **fields})
 
 
-ALREADY = object()  # a payment row exists: the order was acted on
+def _status(payment: Payment | None) -> Status | None:
+    return None if payment is None else payment.status
 
 
-def check_order_initiated(event: ev.Event) -> None:
-    if not (event.orderId and event.userId and event.totalAmount is not None):
-        raise ValueError("ORDER_INITIATED without orderId, userId or totalAmount")
-    if event.paymentType not in (None, "WALLET"):
-        raise ValueError(f"unsupported paymentType {event.paymentType!r}")
+async def _handled(ctx: HandlerContext) -> None:
+    """Record the event as handled, with nothing else done."""
+    async with ctx.transaction():
+        pass
 
 
-async def charge(rt: Runtime, wallet: WalletClient, events: list[ev.Event]) -> dict[Any, Any]:
-    """For ORDER_INITIATED events, by eventId: ALREADY for an order acted on before (one query for
-    them all), else the wallet's answer for its charge (one call, one wallet transaction, for them
-    all), or `{error}` when the wallet could not be reached: that fails them all, as one call would.
-    Events that are not valid are left out (their handler raises)."""
-    wanted = []
-    for e in events:
+class PaymentHandlers:
+    """The step handlers, `prepare` (a batch's charges in one query and one wallet call) and the
+    voider, on the dependencies given: `repo` the repository of a unit of work, `reader` one for
+    reads outside a transaction, `begin` a transaction of its own (not the handled event's)."""
+
+    def __init__(
+        self,
+        *,
+        repo: Callable[[UnitOfWork], Payments],
+        reader: Payments,
+        begin: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
+        wallet: Wallet,
+        orders: Orders,
+        currency: str,
+        void_every: float = 2.0,
+    ) -> None:
+        self.repo = repo
+        self.reader = reader
+        self.begin = begin
+        self.wallet = wallet
+        self.orders = orders
+        self.currency = currency
+        self.void_every = void_every
+
+    def by_step(self) -> dict[str, Handler]:
+        return {"charge": self.charge, "refund": self.refund}
+
+    # ---- charge --------------------------------------------------------------------------------
+
+    async def prepare(self, events: list[ev.Event]) -> dict[Any, Any]:
+        """For ORDER_INITIATED events, by eventId: ALREADY for an order acted on before (one query for
+        them all), else the wallet's answer for its charge (one call, one wallet transaction, for them
+        all), or `{error}` when the wallet could not be reached: that fails them all, as one call would.
+        Events that are not valid are left out (their handler raises)."""
+        wanted = []
+        for e in events:
+            try:
+                wanted.append(order_initiated(e))
+            except ValueError:
+                pass
+        if not wanted:
+            return {}
+        done = await self.reader.acted_on([e.orderId for e in wanted])
+        out: dict[Any, Any] = {e.eventId: ALREADY for e in wanted if e.orderId in done}
+        todo = [e for e in wanted if e.orderId not in done]
+        if todo:
+            debits = [
+                {"orderId": e.orderId, "userId": e.userId, "amount": str(e.totalAmount), "currency": e.currency}
+                for e in todo
+            ]
+            try:
+                answers = await self.wallet.debit_many(debits)
+            except WalletUnavailable as exc:
+                answers = [{"error": str(exc)}] * len(todo)
+            out.update({e.eventId: a for e, a in zip(todo, answers, strict=True)})
+        return out
+
+    async def charge(self, event: ev.Event, ctx: HandlerContext) -> None:
+        """ORDER_INITIATED: the payment row with its outcome (PAYMENT_DONE or PAYMENT_FAIL), in one
+        statement. The answer is the batch's (`ctx.prepared`), or this order's own when preparing
+        the batch failed."""
+        order = order_initiated(event)
+        answer = ctx.prepared if ctx.prepared is not None else (await self.prepare([order]))[order.eventId]
+        if answer is ALREADY:  # acted on already (a second delivery under another id)
+            return await _handled(ctx)
+        if "error" in answer:
+            log.warning(
+                "wallet unavailable for order %s: %s; failing the payment and voiding", order.orderId, answer["error"]
+            )
+        change = domain.apply(None, domain.charge_answer(answer))
+        assert change is not None and change.event is not None
+        tx = answer.get("transactionId")
+        payment = Payment(order.orderId, order.userId, order.totalAmount, order.currency, change.to, tx)
+        out = outgoing(change.event, order, transactionId=tx, failReason=change.fail_reason)
+        async with ctx.transaction() as uow:
+            await self.repo(uow).add(payment, out)
+
+    # ---- refund --------------------------------------------------------------------------------
+
+    async def refund(self, event: ev.Event, ctx: HandlerContext) -> None:
+        """INVENTORY_INSUFFICIENT or ORDER_TIMED_OUT: give the money back if it was taken (a void
+        when the order timed out before any charge)."""
+        model = REFUND_TRIGGERS.get(event.name_canonical)
+        if model is None:
+            raise ValueError(f"{event.eventName} does not start a refund")
+        wanted = ev.typed_as(event, model)
+        timed_out = wanted.name_canonical == ev.ORDER_TIMED_OUT
+        if timed_out and not await self.orders.timed_out(wanted.orderId):
+            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", wanted.orderId)
+            return await _handled(ctx)
+        payment = await self.reader.get(wanted.orderId)
+        step = domain.refund_step(_status(payment), timed_out)
+        if step == RefundStep.VOID_FIRST:
+            return await self._void_before_charge(wanted, ctx)
+        if step == RefundStep.ASK:
+            payment = await self._ask_refund(wanted, payment)
+            step = domain.refund_step(_status(payment), timed_out)
+        if step == RefundStep.REFUND:
+            return await self._refund_at_wallet(wanted, payment, ctx)
+        if payment is None:
+            log.warning(
+                "%s for order %s that was never charged here: nothing to refund", wanted.eventName, wanted.orderId
+            )
+        await _handled(ctx)  # declined, voided, or already refunded: nothing to give back
+
+    async def _wallet_refund(self, order_id: str, user_id: str, reason: str) -> tuple[str | None, str]:
+        """The wallet's status for a refund or void (None when it gave none) and the detail to keep."""
         try:
-            check_order_initiated(e)
-            wanted.append(e)
-        except ValueError:
-            pass
-    if not wanted:
-        return {}
-    done = {
-        r["order_id"]
-        for r in await rt.pool.fetch(
-            "SELECT order_id FROM payments WHERE order_id = ANY($1::text[])", [e.orderId for e in wanted]
+            status = (await self.wallet.refund(order_id, user_id, reason))["status"]
+        except WalletUnavailable as e:
+            return None, str(e)
+        return status, status
+
+    @staticmethod
+    def _refund_fields(wanted: ev.Event, payment: Payment) -> dict[str, Any]:
+        return {
+            "transactionId": payment.transaction_id,
+            "productId": wanted.productId,
+            "productQuantity": wanted.productQuantity,
+            "isPartialOrder": False,
+        }
+
+    async def _void_before_charge(self, wanted: ev.Event, ctx: HandlerContext) -> None:
+        """Never charged here, and the saga timed out: make sure a late debit is refused (the voider
+        retries if the wallet is down), and remember it."""
+        assert wanted.orderId is not None and wanted.userId is not None
+        status, _ = await self._wallet_refund(wanted.orderId, wanted.userId, domain.refund_reason(wanted.eventName))
+        change = domain.apply(None, domain.void_answer(status))
+        assert change is not None
+        payment = Payment(
+            wanted.orderId,
+            wanted.userId,
+            wanted.totalAmount or Decimal(0),
+            wanted.currency or self.currency,
+            change.to,
+            detail=domain.EARLY_VOID_DETAIL,
         )
-    }
-    out: dict[Any, Any] = {e.eventId: ALREADY for e in wanted if e.orderId in done}
-    todo = [e for e in wanted if e.orderId not in done]
-    if todo:
-        debits = [
-            {
-                "orderId": e.orderId,
-                "userId": e.userId,
-                "amount": str(e.totalAmount),
-                "currency": e.currency or rt.settings.currency,
-            }
-            for e in todo
-        ]
-        try:
-            results = await wallet.debit_many(debits)
-        except WalletUnavailable as e:
-            results = [{"error": str(e)}] * len(todo)
-        out.update({e.eventId: r for e, r in zip(todo, results, strict=True)})
-    return out
+        async with ctx.transaction() as uow:
+            await self.repo(uow).add_unless_exists(payment)
 
-
-def charge_batch(rt: Runtime, wallet: WalletClient) -> Prepare:
-    """The consumer's `prepare` for a batch of ORDER_INITIATED: `charge` once for them all."""
-
-    async def prepare(events: list[ev.Event]) -> dict[Any, Any]:
-        return await charge(rt, wallet, events)
-
-    return prepare
-
-
-def handlers(rt: Runtime, wallet: WalletClient) -> dict[str, Handler]:
-    topic = rt.settings.topic
-
-    async def on_order_initiated(event: ev.Event, ctx: HandlerContext) -> None:
-        check_order_initiated(event)
-        # the batch's charge for this order; charged on its own only if preparing the batch failed
-        result = ctx.prepared if ctx.prepared is not None else (await charge(rt, wallet, [event]))[event.eventId]
-        if result is ALREADY:
-            async with ctx.transaction():
-                return  # already acted on (a second delivery under another id)
-        status = result.get("status")
-        if "error" in result:
-            log.warning(
-                "wallet unavailable for order %s: %s; failing the payment and voiding", event.orderId, result["error"]
+    async def _ask_refund(self, wanted: ev.Event, payment: Payment | None) -> Payment | None:
+        """CHARGED -> REFUND_PENDING with REFUND_INITIATED, in a transaction of its own (so the
+        request stands even if the wallet call below fails); the payment as it is now."""
+        assert payment is not None
+        change = domain.apply(payment.status, domain.Happened.REFUND_WANTED)
+        assert change is not None and change.event is not None
+        out = outgoing(change.event, payment, **self._refund_fields(wanted, payment))
+        async with self.begin() as uow:
+            await self.repo(uow).move(
+                payment.order_id, payment.status, change.to, domain.refund_reason(wanted.eventName), out
             )
-        async with ctx.transaction() as conn:
-            if status == "COMPLETED":
-                row_status, out = CHARGED, _event(ev.PAYMENT_DONE, event, transactionId=result["transactionId"])
-            elif status == "FAILED":
-                row_status = DECLINED
-                out = _event(
-                    ev.PAYMENT_FAIL, event, transactionId=result["transactionId"], failReason=ev.INSUFFICIENT_FUND
+        return await self.reader.get(payment.order_id)
+
+    async def _refund_at_wallet(self, wanted: ev.Event, payment: Payment | None, ctx: HandlerContext) -> None:
+        """REFUND_PENDING -> REFUNDED (REFUND_DONE) or REFUND_FAILED (REFUND_FAILED, an alert) on the
+        wallet's answer."""
+        assert payment is not None
+        status, detail = await self._wallet_refund(
+            payment.order_id, payment.user_id, domain.refund_reason(wanted.eventName)
+        )
+        change = domain.apply(payment.status, domain.refund_answer(status))
+        assert change is not None and change.event is not None
+        out = outgoing(
+            change.event, payment, failReason=domain.fail_reason(change, detail), **self._refund_fields(wanted, payment)
+        )
+        async with ctx.transaction() as uow:
+            moved = await self.repo(uow).move(
+                payment.order_id, payment.status, change.to, detail[: domain.DETAIL_MAX], out
+            )
+            if moved and change.to == Status.REFUND_FAILED:
+                log.error(
+                    "ALERT refund failed for order %s: %s",
+                    payment.order_id,
+                    detail,
+                    extra={"alert": "REFUND_FAILED", "orderId": payment.order_id},
                 )
-            elif status == "REFUSED":  # the order was voided first (it timed out): nothing was taken
-                row_status, out = VOIDED, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
-            else:
-                row_status, out = VOID_PENDING, _event(ev.PAYMENT_FAIL, event, failReason=ev.SERVER_ERROR)
-            await conn.execute(  # the payment row and its outcome event, one statement
-                with_outbox(
-                    "INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
-                    " VALUES ($1,$2,$3,$4,$5,$6) RETURNING 1",
-                    7,
-                ),
-                event.orderId,
-                event.userId,
-                event.totalAmount,
-                event.currency or rt.settings.currency,
-                row_status,
-                result.get("transactionId"),
-                *outbox_values(topic, out),
-            )
 
-    async def on_refund_wanted(event: ev.Event, ctx: HandlerContext) -> None:
-        """INVENTORY_INSUFFICIENT or ORDER_TIMED_OUT: give the money back if it was taken."""
-        if not event.orderId:
-            raise ValueError(f"{event.eventName} without orderId")
-        reason = "out of stock" if event.name_canonical == ev.INVENTORY_INSUFFICIENT else "order timed out"
-        if event.name_canonical == ev.ORDER_TIMED_OUT and not await order_timed_out(rt, event.orderId):
-            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", event.orderId)
-            async with ctx.transaction():
-                return
-        row = await rt.pool.fetchrow("SELECT * FROM payments WHERE order_id=$1", event.orderId)
-        if row is None:
-            if event.name_canonical == ev.ORDER_TIMED_OUT and event.userId:
-                # Never charged here: make sure a late debit is refused (the voider retries if the
-                # wallet is down), and remember it.
-                try:
-                    await wallet.refund(event.orderId, event.userId, reason)
-                    status = VOIDED
-                except WalletUnavailable:
-                    status = VOID_PENDING
-                async with ctx.transaction() as conn:
-                    await conn.execute(
-                        "INSERT INTO payments(order_id, user_id, amount, currency, status, detail)"
-                        " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-                        event.orderId,
-                        event.userId,
-                        event.totalAmount or 0,
-                        event.currency or rt.settings.currency,
-                        status,
-                        "voided before any charge: the saga timed out",
-                    )
-                return
-            log.warning(
-                "%s for order %s that was never charged here: nothing to refund", event.eventName, event.orderId
-            )
-            async with ctx.transaction():
-                return
-        if row["status"] == CHARGED:
-            async with rt.pool.acquire() as conn, conn.transaction():
-                changed = await conn.fetchval(
-                    "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4"
-                    " RETURNING 1",
-                    event.orderId,
-                    REFUND_PENDING,
-                    reason,
-                    CHARGED,
-                )
-                if changed:
-                    await add_to_outbox(
-                        conn,
-                        topic,
-                        _event(
-                            ev.REFUND_INITIATED,
-                            row,
-                            transactionId=row["transaction_id"],
-                            productId=event.productId,
-                            productQuantity=event.productQuantity,
-                            isPartialOrder=False,
-                        ),
-                    )
-            row = await rt.pool.fetchrow("SELECT * FROM payments WHERE order_id=$1", event.orderId)
-        if row["status"] != REFUND_PENDING:
-            async with ctx.transaction():
-                return  # declined, voided, or already refunded: nothing to give back
-        try:
-            result = await wallet.refund(event.orderId, row["user_id"], reason)
-            ok, detail = result["status"] in ("REFUNDED", "NOTHING_TO_REFUND"), result["status"]
-        except WalletUnavailable as e:
-            ok, detail = False, str(e)
-        async with ctx.transaction() as conn:
-            done = await conn.fetchval(
-                "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4"
-                " RETURNING 1",
-                event.orderId,
-                REFUNDED if ok else REFUND_FAILED,
-                detail[:500],
-                REFUND_PENDING,
-            )
-            if done:
-                common = {
-                    "transactionId": row["transaction_id"],
-                    "productId": event.productId,
-                    "productQuantity": event.productQuantity,
-                    "isPartialOrder": False,
-                }
-                if ok:
-                    await add_to_outbox(conn, topic, _event(ev.REFUND_DONE, row, **common))
-                else:
-                    log.error(
-                        "ALERT refund failed for order %s: %s",
-                        event.orderId,
-                        detail,
-                        extra={"alert": "REFUND_FAILED", "orderId": event.orderId},
-                    )
-                    await add_to_outbox(conn, topic, _event(ev.REFUND_FAILED, row, failReason=detail[:200], **common))
+    # ---- voider --------------------------------------------------------------------------------
 
-    return {
-        ev.ORDER_INITIATED: on_order_initiated,
-        ev.INVENTORY_INSUFFICIENT: on_refund_wanted,
-        ev.ORDER_TIMED_OUT: on_refund_wanted,
-    }
+    async def void_pending(self) -> int:
+        """Payments whose debit outcome was unknown: void them at the wallet (refund if it landed,
+        with REFUND_DONE, or record that nothing was taken so that a late debit is refused). Stops at
+        the first the wallet does not answer; the number voided."""
+        done = 0
+        for p in await self.reader.void_pending():
+            status, _ = await self._wallet_refund(p.order_id, p.user_id, domain.VOID_REASON)
+            if status is None:
+                return done
+            change = domain.apply(p.status, domain.void_answer(status))
+            assert change is not None
+            out = None if change.event is None else outgoing(change.event, p)
+            async with self.begin() as uow:
+                await self.repo(uow).move(p.order_id, p.status, change.to, domain.void_detail(status), out)
+            done += 1
+        return done
 
+    def voider(self):  # noqa: ANN201 - a task factory
+        async def payment_voider() -> None:
+            while True:
+                await self.void_pending()
+                await asyncio.sleep(self.void_every)
 
-async def void_pending(rt: Runtime, wallet: WalletClient) -> int:
-    """Payments whose debit outcome was unknown: void them at the wallet (refund if it landed,
-    or record that nothing was taken so that a late debit is refused)."""
-    rows = await rt.pool.fetch("SELECT * FROM payments WHERE status=$1 ORDER BY updated_at LIMIT 100", VOID_PENDING)
-    done = 0
-    for row in rows:
-        try:
-            result = await wallet.refund(row["order_id"], row["user_id"], "void after a payment error")
-        except WalletUnavailable:
-            return done
-        async with rt.pool.acquire() as conn, conn.transaction():
-            changed = await conn.fetchval(
-                "UPDATE payments SET status=$2, detail=$3, updated_at=now()"
-                " WHERE order_id=$1 AND status=$4 RETURNING 1",
-                row["order_id"],
-                VOIDED,
-                f"void: {result['status']}",
-                VOID_PENDING,
-            )
-            if changed and result["status"] == "REFUNDED":
-                await add_to_outbox(conn, rt.settings.topic, _event(ev.REFUND_DONE, row))
-        done += 1
-    return done
-
-
-def voider(rt: Runtime, wallet: WalletClient):  # noqa: ANN201 - a task factory
-    async def payment_voider() -> None:
-        while True:
-            await void_pending(rt, wallet)
-            await asyncio.sleep(2.0)
-
-    return payment_voider
+        return payment_voider

@@ -1,11 +1,11 @@
 """Calls from one service to another over loopback HTTP (with the internal secret the Runtime's
-session carries): a GET answered by any replica, and the one question two services ask Order."""
+session carries): a GET answered by any replica. The routes themselves are in
+`contracts.routes`; each service's adapters say which it calls."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -31,15 +31,3 @@ async def get_from_any(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             last = e
     raise Unreachable(f"no replica of {service} answered: {last}")
-
-
-async def order_timed_out(rt: Runtime, order_id: str) -> bool:
-    """Did Order's sweeper time this order out? Compensation for ORDER_TIMED_OUT (a refund, a
-    released reservation, a void) happens only then: an ORDER_TIMED_OUT for an order that is
-    placed, still in flight or unknown is not Order's, and changes nothing."""
-    status, body = await get_from_any(rt, "order", f"/internal/orders/{quote(order_id, safe='')}/timed-out")
-    if status == 404:
-        return False
-    if status != 200:
-        raise Unreachable(f"order answered {status}")
-    return bool(body.get("timedOut"))

@@ -39,9 +39,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from tinysaga.contracts.events import Event, InvalidEvent
-from tinysaga.platform.db import OUTBOX_CHANNEL, mark_processed, mark_processed_many
 from tinysaga.platform.logging import correlation_id
+from tinysaga.platform.retry import outage_pause, retry_pause
 from tinysaga.platform.settings import Settings
+from tinysaga.platform.uow import PgUnitOfWork
 
 log = logging.getLogger("tinysaga.consumer")
 
@@ -79,19 +80,21 @@ class AlreadyHandled(Exception):
 class HandlerContext:
     pool: asyncpg.Pool
     event: Event
-    shared: asyncpg.Connection | None = None  # the batch's connection, already in its transaction,
+    topic: str
+    shared: PgUnitOfWork | None = None  # the batch's unit of work, already in its transaction,
     # where the batch has already recorded this event's id (so it is new)
     prepared: Any = None  # what the loop's `prepare` gave for this event (None: nothing)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[PgUnitOfWork]:
+        """The handler's unit of work: the event's id is recorded in it, with the handler's effects."""
         if self.shared is not None:
             yield self.shared
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            if not await mark_processed(conn, self.event):
+        async with PgUnitOfWork.begin(self.pool, self.topic) as uow:
+            if not await uow.record_handled([self.event]):
                 raise AlreadyHandled
-            yield conn
+            yield uow
 
 
 Handler = Callable[[Event, HandlerContext], Awaitable[None]]
@@ -102,7 +105,7 @@ Prepare = Callable[[list[Event]], Awaitable[dict[Any, Any]]]
 
 
 async def add_dead_letter(
-    conn: asyncpg.Connection, settings: Settings, service: str, record: ConsumerRecord, error: str
+    uow: PgUnitOfWork, settings: Settings, service: str, record: ConsumerRecord, error: str
 ) -> None:
     raw: bytes = record.value or b""
     try:
@@ -119,15 +122,13 @@ async def add_dead_letter(
         "payload": payload_text,
         "payloadEncoding": encoding,
     }
-    await conn.execute(
-        "INSERT INTO outbox(topic, key, event_name, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+    await uow.stage_raw(
         settings.dead_letter_topic,
         body["key"] or f"{record.topic}-{record.partition}-{record.offset}",
         "DEAD_LETTER",
         orjson.dumps(body),
-        orjson.dumps({"service": service, "error": error[:200]}).decode(),
+        {"service": service, "error": error[:200]},
     )
-    await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 @dataclass
@@ -135,11 +136,10 @@ class ConsumerLoop:
     settings: Settings
     service: str
     pool: asyncpg.Pool
-    handlers: dict[str, Handler]
-    handled: frozenset[str]
+    handlers: dict[str, Handler]  # by event name (the saga definition's routes to this service)
     topics: tuple[str, ...]
     group_id: str | None = None
-    batch: bool | frozenset[str] = False  # True: every handled event; a set: those event names
+    batch: frozenset[str] = frozenset()  # the event names whose handlers may share a poll's transaction
     prepare: Prepare | None = None
     idle_wait: float = IDLE_WAIT
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
@@ -206,7 +206,7 @@ class ConsumerLoop:
             else:
                 suspect = False
             if batches:
-                if self.batch:  # one transaction for the poll
+                if self.batch:  # one transaction for the poll (each partition in order)
                     await self._work_together(list(batches.values()))
                 else:
                     await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
@@ -275,7 +275,7 @@ class ConsumerLoop:
                 named = v
             elif k == "replayFor":
                 replay_for = v
-        if named is not None and named.decode("utf-8", "replace") not in self.handled:
+        if named is not None and named.decode("utf-8", "replace") not in self.handlers:
             return None  # not ours, by the header the relay sets: skipped without parsing the body
         if replay_for is not None and replay_for.decode("utf-8", "replace") != self.service:
             return None  # a dead letter put back for the service that dead-lettered it, not this one
@@ -283,9 +283,8 @@ class ConsumerLoop:
             event = Event.from_bytes(record.value)
         except InvalidEvent as e:
             return str(e) or "invalid event"
-        name = event.name_canonical
-        handler = self.handlers.get(name)
-        if handler is None or (name not in self.handled and event.eventName not in self.handled):
+        handler = self.handlers.get(event.eventName)
+        if handler is None:
             return None
         return event, handler
 
@@ -294,7 +293,7 @@ class ConsumerLoop:
         await self._dead_letter(record, error)
 
     def _batchable(self, event: Event) -> bool:
-        return self.batch is True or (bool(self.batch) and event.name_canonical in self.batch)
+        return event.eventName in self.batch
 
     async def _handle_one(self, event: Event, handler: Handler, record: ConsumerRecord, prepared: Any = None) -> None:
         token = correlation_id.set(event.correlationId)
@@ -328,17 +327,17 @@ class ConsumerLoop:
                 log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
         if len(run) > 1:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
-                    new = await mark_processed_many(conn, [e for e, _, _ in run])
+                    new = await uow.record_handled([e for e, _, _ in run])
                     for event, handler, _ in run:
                         if event.eventId not in new:
                             continue
                         new.discard(event.eventId)
                         token = correlation_id.set(event.correlationId)
                         try:
-                            ctx = HandlerContext(self.pool, event, conn, prepared.get(event.eventId))
+                            ctx = HandlerContext(self.pool, event, self.topics[0], uow, prepared.get(event.eventId))
                             await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
@@ -362,7 +361,7 @@ class ConsumerLoop:
         attempt, outage = 0, 0
         while True:
             try:
-                await handler(event, HandlerContext(self.pool, event, prepared=prepared))
+                await handler(event, HandlerContext(self.pool, event, self.topics[0], prepared=prepared))
                 return
             except AlreadyHandled:
                 log.debug("duplicate event skipped", extra={"eventId": str(event.eventId)})
@@ -370,7 +369,7 @@ class ConsumerLoop:
             except TRANSIENT as e:
                 outage += 1
                 log.warning("outage while handling %s (%s); retrying", event.eventName, e)
-                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(outage, 6)))
+                await asyncio.sleep(outage_pause(outage))
                 continue
             except Exception as e:
                 attempt += 1
@@ -383,8 +382,8 @@ class ConsumerLoop:
                     if record is not None:
                         await self._dead_letter(record, f"{type(e).__name__}: {e}")
                     return
-                await asyncio.sleep(0.2 * 2 ** (attempt - 1))
+                await asyncio.sleep(retry_pause(attempt))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await add_dead_letter(conn, self.settings, self.service, record, error)
+        async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+            await add_dead_letter(uow, self.settings, self.service, record, error)

@@ -18,10 +18,10 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from tinysaga.platform.db import OUTBOX_CHANNEL
 from tinysaga.platform.logging import setup_logging
 from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn
 from tinysaga.platform.settings import Settings, get_settings
+from tinysaga.platform.uow import OUTBOX_CHANNEL
 
 log = logging.getLogger("tinysaga.relay")
 

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
 
+from tinysaga.contracts import saga
 from tinysaga.platform import web
 from tinysaga.platform.consumer import ConsumerLoop, Handler, Prepare
 from tinysaga.platform.db import create_pool
@@ -51,7 +52,9 @@ async def ensure_topics(settings: Settings) -> None:
 
 @dataclass
 class Runtime:
-    """What a service's handlers and routes are given: settings, its pool, its clients."""
+    """What a service's handlers and routes are given: settings, its pool, its clients. What a
+    service adds of its own (its repositories, clients, fan-outs) is a typed object of that service,
+    `deps`, built by its bootstrap."""
 
     name: str
     settings: Settings
@@ -60,31 +63,39 @@ class Runtime:
     http: aiohttp.ClientSession = field(init=False)  # for the few service-to-service calls
     consumers: list[ConsumerLoop] = field(default_factory=list)
     tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    deps: Any = None
+
+    def topic_name(self, logical: str) -> str:
+        """The Kafka topic a saga topic is, in this deployment's settings."""
+        return {saga.ORDER_TOPIC: self.settings.topic, saga.USER_TOPIC: self.settings.user_topic}[logical]
 
     def consume(
         self,
         handlers: dict[str, Handler],
-        handled: frozenset[str],
-        *topics: str,
+        *,
+        topic: str = saga.ORDER_TOPIC,
+        participant: str | None = None,
         group: str | None = None,
-        batch: bool | frozenset[str] = False,
         prepare: Prepare | None = None,
     ) -> None:
-        """Consume `topics` (default: the saga topic) in the service's own consumer group. `batch`:
-        the handlers (of every event, or of the event names given) do all their work in their one
-        `ctx.transaction()`, so the events fetched together may share a transaction; `prepare`
-        is called before with the events of such a batch (see `ConsumerLoop`)."""
+        """Consume a saga topic in the service's own consumer group, with a handler per step of the
+        saga definition (by step name). The definition says which events start each step, and which
+        steps' events may share a poll's transaction; the settings may narrow the names handled. A
+        step without a handler, a handler without a step, or a setting naming an event the saga does
+        not route here stops the service at start-up (`saga.SagaDefinitionError`). `prepare` is
+        called before a batch's transaction with its events (see `ConsumerLoop`)."""
+        who = participant or self.name
+        saga.check_handlers(who, topic, handlers)
+        routes = saga.routes(who, topic, self.settings.handled_events(who, topic))
         self.consumers.append(
             ConsumerLoop(
                 self.settings,
                 self.name,
                 self.pool,
-                handlers,
-                handled,
-                topics or (self.settings.topic,),
+                {name: handlers[step.name] for name, step in routes.items()},
+                (self.topic_name(topic),),
                 group_id=group,
-                batch=batch,
+                batch=frozenset(name for name, step in routes.items() if step.batch),
                 prepare=prepare,
             )
         )
@@ -128,10 +139,11 @@ def create_service_app(
     setup: Callable[[Runtime], Awaitable[None] | None],
     *,
     routers: list[Any],
+    settings: Settings | None = None,
     pool_size: int = 10,
     title: str | None = None,
 ) -> FastAPI:
-    settings = get_settings()
+    settings = settings or get_settings()
     setup_logging(name, settings.log_level)
     rt = Runtime(name=name, settings=settings, secret=internal_secret(settings))
 
@@ -213,14 +225,16 @@ class _Server(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._wake.set)
 
 
-def serve(app_path: str, default_service: str) -> None:
-    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only."""
+def serve(factory_path: str, default_service: str) -> None:
+    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only, with the app made by the
+    service's bootstrap (`create_app()`, so nothing is read or built at import)."""
     settings = get_settings()
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=settings.port_of(default_service))
     args = parser.parse_args()
     config = uvicorn.Config(
-        app_path,
+        factory_path,
+        factory=True,
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

@@ -69,18 +69,14 @@ class Settings(BaseSettings):
     wallet_backoff_base_seconds: float = 0.1
     consumer_max_attempts: int = 3
 
-    # Handled event names per service: comma-separated, set outside the code.
-    order_events: str = (
-        "PAYMENT_DONE,PAYMENT_FAIL,INVENTORY_RESERVED,INVENTORY_RESERVERVED,INVENTORY_INSUFFICIENT,"
-        "REFUND_INITIATED,REFUND_DONE,REFUND_FAILED"
-    )
-    payment_events: str = "ORDER_INITIATED,INVENTORY_INSUFFICIENT,ORDER_TIMED_OUT"
-    inventory_events: str = "PAYMENT_DONE,ORDER_TIMED_OUT"
-    notification_events: str = (
-        "PAYMENT_DONE,PAYMENT_FAIL,INVENTORY_RESERVED,INVENTORY_RESERVERVED,INVENTORY_INSUFFICIENT,"
-        "REFUND_INITIATED,REFUND_DONE,REFUND_FAILED,ORDER_TIMED_OUT"
-    )
-    wallet_user_events: str = "USER_REGISTERED"
+    # The event names a service handles are those the saga definition (contracts/saga.py) routes
+    # to it; a comma-separated list here narrows them (set outside the code, as the seed asks). A name
+    # the definition does not route to the service stops it at start-up with a clear error.
+    order_events: str | None = None
+    payment_events: str | None = None
+    inventory_events: str | None = None
+    notification_events: str | None = None
+    wallet_user_events: str | None = None
 
     # Notifications
     smtp_host: str = "127.0.0.1"
@@ -128,8 +124,20 @@ class Settings(BaseSettings):
     def effective_smtp_port(self) -> int:
         return self.smtp_port or self.port_of("smtp")
 
-    def handled(self, names: str) -> frozenset[str]:
-        return frozenset(n.strip() for n in names.split(",") if n.strip())
+    def handled_events(self, participant: str, topic: str) -> frozenset[str] | None:
+        """The names a setting narrows a service's handled events to on a topic (None: no setting)."""
+        raw = {
+            ("order", "order-topic"): self.order_events,
+            ("payment", "order-topic"): self.payment_events,
+            ("inventory", "order-topic"): self.inventory_events,
+            ("notification", "order-topic"): self.notification_events,
+            ("wallet", "user-topic"): self.wallet_user_events,
+        }.get((participant, topic))
+        return None if raw is None else split_names(raw)
+
+
+def split_names(names: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in names.split(",") if n.strip())
 
 
 @lru_cache

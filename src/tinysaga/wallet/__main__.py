@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.wallet.bootstrap:app", "wallet")
+serve("tinysaga.wallet.bootstrap:create_app", "wallet")

@@ -1,3 +1,3 @@
 from tinysaga.platform.service import serve
 
-serve("tinysaga.web.app:app", "web")
+serve("tinysaga.web.app:create_app", "web")

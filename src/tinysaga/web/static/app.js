@@ -95,7 +95,6 @@ const EVENT_TEXT = {
   REFUND_INITIATED: "Refund started",
   REFUND_DONE: "Money refunded to the wallet",
   REFUND_FAILED: "Refund failed",
-  SAGA_TIMEOUT: "Timed out",
 };
 const statusText = (s) => STATUS_TEXT[s] || s || "–";
 

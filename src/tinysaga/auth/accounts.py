@@ -1,0 +1,77 @@
+"""What Auth does with accounts, for its routes and at start-up (it consumes no events): register
+one with its USER_REGISTERED, check a password, keep the admin account as configured."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from tinysaga.auth.domain import Account
+from tinysaga.auth.repository import AccountExists
+from tinysaga.contracts.events import USER_REGISTERED, Event, make_event
+
+hasher = PasswordHasher()
+# Verified against when the email is unknown, so both failures cost the same time.
+_DUMMY_HASH = hasher.hash("not-a-real-password")
+
+
+class Accounts(Protocol):
+    """What these need of the repository (`AccountRepository`)."""
+
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        email: str,
+        password_hash: str,
+        name: str,
+        phone: str | None,
+        role: str,
+        registered: Event,
+    ) -> None: ...
+    async def by_email(self, email: str) -> Any: ...
+    async def reset_admin(self, user_id: uuid.UUID, password_hash: str) -> None: ...
+    async def make_admin(self, user_id: uuid.UUID) -> None: ...
+
+
+async def create_account(
+    accounts: Accounts, email: str, password: str, name: str, phone: str | None, role: str = "user"
+) -> uuid.UUID:
+    """The account and its USER_REGISTERED event (the wallet service opens the wallet, Notification
+    keeps the contact); AccountExists when the email is taken."""
+    user_id = uuid.uuid4()
+    registered = make_event(
+        USER_REGISTERED, correlation_id=str(user_id), userId=str(user_id), email=email, name=name, phone=phone
+    )
+    await accounts.create(user_id, email, hasher.hash(password), name, phone, role, registered)
+    return user_id
+
+
+async def authenticate(accounts: Accounts, email: str, password: str) -> Account | None:
+    """The account whose email and password these are, else None (in the same time either way)."""
+    row = await accounts.by_email(email)
+    try:
+        hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    return Account(row["user_id"], row["email"], row["password_hash"], row["name"], row["phone"], row["role"])
+
+
+async def ensure_admin(accounts: Accounts, email: str, password: str) -> None:
+    """The admin account from settings exists, with the configured password and the admin role."""
+    row = await accounts.by_email(email)
+    if row is None:
+        try:
+            await create_account(accounts, email, password, "Administrator", None, role="admin")
+        except AccountExists:
+            pass  # another replica created it first
+        return
+    try:
+        hasher.verify(row["password_hash"], password)
+    except (VerificationError, InvalidHashError):
+        await accounts.reset_admin(row["user_id"], hasher.hash(password))
+    await accounts.make_admin(row["user_id"])

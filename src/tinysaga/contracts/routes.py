@@ -1,0 +1,17 @@
+"""The internal HTTP routes one service calls on another (never routed by the gateway): part of
+the contract between services, like the events."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+WALLET_PAYMENTS_BATCH = "/internal/payments/batch"  # Payment -> Wallet: the debits of a poll
+WALLET_REFUNDS = "/internal/refunds"  # Payment -> Wallet: a refund or a void
+ORDER_TIMED_OUT = "/internal/orders/{orderId}/timed-out"  # Payment, Inventory -> Order
+WALLET_BALANCE = "/internal/wallets/{userId}"  # Order -> Wallet (the checkout quote)
+PRODUCT = "/api/products/{productId}"  # Order -> Inventory (price and stock)
+
+
+def path(route: str, **params: str) -> str:
+    """The route with its parameters filled in, each escaped as one path segment."""
+    return route.format(**{k: quote(v, safe="") for k, v in params.items()})

@@ -1,0 +1,289 @@
+"""The order saga, declared once.
+
+Every step of the saga is a row of `STEPS`: which participant does it, the events that trigger it,
+the events it may answer with, the step that compensates it, and the order status it leads to
+(with how long an order may stay there before it counts as stuck). Everything else is derived from
+this table, not written beside it:
+
+- the event names each service handles (`handled_by`), which the settings may narrow but not widen;
+- the check that every step has a handler and every handler a step (`check_handlers`, at start-up
+  and in the tests);
+- `./tiny-saga saga`: the table and the Mermaid diagram (`table`, `mermaid`), which the README shows.
+
+The events themselves, with a typed payload per name, are in `contracts.events`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tinysaga.contracts import events as ev
+
+ORDER_TOPIC = "order-topic"
+USER_TOPIC = "user-topic"
+
+# The participants: the services with a part in the saga (Auth only opens the user's story).
+ORDER, PAYMENT, WALLET, INVENTORY, NOTIFICATION, AUTH = (
+    "order",
+    "payment",
+    "wallet",
+    "inventory",
+    "notification",
+    "auth",
+)
+
+# What starts a step that no event starts.
+API_CALL = "POST /api/orders"
+DEADLINE = "the saga's deadline passes"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    participant: str
+    does: str  # one line, for the table
+    triggers: tuple[str, ...]  # event names (or API_CALL / DEADLINE)
+    outcomes: tuple[str, ...] = ()  # the events it may publish
+    compensation: str | None = None  # the step that undoes it
+    leads_to: str | None = None  # the order status its success leads to
+    stay_seconds: float | None = None  # how long an order may stay in that status before it is stuck
+    kind: str = "action"  # action | compensation | tracking | notification | setup
+    topic: str = ORDER_TOPIC
+    batch: bool = False  # the participant may handle a poll's worth of this step in one transaction
+    ends: tuple[tuple[str, str], ...] = ()  # (outcome, order status) for the outcomes that end the saga
+
+    @property
+    def handled_events(self) -> tuple[str, ...]:
+        return tuple(t for t in self.triggers if t in ev.ALL_NAMES)
+
+
+STEPS: tuple[Step, ...] = (
+    # ---- the forward path --------------------------------------------------------------------
+    Step(
+        "create_order",
+        ORDER,
+        "checks the product and stock, writes the order INITIATED with ORDER_INITIATED",
+        (API_CALL,),
+        (ev.ORDER_INITIATED,),
+        leads_to="INITIATED",
+        stay_seconds=10,
+    ),
+    Step(
+        "charge",
+        PAYMENT,
+        "debits the wallet (one wallet call for a poll's orders)",
+        (ev.ORDER_INITIATED,),
+        (ev.PAYMENT_DONE, ev.PAYMENT_FAIL),
+        compensation="refund",
+        leads_to="PAYMENT_DONE",
+        stay_seconds=10,
+        batch=True,
+        ends=((ev.PAYMENT_FAIL, "FAILED"),),
+    ),
+    Step(
+        "reserve",
+        INVENTORY,
+        "reserves the stock with one conditional UPDATE",
+        (ev.PAYMENT_DONE,),
+        (ev.INVENTORY_RESERVED, ev.INVENTORY_INSUFFICIENT),
+        compensation="release",
+        leads_to="PLACED",
+        batch=True,
+        ends=((ev.INVENTORY_RESERVED, "PLACED"),),
+    ),
+    # ---- compensations -----------------------------------------------------------------------
+    Step(
+        "refund",
+        PAYMENT,
+        "gives back what the ledger says was charged (a void when nothing was)",
+        (ev.INVENTORY_INSUFFICIENT, ev.ORDER_TIMED_OUT),
+        (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED),
+        leads_to="FAILED",
+        kind="compensation",
+        ends=((ev.REFUND_DONE, "FAILED"), (ev.REFUND_FAILED, "FAILED")),
+    ),
+    Step(
+        "release",
+        INVENTORY,
+        "gives a timed-out order's reservation back (or blocks a late one)",
+        (ev.ORDER_TIMED_OUT,),
+        kind="compensation",
+    ),
+    Step(
+        "time_out",
+        ORDER,
+        "the sweeper fails a saga past its deadline with TIMEOUT",
+        (DEADLINE,),
+        (ev.ORDER_TIMED_OUT,),
+        leads_to="FAILED",
+        kind="compensation",
+    ),
+    # ---- the order follows the saga ------------------------------------------------------------
+    Step(
+        "track",
+        ORDER,
+        "moves the order through its state machine",
+        ev.STEP_OUTCOMES,
+        kind="tracking",
+        batch=True,
+    ),
+    Step(
+        "notify",
+        NOTIFICATION,
+        "tells the user by email, SMS and inbox, once per (order, type)",
+        (*ev.STEP_OUTCOMES, ev.ORDER_TIMED_OUT),
+        kind="notification",
+        batch=True,
+    ),
+    # ---- the user, before any order ------------------------------------------------------------
+    Step(
+        "open_wallet",
+        WALLET,
+        "opens the new user's wallet",
+        (ev.USER_REGISTERED,),
+        kind="setup",
+        topic=USER_TOPIC,
+    ),
+    Step(
+        "remember_contact",
+        NOTIFICATION,
+        "keeps the user's email and phone",
+        (ev.USER_REGISTERED,),
+        kind="setup",
+        topic=USER_TOPIC,
+    ),
+)
+
+BY_NAME: dict[str, Step] = {s.name: s for s in STEPS}
+
+
+class SagaDefinitionError(RuntimeError):
+    """The code and the saga definition disagree, or a setting names an event the saga does not
+    route to the service: the service refuses to start."""
+
+
+def steps_of(participant: str, topic: str | None = None) -> tuple[Step, ...]:
+    return tuple(s for s in STEPS if s.participant == participant and (topic is None or s.topic == topic))
+
+
+def consumed_steps(participant: str, topic: str) -> tuple[Step, ...]:
+    """The steps of a participant that an event on `topic` starts."""
+    return tuple(s for s in steps_of(participant, topic) if s.handled_events)
+
+
+def handled_by(participant: str, topic: str = ORDER_TOPIC) -> frozenset[str]:
+    """Every event name the participant handles on `topic`, the seed's aliases included."""
+    names = {n for s in consumed_steps(participant, topic) for n in s.handled_events}
+    names |= {alias for alias, canonical in ev.ALIASES.items() if canonical in names}
+    return frozenset(names)
+
+
+def producers_of(event_name: str) -> tuple[Step, ...]:
+    return tuple(s for s in STEPS if event_name in s.outcomes)
+
+
+def routes(participant: str, topic: str, narrowed: Iterable[str] | None = None) -> dict[str, Step]:
+    """Event name -> the participant's step it triggers, for the names it handles on `topic`. A
+    setting (`narrowed`) may leave names out; one the definition does not route to this participant
+    is refused."""
+    allowed = handled_by(participant, topic)
+    names = allowed if narrowed is None else frozenset(narrowed)
+    unknown = names - allowed
+    if unknown:
+        raise SagaDefinitionError(
+            f"the settings make {participant} handle {sorted(unknown)} on {topic}, which the saga definition"
+            f" does not route to it (it routes {sorted(allowed)})"
+        )
+    out: dict[str, Step] = {}
+    for step in consumed_steps(participant, topic):
+        for n in step.handled_events:
+            if n in out:
+                raise SagaDefinitionError(f"{participant}: {n} triggers both {out[n].name} and {step.name}")
+            out[n] = step
+    return {n: out[ev.ALIASES.get(n, n)] for n in names}
+
+
+def check_handlers(participant: str, topic: str, handlers: Mapping[str, object]) -> None:
+    """Every step of the participant that an event on `topic` triggers has a handler, and every
+    handler is for such a step."""
+    wanted = {s.name for s in consumed_steps(participant, topic)}
+    given = set(handlers)
+    if given != wanted:
+        missing, extra = sorted(wanted - given), sorted(given - wanted)
+        raise SagaDefinitionError(
+            f"{participant} on {topic}: "
+            + "; ".join(
+                p
+                for p in (
+                    f"steps without a handler: {missing}" if missing else "",
+                    f"handlers without a step: {extra}" if extra else "",
+                )
+                if p
+            )
+        )
+
+
+def check_definition() -> None:
+    """The definition is consistent: unique names, compensations that exist, every event some step
+    publishes is handled by someone (or ends the story), every trigger is published by a step."""
+    if len(BY_NAME) != len(STEPS):
+        raise SagaDefinitionError("two steps share a name")
+    for s in STEPS:
+        for out, _status in s.ends:
+            if out not in s.outcomes:
+                raise SagaDefinitionError(f"{s.name} ends the saga on {out}, which it does not publish")
+        if s.compensation is not None and s.compensation not in BY_NAME:
+            raise SagaDefinitionError(f"{s.name} is compensated by {s.compensation}, which is not a step")
+        for t in s.triggers:
+            if t not in ev.ALL_NAMES and t not in (API_CALL, DEADLINE):
+                raise SagaDefinitionError(f"{s.name} is triggered by {t}, which is no event")
+            if t in ev.ALL_NAMES and t != ev.USER_REGISTERED and not producers_of(t):
+                raise SagaDefinitionError(f"{s.name} is triggered by {t}, which no step publishes")
+    for name in ev.SAGA_EVENTS:
+        if not any(name in s.handled_events for s in STEPS):
+            raise SagaDefinitionError(f"{name} is published but nobody handles it")
+
+
+# ---- drawings ------------------------------------------------------------------------------------
+
+
+def table() -> str:
+    """The saga as a Markdown table, one row per step."""
+    rows = [
+        "| step | participant | kind | triggered by | publishes | compensated by | order status after | may stay |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in STEPS:
+        rows.append(
+            f"| `{s.name}` | {s.participant} | {s.kind} | {', '.join(s.triggers)} | {', '.join(s.outcomes) or '-'}"
+            f" | {s.compensation or '-'} | {s.leads_to or '-'} | {f'{s.stay_seconds:g} s' if s.stay_seconds else '-'} |"
+        )
+    return "\n".join(rows)
+
+
+def mermaid() -> str:
+    """The saga as a Mermaid flowchart: each step a box (compensations dashed), each event an arrow
+    from the step that publishes it to the steps it triggers."""
+    lines = ["flowchart LR"]
+    for s in STEPS:
+        if s.topic != ORDER_TOPIC:
+            continue
+        label = f"{s.name}<br/><i>{s.participant}</i>"
+        lines.append(
+            f'  {s.name}{"{{" if s.kind == "compensation" else "["}"{label}"{"}}" if s.kind == "compensation" else "]"}'
+        )
+    lines.append("  api([client]) -->|POST /api/orders| create_order")
+    lines.append("  clock([deadline]) -.-> time_out")
+    for s in STEPS:
+        if s.topic != ORDER_TOPIC:
+            continue
+        for out in s.outcomes:
+            for t in STEPS:
+                if out in t.triggers and t.kind not in ("tracking", "notification"):
+                    arrow = "-.->" if t.kind == "compensation" else "-->"
+                    lines.append(f"  {s.name} {arrow}|{out}| {t.name}")
+        for out, status in s.ends:
+            lines.append(f"  {s.name} -->|{out}| {status}(({status}))")
+    lines.append("  %% every outcome also reaches track (Order) and notify (Notification)")
+    return "\n".join(lines)

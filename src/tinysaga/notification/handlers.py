@@ -1,0 +1,134 @@
+"""Notification's steps of the saga: `notify` (on the order topic: a notification per (order, type)
+and channel) and `remember_contact` (on the user topic); and the deliverer, which sends each
+notification with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from tinysaga.contracts import events as ev
+from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
+from tinysaga.notification.domain import EMAIL, Action, delivery_for, notification_for, subject_for
+from tinysaga.notification.repository import NotificationRepository
+from tinysaga.platform.consumer import Handler, HandlerContext
+from tinysaga.platform.retry import NOTIFICATION, pause
+
+log = logging.getLogger("tinysaga.notification")
+DELIVERY_BATCH = 50
+
+
+class Notifications(Protocol):
+    """What the handlers need of the repository (`NotificationRepository` on a unit of work)."""
+
+    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None: ...
+    async def remember_contact(
+        self, user_id: str | None, email: str | None, phone: str | None, name: str | None
+    ) -> None: ...
+
+
+class NotificationHandlers:
+    def __init__(self, repository: Callable[[Any], Notifications]) -> None:
+        self.repository = repository  # the repository of a unit of work
+
+    def on_order_topic(self) -> dict[str, Handler]:
+        return {"notify": self.notify}
+
+    def on_user_topic(self) -> dict[str, Handler]:
+        return {"remember_contact": self.remember_contact}
+
+    async def notify(self, event: ev.Event, ctx: HandlerContext) -> None:
+        """Both channels' notifications of an (order, type), once; an event that tells the user
+        nothing (or names no order or user) is recorded as handled and adds nothing."""
+        what = notification_for(event)
+        async with ctx.transaction() as uow:
+            if what is None or not event.orderId or not event.userId:
+                return
+            kind, message = what
+            await self.repository(uow).add_notifications(event.userId, event.orderId, kind, message)
+
+    async def remember_contact(self, event: ev.Event, ctx: HandlerContext) -> None:
+        """Keep (or replace) the user's email, phone and name."""
+        if not event.userId:
+            raise ValueError(f"{event.eventName} without a valid userId")
+        async with ctx.transaction() as uow:
+            await self.repository(uow).remember_contact(event.userId, event.email, event.phone, event.name)
+
+
+def retry_pause(attempts: int) -> float:
+    """Seconds before the next try of a notification tried `attempts` times: 0.5, 1, 2, ... up to 60."""
+    return pause(NOTIFICATION, attempts + 1)
+
+
+class Deliverer:
+    """Sends the notifications that are due, woken by a NOTIFY or when the next retry falls due."""
+
+    def __init__(
+        self,
+        repository: NotificationRepository,  # on the pool
+        email: EmailSender,
+        sms: SmsProvider,
+        listen: Callable[[Callable[[], None]], Awaitable[Any]],  # a connection that calls back on new rows
+    ) -> None:
+        self.repository = repository
+        self.email = email
+        self.sms = sms
+        self.listen = listen
+
+    async def deliver_due(self) -> int:
+        """One round: send what is due. Each row stands alone: a channel that is down is retried
+        with backoff and never holds up the other channel. The number of rows looked at."""
+        async with self.repository.transaction() as repo:
+            rows = await repo.lock_due(DELIVERY_BATCH)
+            sent: list[object] = []
+            skipped: list[tuple[object, str]] = []
+            for r in rows:
+                plan = delivery_for(r["channel"], r["known"], r["email"], r["phone"], r["attempts"])
+                if plan.action is Action.RETRY:
+                    await repo.retry_later(r["notification_id"], plan.reason, retry_pause(r["attempts"]))
+                    continue
+                if plan.action is Action.SKIP:
+                    skipped.append((r["notification_id"], plan.reason))
+                    continue
+                assert plan.to is not None
+                try:
+                    if r["channel"] == EMAIL:
+                        await self.email.send(plan.to, subject_for(r["type"]), r["message"])
+                    else:
+                        await self.sms.send(repo.db, r["notification_id"], plan.to, r["message"])
+                except ChannelDown as e:
+                    await repo.retry_later(r["notification_id"], str(e), retry_pause(r["attempts"]))
+                    continue
+                except Undeliverable as e:
+                    skipped.append((r["notification_id"], str(e)[:500]))
+                    continue
+                sent.append(r["notification_id"])
+            if sent:
+                await repo.mark_sent(sent)
+            if skipped:
+                await repo.mark_skipped(skipped)
+        return len(rows)
+
+    async def notification_deliverer(self) -> None:
+        """The background task."""
+        wake = asyncio.Event()
+        conn = await self.listen(wake.set)
+        try:
+            while True:
+                wake.clear()
+                while await self.deliver_due() == DELIVERY_BATCH:
+                    pass
+                # sleep until a new notification (NOTIFY) or the next retry falls due
+                due = await self.repository.seconds_to_next_due()
+                try:
+                    await asyncio.wait_for(wake.wait(), min(5.0, max(0.05, due)) if due is not None else 5.0)
+                except TimeoutError:
+                    # Quiet for a while: let the SMTP connection go. While mail keeps coming it is
+                    # kept open across rounds (a new connection per round was most of the cost of
+                    # an email at a steady trickle, on both ends).
+                    await self.email.close()
+        finally:
+            await self.email.close()
+            await conn.close()

@@ -1,0 +1,135 @@
+"""All of Notification's SQL: notifications, contacts, sms_messages, and the deliverer's queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+NEW_CHANNEL = "tinysaga_notification_new"  # NOTIFY: a notification was added (wakes the deliverer)
+
+
+class NotificationRepository:
+    """Built on a pool (the inbox, the admin's SMS log, and `transaction()` for a delivery round) or
+    on a connection in a transaction (a handler's unit of work, a delivery round)."""
+
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    def of(cls, uow: Any) -> NotificationRepository:
+        """The repository of a handler's unit of work (`PgUnitOfWork`)."""
+        return cls(uow.conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[NotificationRepository]:
+        """A repository on a connection of the pool, in a transaction of its own."""
+        assert isinstance(self.db, asyncpg.Pool)
+        async with self.db.acquire() as conn, conn.transaction():
+            yield NotificationRepository(conn)
+
+    # ---- the handlers ----------------------------------------------------------------------------
+
+    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None:
+        """Both channels' rows of an (order, type), unless it has them already, and the NOTIFY that
+        wakes the deliverer, in one statement."""
+        await self.db.execute(
+            "WITH n AS (INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
+            " VALUES ($1,$3,$4,$5,'EMAIL',$6), ($2,$3,$4,$5,'SMS',$6)"
+            " ON CONFLICT (order_id, type, channel) DO NOTHING RETURNING 1)"
+            f" SELECT pg_notify('{NEW_CHANNEL}', '') FROM n LIMIT 1",
+            uuid.uuid4(),
+            uuid.uuid4(),
+            user_id,
+            order_id,
+            kind,
+            message,
+        )
+
+    async def remember_contact(
+        self, user_id: str | None, email: str | None, phone: str | None, name: str | None
+    ) -> None:
+        """The user's contact, inserted or replaced."""
+        await self.db.execute(
+            "INSERT INTO contacts(user_id, email, phone, name) VALUES ($1,$2,$3,$4)"
+            " ON CONFLICT (user_id) DO UPDATE SET email=EXCLUDED.email, phone=EXCLUDED.phone, name=EXCLUDED.name",
+            user_id,
+            email,
+            phone,
+            name,
+        )
+
+    # ---- the routes ------------------------------------------------------------------------------
+
+    async def inbox(self, user_id: str, limit: int) -> list[asyncpg.Record]:
+        """A user's notifications, newest first."""
+        return await self.db.fetch(
+            "SELECT * FROM notifications WHERE user_id=$1 ORDER BY created_at DESC, channel LIMIT $2", user_id, limit
+        )
+
+    async def sms_log(self, limit: int) -> list[asyncpg.Record]:
+        """The SMS the recording provider kept, newest first."""
+        return await self.db.fetch("SELECT * FROM sms_messages ORDER BY id DESC LIMIT $1", limit)
+
+    # ---- the deliverer ---------------------------------------------------------------------------
+
+    async def lock_due(self, limit: int) -> list[asyncpg.Record]:
+        """Pending notifications that are due, oldest due first, with their user's contact (`known`,
+        `email`, `phone`); locked, skipping those another deliverer holds."""
+        return await self.db.fetch(
+            "SELECT n.*, c.user_id IS NOT NULL AS known, c.email, c.phone FROM notifications n"
+            " LEFT JOIN contacts c USING (user_id)"
+            " WHERE n.status='PENDING' AND n.next_attempt_at <= now() ORDER BY n.next_attempt_at LIMIT $1"
+            " FOR UPDATE OF n SKIP LOCKED",
+            limit,
+        )
+
+    async def mark_sent(self, ids: Sequence[object]) -> None:
+        await self.db.execute(
+            "UPDATE notifications SET status='SENT', sent_at=now(), attempts=attempts+1"
+            " WHERE notification_id = ANY($1::uuid[])",
+            ids,
+        )
+
+    async def mark_skipped(self, skipped: Sequence[tuple[object, str]]) -> None:
+        """(notification_id, why) pairs: never to be sent."""
+        await self.db.executemany(
+            "UPDATE notifications SET status='SKIPPED', last_error=$2 WHERE notification_id=$1", skipped
+        )
+
+    async def retry_later(self, notification_id: object, error: str, pause_seconds: float) -> None:
+        """One more attempt counted, the next one due in `pause_seconds`."""
+        await self.db.execute(
+            "UPDATE notifications SET attempts=attempts+1, last_error=$2, next_attempt_at=now()+$3"
+            " WHERE notification_id=$1",
+            notification_id,
+            error[:500],
+            timedelta(seconds=pause_seconds),
+        )
+
+    async def seconds_to_next_due(self) -> float | None:
+        """Seconds until the next pending notification is due (<= 0: now); None when none is pending."""
+        due = await self.db.fetchval(
+            "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM notifications WHERE status='PENDING'"
+        )
+        return None if due is None else float(due)
+
+    async def record_sms(self, notification_id: object, to: str, body: str) -> None:
+        """What the recording SMS provider "sends": one row per notification."""
+        await self.db.execute(
+            "INSERT INTO sms_messages(notification_id, to_number, body) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+            notification_id,
+            to,
+            body,
+        )
+
+
+async def listen_for_new(dsn: str, wake: Callable[[], None]) -> asyncpg.Connection:
+    """A connection of its own that calls `wake` on each NOTIFY of a new notification."""
+    conn = await asyncpg.connect(dsn)
+    await conn.add_listener(NEW_CHANNEL, lambda *_: wake())
+    return conn

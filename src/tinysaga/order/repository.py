@@ -1,0 +1,248 @@
+"""All of Order's SQL: the orders, their history, the operator's alerts, and the copy of the
+dead-letter topic. A repository is built on a pool or a connection (`db`) for reads; the writes
+that stage events need the unit of work they belong to (`uow`), the only writer of outbox rows."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from tinysaga.contracts import events as ev
+from tinysaga.order import domain
+from tinysaga.platform.uow import PgUnitOfWork
+
+STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each change (live streams)
+
+Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
+
+
+def state_of(row: Row) -> domain.OrderState:
+    """The state machine's view of an orders row."""
+    return domain.OrderState(
+        status=domain.Status(row["order_status"]),
+        fail_reason=domain.FailReason(row["fail_reason"]) if row["fail_reason"] else None,
+        refund_status=domain.Refund(row["refund_status"]) if row["refund_status"] else None,
+        status_info=row["status_info"],
+        transaction_id=row["transaction_id"],
+    )
+
+
+class OrderRepository:
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, uow: PgUnitOfWork | None = None) -> None:
+        self.db = db
+        self.uow = uow
+
+    @classmethod
+    def of(cls, uow: PgUnitOfWork) -> OrderRepository:
+        """The repository of a unit of work (the handlers' factory)."""
+        return cls(uow.conn, uow)
+
+    @classmethod
+    @asynccontextmanager
+    async def outside_transaction(cls, pool: asyncpg.Pool, topic: str) -> AsyncIterator[OrderRepository]:
+        """On a pool connection without an explicit transaction: each one-statement change is
+        its own transaction (one round trip, no BEGIN/COMMIT)."""
+        async with pool.acquire() as conn:
+            yield cls(conn, PgUnitOfWork(conn, topic))
+
+    def _uow(self) -> PgUnitOfWork:
+        if self.uow is None:
+            raise RuntimeError("this change stages an event: build the repository on a unit of work")
+        return self.uow
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    async def get(self, order_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self.db.fetchrow("SELECT * FROM orders WHERE order_id=$1", order_id)
+
+    async def get_for_update(self, order_id: uuid.UUID) -> asyncpg.Record | None:
+        """The order, locked until the transaction ends (None: no such order)."""
+        return await self.db.fetchrow("SELECT * FROM orders WHERE order_id=$1 FOR UPDATE", order_id)
+
+    async def by_idempotency_key(self, user_id: str, key: str | None) -> asyncpg.Record | None:
+        return await self.db.fetchrow("SELECT * FROM orders WHERE user_id=$1 AND idempotency_key=$2", user_id, key)
+
+    async def list_for_user(
+        self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[asyncpg.Record]:
+        """A user's orders, newest first, from just after `after` (created_at, order_id) if given."""
+        if after is not None:
+            return await self.db.fetch(
+                "SELECT * FROM orders WHERE user_id=$1 AND (created_at, order_id) < ($2, $3)"
+                " ORDER BY created_at DESC, order_id DESC LIMIT $4",
+                user_id,
+                after[0],
+                after[1],
+                limit,
+            )
+        return await self.db.fetch(
+            "SELECT * FROM orders WHERE user_id=$1 ORDER BY created_at DESC, order_id DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+
+    async def history(self, order_id: uuid.UUID) -> list[asyncpg.Record]:
+        return await self.db.fetch(
+            "SELECT order_status, status_info, event_name, at FROM order_history WHERE order_id=$1 ORDER BY id",
+            order_id,
+        )
+
+    async def was_timed_out(self, order_id: uuid.UUID) -> bool | None:
+        """Whether the sweeper timed the order out (its history holds ORDER_TIMED_OUT); None when
+        there is no such order."""
+        return await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM order_history WHERE order_id=$1 AND event_name=$2)"
+            " FROM orders WHERE order_id=$1",
+            order_id,
+            ev.ORDER_TIMED_OUT,
+        )
+
+    async def recent(self, status: str | None, limit: int) -> list[asyncpg.Record]:
+        """The latest orders, of one status if given."""
+        return await self.db.fetch(
+            "SELECT * FROM orders WHERE ($1::text IS NULL OR order_status=$1) ORDER BY created_at DESC LIMIT $2",
+            status,
+            limit,
+        )
+
+    async def steps_of(self, order_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+        """The history rows of several orders, in the order they were written."""
+        return await self.db.fetch(
+            "SELECT order_id, order_status, event_name, at FROM order_history WHERE order_id = ANY($1::uuid[])"
+            " ORDER BY id",
+            list(order_ids),
+        )
+
+    async def alerts(self, limit: int = 500) -> list[asyncpg.Record]:
+        return await self.db.fetch("SELECT * FROM alerts ORDER BY created_at DESC LIMIT $1", limit)
+
+    # ---- changes -------------------------------------------------------------------------------
+
+    async def add_order(self, order: domain.NewOrder, event: ev.Event) -> asyncpg.Record:
+        """The order, its first history row and its ORDER_INITIATED in the outbox (with the NOTIFY
+        that wakes the relay at commit): one statement, so on a connection outside a transaction
+        one implicit transaction and one round trip. A reused Idempotency-Key raises
+        asyncpg.UniqueViolationError."""
+        row = await self._uow().change_with_event(
+            "o AS (INSERT INTO orders(order_id, user_id, product_id, product_quantity, price, total_amount,"
+            " currency, payment_type, order_status, status_info, idempotency_key, request_hash, deadline_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'INITIATED',$9,$10,$11,$12) RETURNING *),"
+            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name, at)"
+            " SELECT order_id, 'INITIATED', status_info, $13, created_at FROM o)",
+            "o",
+            [
+                order.order_id,
+                order.user_id,
+                order.product_id,
+                order.quantity,
+                order.price,
+                order.total,
+                order.currency,
+                order.payment_type,
+                order.status_info,
+                order.idempotency_key,
+                order.request_hash,
+                order.deadline,
+                event.eventName,
+            ],
+            event,
+            returning="o.*",
+        )
+        assert row is not None  # an INSERT ... VALUES writes its row or raises
+        return row
+
+    async def save_change(self, row: Row, new: domain.OrderState, event_name: str) -> None:
+        """A transition with its history row, and the NOTIFY of live streams at commit (one
+        statement); with a failed refund, the operator's alert too (once per order)."""
+        await self.db.execute(
+            "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
+            " transaction_id=$6, version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1"
+            " RETURNING order_id),"
+            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+            " SELECT order_id, $2, $5, $7 FROM u)"
+            " SELECT pg_notify($8, order_id::text) FROM u",
+            row["order_id"],
+            new.status,
+            new.fail_reason,
+            new.refund_status,
+            new.status_info,
+            new.transaction_id,
+            event_name,
+            STATUS_CHANNEL,
+        )
+        if domain.needs_alert(new):
+            await self.db.execute(
+                "INSERT INTO alerts(order_id, user_id, kind, detail) VALUES ($1,$2,'REFUND_FAILED',$3)"
+                " ON CONFLICT DO NOTHING",
+                row["order_id"],
+                row["user_id"],
+                domain.refund_failed_detail(row["total_amount"], row["currency"]),
+            )
+
+    async def overdue(self, limit: int) -> list[asyncpg.Record]:
+        """In-flight orders past their deadline, oldest deadline first, locked; rows another
+        sweeper holds are skipped (SKIP LOCKED), so several sweepers are safe."""
+        return await self.db.fetch(
+            "SELECT * FROM orders WHERE order_status = ANY($1::text[]) AND deadline_at < clock_timestamp()"
+            " ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            [s.value for s in domain.IN_FLIGHT],
+            limit,
+        )
+
+
+class DeadLetterRepository:
+    """Order's copy of the dead-letter topic, and the replay of one of its messages."""
+
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, uow: PgUnitOfWork | None = None) -> None:
+        self.db = db
+        self.uow = uow
+
+    @classmethod
+    def of(cls, uow: PgUnitOfWork) -> DeadLetterRepository:
+        return cls(uow.conn, uow)
+
+    async def add(self, dlt_partition: int, dlt_offset: int, letter: Mapping[str, Any]) -> None:
+        """Keep a dead letter (its place in the dead-letter topic makes it once only)."""
+        await self.db.execute(
+            "INSERT INTO dead_letters(dlt_partition, dlt_offset, service, error, source_topic,"
+            " source_partition, source_offset, message_key, payload, payload_encoding)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
+            dlt_partition,
+            dlt_offset,
+            str(letter.get("service", "?")),
+            str(letter.get("error", "")),
+            str(letter.get("topic", "")),
+            int(letter.get("partition", -1)),
+            int(letter.get("offset", -1)),
+            str(letter.get("key", "")),
+            str(letter.get("payload", "")),
+            str(letter.get("payloadEncoding", "utf-8")),
+        )
+
+    async def latest(self, limit: int) -> list[asyncpg.Record]:
+        return await self.db.fetch("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
+
+    async def get_for_update(self, dead_letter_id: int) -> asyncpg.Record | None:
+        return await self.db.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
+
+    async def replay(self, row: Row) -> None:
+        """Put a dead letter's original bytes back on its topic (through the outbox; the unit of
+        work's topic when the letter names none), for the service that dead-lettered it only (the
+        others had handled or skipped it already), and mark it replayed."""
+        if self.uow is None:
+            raise RuntimeError("a replay stages a message: build the repository on a unit of work")
+        raw = base64.b64decode(row["payload"]) if row["payload_encoding"] == "base64" else row["payload"].encode()
+        await self.uow.stage_raw(
+            row["source_topic"] or self.uow.topic,
+            row["message_key"] or str(row["id"]),
+            "REPLAY",
+            raw,
+            {"replayOf": str(row["id"]), "replayFor": row["service"]},
+        )
+        await self.db.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", row["id"])

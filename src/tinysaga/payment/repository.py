@@ -1,0 +1,103 @@
+"""All of Payment's SQL: the payments table, one row per order Payment has acted on. Built on a pool
+(reads outside a transaction) or on a unit of work (writes, with the events that go with them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from tinysaga.contracts.events import Event
+from tinysaga.payment.domain import Payment, Status
+from tinysaga.platform.uow import PgUnitOfWork
+
+
+def payment_of(row: Mapping[str, Any]) -> Payment:
+    return Payment(
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=Status(row["status"]),
+        transaction_id=row["transaction_id"],
+        detail=row["detail"],
+    )
+
+
+class PaymentRepository:
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, uow: PgUnitOfWork | None = None) -> None:
+        self.db = db
+        self.uow = uow
+
+    @classmethod
+    def of(cls, uow: PgUnitOfWork) -> PaymentRepository:
+        """The repository of a unit of work (the handlers' factory)."""
+        return cls(uow.conn, uow)
+
+    def _uow(self) -> PgUnitOfWork:
+        if self.uow is None:
+            raise RuntimeError("this change stages an event: build the repository on a unit of work")
+        return self.uow
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    async def acted_on(self, order_ids: Sequence[str]) -> set[str]:
+        """The orders among `order_ids` that have a payment row (one query for a batch)."""
+        rows = await self.db.fetch("SELECT order_id FROM payments WHERE order_id = ANY($1::text[])", list(order_ids))
+        return {r["order_id"] for r in rows}
+
+    async def get(self, order_id: str) -> Payment | None:
+        row = await self.db.fetchrow("SELECT * FROM payments WHERE order_id=$1", order_id)
+        return None if row is None else payment_of(row)
+
+    async def void_pending(self, limit: int = 100) -> list[Payment]:
+        """The payments whose charge had an unknown outcome, longest waiting first."""
+        rows = await self.db.fetch(
+            "SELECT * FROM payments WHERE status=$1 ORDER BY updated_at LIMIT $2", Status.VOID_PENDING.value, limit
+        )
+        return [payment_of(r) for r in rows]
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    async def add(self, p: Payment, event: Event) -> bool:
+        """The payment row of a charge and its outcome event, in one statement. A row already there
+        for the order (the same order twice in one poll, under two eventIds) writes nothing and
+        stages nothing: the first one's event stands. False then."""
+        row = await self._uow().change_with_event(
+            "p AS (INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (order_id) DO NOTHING RETURNING 1)",
+            "p",
+            (p.order_id, p.user_id, p.amount, p.currency, p.status.value, p.transaction_id),
+            event,
+        )
+        return row is not None
+
+    async def add_unless_exists(self, p: Payment) -> None:
+        """A payment row without an event (a void before any charge); nothing if the order has one."""
+        await self.db.execute(
+            "INSERT INTO payments(order_id, user_id, amount, currency, status, detail)"
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+            p.order_id,
+            p.user_id,
+            p.amount,
+            p.currency,
+            p.status.value,
+            p.detail,
+        )
+
+    async def move(
+        self, order_id: str, from_status: Status, to: Status, detail: str, event: Event | None = None
+    ) -> bool:
+        """Change the payment's status (and detail) if it is still `from_status`; stage `event` with
+        the change. False when it was not (another delivery moved it first): nothing staged."""
+        changed = await self.db.fetchval(
+            "UPDATE payments SET status=$2, detail=$3, updated_at=now() WHERE order_id=$1 AND status=$4 RETURNING 1",
+            order_id,
+            to.value,
+            detail,
+            from_status.value,
+        )
+        if changed and event is not None:
+            await self._uow().stage(event)
+        return bool(changed)

@@ -1,0 +1,95 @@
+"""Fakes of the platform's edges, for unit tests of handlers without I/O: a unit of work that keeps
+what it staged and the event ids handled (committed only when the handler's block ends without an
+exception, as a transaction would), and a handler context like the consumer loop's. Each service's
+fake repository (in its test module) keeps its rows in dicts and stages its events on the unit of
+work it was built with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from tinysaga.contracts import docs, saga
+from tinysaga.contracts.events import Event
+from tinysaga.platform.consumer import AlreadyHandled
+
+_VALIDATORS = {name: jsonschema_rs.validator_for(schema) for name, schema in docs.event_schemas().items()}
+
+
+def check_wire(event: Event) -> None:
+    """The contract test of a producer: what it publishes validates against the JSON Schema of its
+    name (docs/events/)."""
+    _VALIDATORS[event.eventName].validate(orjson.loads(event.to_bytes()))
+
+
+@dataclass
+class FakeUnitOfWork:
+    topic: str = "order-topic"
+    published: list[Event] = field(default_factory=list)  # staged by committed transactions
+    handled: set[object] = field(default_factory=set)  # event ids recorded by committed transactions
+    _pending: list[Event] = field(default_factory=list)
+    commits: int = 0
+
+    async def stage(self, event: Event, topic: str | None = None) -> None:
+        check_wire(event)  # every event a handler stages is checked against its schema
+        self._pending.append(event)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
+        self._pending = []
+        try:
+            yield self
+        except BaseException:
+            self._pending = []
+            raise
+        self.published += self._pending
+        self._pending = []
+        self.commits += 1
+
+    def names(self) -> list[str]:
+        return [e.eventName for e in self.published]
+
+
+@dataclass
+class FakeContext:
+    """The consumer loop's HandlerContext, over a FakeUnitOfWork: a redelivered event (its id already
+    handled) raises AlreadyHandled as the real one does, and nothing of it is done twice."""
+
+    event: Event
+    uow: FakeUnitOfWork
+    prepared: Any = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
+        if self.event.eventId in self.uow.handled:
+            raise AlreadyHandled
+        async with self.uow.transaction() as uow:
+            yield uow
+            uow.handled.add(self.event.eventId)
+
+
+async def deliver(
+    participant: str,
+    handlers: dict[str, Any],
+    event: Event,
+    uow: FakeUnitOfWork,
+    prepared: Any = None,
+    topic: str = saga.ORDER_TOPIC,
+) -> bool:
+    """Hand an event to the participant's handler of the step the saga definition routes it to, as
+    the consumer loop does (`handlers` by step name, checked against the definition). False when the
+    participant does not handle the event or it was a duplicate (skipped quietly)."""
+    saga.check_handlers(participant, topic, handlers)
+    step = saga.routes(participant, topic).get(event.eventName)
+    if step is None:
+        return False
+    try:
+        await handlers[step.name](event, FakeContext(event, uow, prepared))
+    except AlreadyHandled:
+        return False
+    return True

@@ -1,0 +1,242 @@
+"""A fake of Order's repository: the orders, their history and the alerts in dicts and lists, with
+the same named methods as `tinysaga.order.repository.OrderRepository`. Rows are dicts with the
+orders table's columns (what the handlers read of an asyncpg.Record). The store is not rolled back
+with a failed unit of work (only the staged events are): the tests do not need it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from tests.unit.fakes import FakeUnitOfWork
+from tinysaga.contracts import events as ev
+from tinysaga.order import domain
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FakeOrders:
+    """The tables, and the clock the deadlines are compared with."""
+
+    orders: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    alert_rows: dict[tuple[uuid.UUID, str], dict[str, Any]] = field(default_factory=dict)
+    notified: list[str] = field(default_factory=list)  # pg_notify of the status channel, in order
+    now: datetime = T0
+    tick: int = 0
+
+    def of(self, uow: FakeUnitOfWork) -> FakeOrderRepository:
+        """The repository of a unit of work (the handlers' factory)."""
+        return FakeOrderRepository(self, uow)
+
+    def clock(self) -> datetime:
+        self.tick += 1
+        return self.now + timedelta(microseconds=self.tick)
+
+    def put(
+        self,
+        status: domain.Status = domain.Status.INITIATED,
+        *,
+        fail_reason: domain.FailReason | None = None,
+        refund_status: domain.Refund | None = None,
+        deadline_in: float = 60.0,
+        transaction_id: str | None = None,
+        **columns: Any,
+    ) -> uuid.UUID:
+        """An order as the tests need it, with its first history row."""
+        order_id = uuid.uuid4()
+        at = self.clock()
+        row = {
+            "order_id": order_id,
+            "user_id": "user-1",
+            "product_id": "PROD-1",
+            "product_quantity": 2,
+            "price": Decimal("10.00"),
+            "total_amount": Decimal("20.00"),
+            "currency": "USD",
+            "payment_type": "WALLET",
+            "order_status": status.value,
+            "fail_reason": fail_reason,
+            "refund_status": refund_status,
+            "status_info": domain.NEW_ORDER_INFO,
+            "transaction_id": transaction_id,
+            "idempotency_key": None,
+            "request_hash": None,
+            "deadline_at": self.now + timedelta(seconds=deadline_in),
+            "version": 1,
+            "created_at": at,
+            "updated_at": at,
+            **columns,
+        }
+        self.orders[order_id] = row
+        self.history.append(
+            {
+                "order_id": order_id,
+                "order_status": status.value,
+                "status_info": row["status_info"],
+                "event_name": ev.ORDER_INITIATED,
+                "at": at,
+            }
+        )
+        return order_id
+
+    def events_of(self, order_id: uuid.UUID) -> list[str]:
+        return [h["event_name"] for h in self.history if h["order_id"] == order_id]
+
+
+@dataclass
+class FakeOrderRepository:
+    db: FakeOrders
+    uow: FakeUnitOfWork | None = None
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    async def get(self, order_id: uuid.UUID) -> dict[str, Any] | None:
+        """A copy of the order's row, or None."""
+        row = self.db.orders.get(order_id)
+        return dict(row) if row is not None else None
+
+    async def get_for_update(self, order_id: uuid.UUID) -> dict[str, Any] | None:
+        """As `get` (nothing else runs concurrently here to lock against)."""
+        return await self.get(order_id)
+
+    async def by_idempotency_key(self, user_id: str, key: str | None) -> dict[str, Any] | None:
+        """The user's order made with that key, or None (a None key matches nothing, as SQL's =)."""
+        for row in self.db.orders.values():
+            if key is not None and row["user_id"] == user_id and row["idempotency_key"] == key:
+                return dict(row)
+        return None
+
+    async def list_for_user(
+        self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[dict[str, Any]]:
+        """The user's orders by (created_at, order_id) descending, after `after` if given."""
+        rows = sorted(
+            (r for r in self.db.orders.values() if r["user_id"] == user_id),
+            key=lambda r: (r["created_at"], r["order_id"]),
+            reverse=True,
+        )
+        if after is not None:
+            rows = [r for r in rows if (r["created_at"], r["order_id"]) < after]
+        return [dict(r) for r in rows[:limit]]
+
+    async def history(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The order's history rows, oldest first."""
+        return [dict(h) for h in self.db.history if h["order_id"] == order_id]
+
+    async def was_timed_out(self, order_id: uuid.UUID) -> bool | None:
+        """Whether its history holds ORDER_TIMED_OUT; None for no such order."""
+        if order_id not in self.db.orders:
+            return None
+        return ev.ORDER_TIMED_OUT in self.db.events_of(order_id)
+
+    async def recent(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """The latest orders (of `status` if given), newest first."""
+        rows = sorted(self.db.orders.values(), key=lambda r: r["created_at"], reverse=True)
+        return [dict(r) for r in rows if status is None or r["order_status"] == status][:limit]
+
+    async def steps_of(self, order_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+        """The history rows of these orders, in the order written."""
+        return [dict(h) for h in self.db.history if h["order_id"] in set(order_ids)]
+
+    async def alerts(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The alerts, newest first."""
+        return sorted(self.db.alert_rows.values(), key=lambda a: a["created_at"], reverse=True)[:limit]
+
+    # ---- changes -------------------------------------------------------------------------------
+
+    async def add_order(self, order: domain.NewOrder, event: ev.Event) -> dict[str, Any]:
+        """The order INITIATED, its first history row, and its event staged; a key the user
+        already used raises UniqueViolationError and writes nothing."""
+        assert self.uow is not None
+        if order.idempotency_key is not None and await self.by_idempotency_key(order.user_id, order.idempotency_key):
+            raise asyncpg.UniqueViolationError("orders_user_idem")
+        at = self.db.clock()
+        row = {
+            "order_id": order.order_id,
+            "user_id": order.user_id,
+            "product_id": order.product_id,
+            "product_quantity": order.quantity,
+            "price": order.price,
+            "total_amount": order.total,
+            "currency": order.currency,
+            "payment_type": order.payment_type,
+            "order_status": domain.Status.INITIATED.value,
+            "fail_reason": None,
+            "refund_status": None,
+            "status_info": order.status_info,
+            "transaction_id": None,
+            "idempotency_key": order.idempotency_key,
+            "request_hash": order.request_hash,
+            "deadline_at": order.deadline,
+            "version": 1,
+            "created_at": at,
+            "updated_at": at,
+        }
+        self.db.orders[order.order_id] = row
+        self.db.history.append(
+            {
+                "order_id": order.order_id,
+                "order_status": "INITIATED",
+                "status_info": order.status_info,
+                "event_name": event.eventName,
+                "at": at,
+            }
+        )
+        await self.uow.stage(event)
+        return dict(row)
+
+    async def save_change(self, row: Any, new: domain.OrderState, event_name: str) -> None:
+        """The transition (version + 1), its history row, the NOTIFY; a REFUND_FAILED alert once per order."""
+        order_id = row["order_id"]
+        current = self.db.orders[order_id]
+        at = self.db.clock()
+        current.update(
+            order_status=new.status.value,
+            fail_reason=new.fail_reason,
+            refund_status=new.refund_status,
+            status_info=new.status_info,
+            transaction_id=new.transaction_id,
+            version=current["version"] + 1,
+            updated_at=at,
+        )
+        self.db.history.append(
+            {
+                "order_id": order_id,
+                "order_status": new.status.value,
+                "status_info": new.status_info,
+                "event_name": event_name,
+                "at": at,
+            }
+        )
+        self.db.notified.append(str(order_id))
+        if domain.needs_alert(new):
+            self.db.alert_rows.setdefault(
+                (order_id, "REFUND_FAILED"),
+                {
+                    "order_id": order_id,
+                    "user_id": row["user_id"],
+                    "kind": "REFUND_FAILED",
+                    "detail": domain.refund_failed_detail(row["total_amount"], row["currency"]),
+                    "created_at": at,
+                },
+            )
+
+    async def overdue(self, limit: int) -> list[dict[str, Any]]:
+        """In-flight orders whose deadline is before the clock, oldest deadline first, at most `limit`."""
+        rows = sorted(
+            (
+                r
+                for r in self.db.orders.values()
+                if r["order_status"] in domain.IN_FLIGHT and r["deadline_at"] < self.db.now
+            ),
+            key=lambda r: r["deadline_at"],
+        )
+        return [dict(r) for r in rows[:limit]]

@@ -1,0 +1,402 @@
+"""Inventory's steps (`reserve`, `release`) against a fake repository and a fake Order client, and
+the reservation rule itself (`tinysaga.inventory.domain`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.fakes import FakeUnitOfWork, deliver
+from tinysaga.contracts import events as ev
+from tinysaga.inventory.domain import (
+    CANCELLED,
+    INVENTORY_NOT_AVAILABLE,
+    REJECTED,
+    RELEASED,
+    RESERVED,
+    Release,
+    Reserve,
+    Status,
+    release,
+    reserve,
+)
+from tinysaga.inventory.handlers import handlers, reply
+from tinysaga.inventory.repository import InventoryRepository, Reservation
+from tinysaga.platform.calls import Unreachable
+from tinysaga.platform.uow import PgUnitOfWork
+
+INVENTORY = "inventory"
+
+
+@dataclass
+class FakeInventory:
+    """Products' stock and reservations in dicts; `of(uow)` is the repository of a unit of work,
+    with the same named methods as `InventoryRepository`."""
+
+    stock: dict[str, int] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+
+    def of(self, uow: FakeUnitOfWork) -> FakeInventoryRepository:
+        return FakeInventoryRepository(self, uow)
+
+
+@dataclass
+class FakeInventoryRepository:
+    db: FakeInventory
+    uow: FakeUnitOfWork
+
+    async def lock_reservation(self, order_id: str) -> Reservation | None:
+        """The order's reservation row, or None."""
+        return self.db.reservations.get(order_id)
+
+    async def take_stock(self, product_id: str, quantity: int) -> Reserve:
+        """domain.reserve for an order without a row; takes the quantity on RESERVE (unknown product: 0 in stock)."""
+        decision = reserve(self.db.stock.get(product_id, 0), quantity, None)
+        if decision is Reserve.RESERVE:
+            self.db.stock[product_id] -= quantity
+        return decision
+
+    async def add_reservation(self, order_id: str, product_id: str, quantity: int, status: Status, event: Any) -> None:
+        """The row (the primary key refuses a second) and its event, staged with it."""
+        assert order_id not in self.db.reservations, "unique violation"
+        self.db.reservations[order_id] = Reservation(product_id, quantity, status)
+        await self.uow.stage(event)
+
+    async def cancel(self, order_id: str, product_id: str, quantity: int) -> None:
+        """A CANCELLED row for an order with none."""
+        assert order_id not in self.db.reservations, "unique violation"
+        self.db.reservations[order_id] = Reservation(product_id, quantity, CANCELLED)
+
+    async def give_back(self, order_id: str, product_id: str, quantity: int) -> None:
+        """The quantity back in stock, the row RELEASED."""
+        self.db.stock[product_id] = self.db.stock.get(product_id, 0) + quantity
+        r = self.db.reservations[order_id]
+        self.db.reservations[order_id] = Reservation(r.product_id, r.quantity, RELEASED)
+
+
+@dataclass
+class FakeOrders:
+    """Order's answer to "did you time this order out?", and who was asked about."""
+
+    timed_out_orders: set[str] = field(default_factory=set)
+    asked: list[str] = field(default_factory=list)
+    down: bool = False
+
+    async def timed_out(self, order_id: str) -> bool:
+        self.asked.append(order_id)
+        if self.down:
+            raise Unreachable("no replica of order answered")
+        return order_id in self.timed_out_orders
+
+
+@dataclass
+class World:
+    inventory: FakeInventory
+    orders: FakeOrders
+    uow: FakeUnitOfWork
+
+    @property
+    def hs(self) -> dict[str, Any]:
+        return handlers(self.inventory.of, self.orders)
+
+    async def deliver(self, event: ev.Event) -> bool:
+        return await deliver(INVENTORY, self.hs, event, self.uow)
+
+
+@pytest.fixture
+def world() -> World:
+    return World(FakeInventory(stock={"widget": 5}), FakeOrders(), FakeUnitOfWork())
+
+
+def payment_done(order_id: str = "o1", quantity: int = 2, **fields: Any) -> ev.Event:
+    base: dict[str, Any] = {
+        "orderId": order_id,
+        "userId": "u1",
+        "paymentType": "WALLET",
+        "productId": "widget",
+        "productQuantity": quantity,
+        "price": Decimal("3.00"),
+        "totalAmount": Decimal("3.00") * quantity,
+        "currency": "USD",
+        "transactionId": "t1",
+    }
+    return ev.new_event(ev.PAYMENT_DONE, correlation_id=order_id, **{**base, **fields})
+
+
+def timed_out(order_id: str = "o1", quantity: int = 2) -> ev.Event:
+    return ev.new_event(
+        ev.ORDER_TIMED_OUT,
+        correlation_id=order_id,
+        orderId=order_id,
+        userId="u1",
+        productId="widget",
+        productQuantity=quantity,
+        failReason="TIMEOUT",
+    )
+
+
+def again(event: ev.Event) -> ev.Event:
+    """The same order's event under a new eventId (a producer's retry)."""
+    return event.model_copy(update={"eventId": uuid.uuid4()})
+
+
+# ---- reserve -------------------------------------------------------------------------------------
+
+
+async def test_reserve_takes_the_stock_and_answers_reserved(world: World) -> None:
+    assert await world.deliver(payment_done(quantity=2))
+    assert world.inventory.stock["widget"] == 3
+    assert world.inventory.reservations["o1"] == Reservation("widget", 2, RESERVED)
+    [answer] = world.uow.published
+    assert answer.eventName == ev.INVENTORY_RESERVED and isinstance(answer, ev.InventoryReserved)
+    assert (answer.orderId, answer.userId, answer.productId, answer.productQuantity) == ("o1", "u1", "widget", 2)
+    assert answer.orderStatus == ev.INVENTORY_RESERVED and answer.totalAmount == Decimal("6.00")
+    assert answer.correlationId == "o1" and answer.transactionId == "t1"
+
+
+async def test_reserve_without_enough_stock_takes_nothing_and_answers_insufficient(world: World) -> None:
+    assert await world.deliver(payment_done(quantity=6))
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == REJECTED
+    [answer] = world.uow.published
+    assert answer.eventName == ev.INVENTORY_INSUFFICIENT
+    assert answer.inventoryFailReason == INVENTORY_NOT_AVAILABLE and answer.isPartialOrder is False
+
+
+async def test_reserve_of_an_unknown_product_is_rejected(world: World) -> None:
+    assert await world.deliver(payment_done(productId="nope"))
+    assert world.inventory.reservations["o1"].status == REJECTED
+    assert world.uow.names() == [ev.INVENTORY_INSUFFICIENT]
+
+
+async def test_a_redelivered_payment_reserves_once(world: World) -> None:
+    e = payment_done()
+    assert await world.deliver(e)
+    assert not await world.deliver(e)  # same eventId: skipped
+    assert world.inventory.stock["widget"] == 3
+    assert world.uow.names() == [ev.INVENTORY_RESERVED]
+
+
+async def test_the_same_order_under_a_new_event_id_gets_no_second_reservation(world: World) -> None:
+    e, retry = payment_done(), again(payment_done())
+    assert await world.deliver(e)
+    assert await world.deliver(retry)  # recorded as handled, nothing done
+    assert retry.eventId in world.uow.handled
+    assert world.inventory.stock["widget"] == 3
+    assert world.inventory.reservations["o1"] == Reservation("widget", 2, RESERVED)
+    assert world.uow.names() == [ev.INVENTORY_RESERVED]
+
+
+async def test_a_rejected_order_is_not_reserved_later_either(world: World) -> None:
+    assert await world.deliver(payment_done(quantity=6))
+    world.inventory.stock["widget"] = 100
+    assert await world.deliver(again(payment_done(quantity=6)))
+    assert world.inventory.stock["widget"] == 100
+    assert world.uow.names() == [ev.INVENTORY_INSUFFICIENT]
+
+
+@pytest.mark.parametrize("missing", ["orderId", "productId", "productQuantity", "userId"])
+async def test_a_payment_without_what_a_reservation_needs_is_refused(world: World, missing: str) -> None:
+    fields = payment_done().model_dump()
+    fields[missing] = None
+    bad = ev.Event.model_validate({**fields, "eventName": ev.PAYMENT_DONE})
+    with pytest.raises(ValueError, match=missing):
+        await world.deliver(bad)
+    assert world.inventory.stock["widget"] == 5 and not world.inventory.reservations
+    assert not world.uow.published and not world.uow.handled
+
+
+# ---- release -------------------------------------------------------------------------------------
+
+
+async def test_a_timeout_gives_a_reservation_back_once(world: World) -> None:
+    world.orders.timed_out_orders.add("o1")
+    assert await world.deliver(payment_done(quantity=2))
+    t = timed_out()
+    assert await world.deliver(t)
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == RELEASED
+    assert not await world.deliver(t)  # redelivered
+    assert await world.deliver(again(t))  # Order's retry: the row is RELEASED already
+    assert world.inventory.stock["widget"] == 5
+    assert world.uow.names() == [ev.INVENTORY_RESERVED]  # the release answers nothing
+
+
+async def test_a_timeout_before_the_payment_blocks_a_late_reservation(world: World) -> None:
+    world.orders.timed_out_orders.add("o1")
+    assert await world.deliver(timed_out(quantity=2))
+    assert world.inventory.reservations["o1"] == Reservation("widget", 2, CANCELLED)
+    assert await world.deliver(payment_done(quantity=2))  # the late PAYMENT_DONE
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == CANCELLED
+    assert not world.uow.published
+
+
+async def test_a_timeout_of_a_rejected_order_changes_nothing(world: World) -> None:
+    world.orders.timed_out_orders.add("o1")
+    assert await world.deliver(payment_done(quantity=6))
+    assert await world.deliver(timed_out(quantity=6))
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == REJECTED
+
+
+async def test_a_forged_timeout_changes_nothing(world: World) -> None:
+    assert await world.deliver(payment_done(quantity=2))
+    t = timed_out()
+    assert await world.deliver(t)  # Order did not time o1 out
+    assert world.orders.asked == ["o1"]
+    assert world.inventory.stock["widget"] == 3
+    assert world.inventory.reservations["o1"].status == RESERVED
+    assert t.eventId in world.uow.handled  # recorded: a redelivery is skipped
+    assert not await world.deliver(t)
+    assert world.inventory.stock["widget"] == 3 and world.inventory.reservations["o1"].status == RESERVED
+
+
+async def test_a_forged_timeout_of_an_unknown_order_blocks_nothing(world: World) -> None:
+    assert await world.deliver(timed_out("o2"))
+    assert not world.inventory.reservations
+    assert await world.deliver(payment_done("o2"))
+    assert world.inventory.reservations["o2"].status == RESERVED
+
+
+async def test_a_timeout_while_order_is_unreachable_is_retried_not_recorded(world: World) -> None:
+    world.orders.down = True
+    t = timed_out()
+    with pytest.raises(OSError):
+        await world.deliver(t)
+    assert t.eventId not in world.uow.handled and not world.inventory.reservations
+
+
+async def test_a_timeout_without_an_order_is_refused_before_asking_order(world: World) -> None:
+    fields = timed_out().model_dump()
+    fields["orderId"] = None
+    with pytest.raises(ValueError, match="orderId"):
+        await world.deliver(ev.Event.model_validate({**fields, "eventName": ev.ORDER_TIMED_OUT}))
+    assert world.orders.asked == [] and not world.uow.handled
+
+
+async def test_inventory_handles_only_its_triggers(world: World) -> None:
+    initiated = ev.new_event(
+        ev.ORDER_INITIATED,
+        correlation_id="o1",
+        orderId="o1",
+        userId="u1",
+        paymentType="WALLET",
+        productId="widget",
+        productQuantity=1,
+        price=Decimal(1),
+        totalAmount=Decimal(1),
+        currency="USD",
+    )
+    assert not await world.deliver(initiated)
+    assert not world.uow.handled
+
+
+# ---- the rule, pure ------------------------------------------------------------------------------
+
+
+def test_reserve_rule() -> None:
+    assert reserve(5, 5, None) is Reserve.RESERVE
+    assert reserve(5, 6, None) is Reserve.REJECT
+    assert reserve(0, 1, None) is Reserve.REJECT
+    for prior in Status:
+        assert reserve(100, 1, prior) is Reserve.ALREADY
+
+
+def test_release_rule() -> None:
+    assert release(None) is Release.CANCEL
+    assert release(RESERVED) is Release.RELEASE
+    for prior in (REJECTED, RELEASED, CANCELLED):
+        assert release(prior) is Release.NOTHING
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["pay", "timeout"]), st.integers(0, 5), st.integers(1, 7)),
+    max_size=30,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(initial=st.integers(0, 20), steps=ops)
+def test_stock_never_goes_negative_and_nothing_is_lost(initial: int, steps: list[tuple[str, int, int]]) -> None:
+    """Any order of payments and timeouts (each repeated, in any order): the stock stays >= 0, and
+    what is in stock plus what is RESERVED is what there was."""
+    stock = initial
+    rows: dict[int, tuple[int, Status]] = {}
+    for kind, order, quantity in steps:
+        prior = rows.get(order)
+        if kind == "pay":
+            decision = reserve(stock, quantity, None if prior is None else prior[1])
+            if decision is Reserve.RESERVE:
+                stock -= quantity
+                rows[order] = (quantity, RESERVED)
+            elif decision is Reserve.REJECT:
+                rows[order] = (quantity, REJECTED)
+        else:
+            match release(None if prior is None else prior[1]):
+                case Release.RELEASE:
+                    assert prior is not None
+                    stock += prior[0]
+                    rows[order] = (prior[0], RELEASED)
+                case Release.CANCEL:
+                    rows[order] = (quantity, CANCELLED)
+                case Release.NOTHING:
+                    pass
+        assert stock >= 0
+        assert stock + sum(q for q, s in rows.values() if s == RESERVED) == initial
+
+
+@settings(max_examples=50, deadline=None)
+@given(initial=st.integers(0, 20), steps=ops)
+def test_the_handlers_keep_the_stock_whole(initial: int, steps: list[tuple[str, int, int]]) -> None:
+    """The same through the handlers and the fake repository, every timeout confirmed by Order."""
+    w = World(FakeInventory(stock={"widget": initial}), FakeOrders(), FakeUnitOfWork())
+
+    async def run() -> None:
+        for kind, order, quantity in steps:
+            oid = f"o{order}"
+            if kind == "pay":
+                await w.deliver(payment_done(oid, quantity))
+            else:
+                w.orders.timed_out_orders.add(oid)
+                await w.deliver(timed_out(oid, quantity))
+            reserved = sum(r.quantity for r in w.inventory.reservations.values() if r.status == RESERVED)
+            assert 0 <= w.inventory.stock["widget"] and w.inventory.stock["widget"] + reserved == initial
+        # one answer per order that paid before it timed out
+        answered = [e.orderId for e in w.uow.published]
+        assert len(answered) == len(set(answered))
+
+    asyncio.run(run())
+
+
+# ---- the real repository's one-statement write ---------------------------------------------------
+
+
+@dataclass
+class RecordingConnection:
+    """Keeps the statements it is given (no database)."""
+
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    async def fetchrow(self, sql: str, *args: Any) -> None:
+        self.statements.append((sql, args))
+
+
+async def test_the_reservation_row_and_its_answer_are_one_statement() -> None:
+    conn = RecordingConnection()
+    repo = InventoryRepository.of(PgUnitOfWork(conn, "order-topic"))  # type: ignore[arg-type]
+    answer = reply(ev.INVENTORY_RESERVED, payment_done())
+    await repo.add_reservation("o1", "widget", 2, RESERVED, answer)
+    [(sql, args)] = conn.statements
+    assert sql.startswith("WITH r AS (INSERT INTO reservations(order_id, product_id, quantity, status)")
+    assert "INSERT INTO outbox" in sql and "FROM r LIMIT 1" in sql and "pg_notify" in sql
+    assert args[:4] == ("o1", "widget", 2, "RESERVED") and len(args) == 9
+    assert args[4:7] == ("order-topic", "o1", ev.INVENTORY_RESERVED)
+    assert "$9" in sql and "$10" not in sql

@@ -1,0 +1,314 @@
+"""Notification's steps (`notify`, `remember_contact`) against a fake repository, and what the
+deliverer does with a due notification (`tinysaga.notification.domain.delivery_for`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.unit.fakes import FakeUnitOfWork, deliver
+from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
+from tinysaga.notification.adapters import ChannelDown, Undeliverable
+from tinysaga.notification.domain import CONTACT_WAITS, Action, Delivery, delivery_for, subject_for
+from tinysaga.notification.handlers import Deliverer, NotificationHandlers, retry_pause
+from tinysaga.platform.retry import NOTIFICATION, pause
+
+NOTIFICATION_SVC = "notification"
+
+
+@dataclass
+class FakeNotifications:
+    """Notifications keyed as the table's unique key (order, type, channel), and contacts by user;
+    `of(uow)` is the repository of a unit of work, with the same named methods as
+    `NotificationRepository`."""
+
+    rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wakes: int = 0  # the NOTIFYs that would wake the deliverer
+
+    def of(self, uow: FakeUnitOfWork) -> FakeNotifications:
+        return self
+
+    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None:
+        """Both channels' rows unless the (order, type, channel) has one; a wake-up when any was added."""
+        added = False
+        for channel in ("EMAIL", "SMS"):
+            key = (order_id, kind, channel)
+            if key not in self.rows:
+                self.rows[key] = {"user_id": user_id, "message": message, "status": "PENDING", "attempts": 0}
+                added = True
+        self.wakes += added
+
+    async def remember_contact(
+        self, user_id: str | None, email: str | None, phone: str | None, name: str | None
+    ) -> None:
+        """Insert or replace the user's contact (a missing user id is refused, as NOT NULL does)."""
+        assert user_id is not None, "not-null violation"
+        self.contacts[user_id] = {"email": email, "phone": phone, "name": name}
+
+
+@pytest.fixture
+def store() -> FakeNotifications:
+    return FakeNotifications()
+
+
+@pytest.fixture
+def uow() -> FakeUnitOfWork:
+    return FakeUnitOfWork()
+
+
+def order_handlers(store: FakeNotifications) -> dict[str, Any]:
+    return NotificationHandlers(store.of).on_order_topic()
+
+
+def user_handlers(store: FakeNotifications) -> dict[str, Any]:
+    return NotificationHandlers(store.of).on_user_topic()
+
+
+def saga_event(name: str, order_id: str = "o1", user_id: str | None = "u1", **fields: Any) -> ev.Event:
+    base: dict[str, Any] = {
+        "orderId": order_id,
+        "userId": user_id,
+        "productId": "widget",
+        "productQuantity": 2,
+        "totalAmount": Decimal("6.00"),
+        "currency": "USD",
+        "failReason": "TIMEOUT",
+    }
+    return ev.new_event(name, correlation_id=order_id, **{**base, **fields})
+
+
+def registered(user_id: str | None = "u1", **fields: Any) -> ev.Event:
+    base: dict[str, Any] = {"userId": user_id, "email": "ann@example.com", "name": "Ann", "phone": "+15550100"}
+    return ev.new_event(ev.USER_REGISTERED, correlation_id=str(user_id), **{**base, **fields})
+
+
+async def notify(store: FakeNotifications, uow: FakeUnitOfWork, event: ev.Event) -> bool:
+    return await deliver(NOTIFICATION_SVC, order_handlers(store), event, uow)
+
+
+# ---- notify --------------------------------------------------------------------------------------
+
+
+async def test_an_outcome_adds_one_notification_per_channel(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    assert set(store.rows) == {("o1", "PAYMENT_DONE", "EMAIL"), ("o1", "PAYMENT_DONE", "SMS")}
+    assert all(r["user_id"] == "u1" and "6.00 USD" in r["message"] for r in store.rows.values())
+    assert store.wakes == 1
+    assert not uow.published  # a notification is no event of the saga
+
+
+async def test_each_type_of_an_order_is_its_own_pair(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    for name in (ev.PAYMENT_DONE, ev.INVENTORY_INSUFFICIENT, ev.REFUND_DONE, ev.ORDER_TIMED_OUT):
+        assert await notify(store, uow, saga_event(name))
+    kinds = {k for (_, k, _) in store.rows}
+    assert kinds == {"PAYMENT_DONE", "INVENTORY_INSUFFICIENT", "REFUND_DONE", "ORDER_TIMED_OUT"}
+    assert len(store.rows) == 8
+
+
+async def test_the_seed_alias_notifies_as_the_canonical_name(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    assert await notify(store, uow, saga_event(ev.INVENTORY_RESERVED_SEED_ALIAS))
+    assert {k for (_, k, _) in store.rows} == {"ORDER_PLACED"}
+
+
+async def test_a_redelivered_event_adds_nothing(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    e = saga_event(ev.PAYMENT_DONE)
+    assert await notify(store, uow, e)
+    assert not await notify(store, uow, e)
+    assert len(store.rows) == 2 and store.wakes == 1
+
+
+async def test_the_same_order_and_type_under_a_new_event_id_adds_nothing(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    e = saga_event(ev.PAYMENT_DONE)
+    retry = e.model_copy(update={"eventId": uuid.uuid4()})
+    assert await notify(store, uow, e)
+    assert await notify(store, uow, retry)
+    assert retry.eventId in uow.handled
+    assert len(store.rows) == 2 and store.wakes == 1
+
+
+async def test_an_event_naming_another_user_for_the_same_order_and_type_adds_nothing(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE, user_id="mallory"))
+    assert len(store.rows) == 2 and {r["user_id"] for r in store.rows.values()} == {"u1"}
+
+
+async def test_an_event_that_tells_the_user_nothing_adds_nothing(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    e = saga_event(ev.REFUND_INITIATED)  # handled by the step, but says nothing to the user
+    assert await notify(store, uow, e)
+    assert not store.rows and e.eventId in uow.handled
+
+
+async def test_an_event_without_its_order_or_user_adds_nothing_and_is_not_retried(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    for e in (saga_event(ev.PAYMENT_DONE, user_id=None), saga_event(ev.PAYMENT_DONE, order_id="")):
+        assert await notify(store, uow, e)  # recorded as handled: nothing to tell
+        assert e.eventId in uow.handled
+    assert not store.rows
+
+
+async def test_notify_does_not_take_events_of_other_steps(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    initiated = saga_event(ev.ORDER_INITIATED, paymentType="WALLET", price=Decimal("3.00"))
+    assert not await notify(store, uow, initiated)
+    assert not store.rows and not uow.handled
+
+
+# ---- remember_contact ----------------------------------------------------------------------------
+
+
+async def remember(store: FakeNotifications, uow: FakeUnitOfWork, event: ev.Event) -> bool:
+    return await deliver(NOTIFICATION_SVC, user_handlers(store), event, uow, topic=saga.USER_TOPIC)
+
+
+async def test_remember_contact_keeps_the_latest(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    assert await remember(store, uow, registered())
+    assert store.contacts["u1"] == {"email": "ann@example.com", "phone": "+15550100", "name": "Ann"}
+    assert await remember(store, uow, registered(email="ann@new.example", phone=None))
+    assert store.contacts["u1"] == {"email": "ann@new.example", "phone": None, "name": "Ann"}
+    assert len(store.contacts) == 1
+
+
+async def test_a_redelivered_registration_is_skipped(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    e = registered()
+    assert await remember(store, uow, e)
+    store.contacts.clear()
+    assert not await remember(store, uow, e)
+    assert not store.contacts
+
+
+async def test_a_registration_without_a_user_is_refused(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    with pytest.raises(ValueError, match="userId"):
+        await remember(store, uow, registered(user_id=None))
+    assert not store.contacts and not uow.handled
+
+
+def test_each_topic_has_its_step() -> None:
+    hs = NotificationHandlers(FakeNotifications().of)
+    saga.check_handlers(NOTIFICATION_SVC, saga.ORDER_TOPIC, hs.on_order_topic())
+    saga.check_handlers(NOTIFICATION_SVC, saga.USER_TOPIC, hs.on_user_topic())
+
+
+# ---- the deliverer's decision --------------------------------------------------------------------
+
+
+def test_a_known_address_is_sent_to() -> None:
+    assert delivery_for("EMAIL", True, "a@x.io", None, 0) == Delivery(Action.SEND, "a@x.io")
+    assert delivery_for("SMS", True, None, "+1555", 3) == Delivery(Action.SEND, "+1555")
+
+
+def test_without_a_contact_it_waits_then_gives_up() -> None:
+    for attempts in range(CONTACT_WAITS):
+        assert delivery_for("EMAIL", False, None, None, attempts) == Delivery(Action.RETRY, reason="no contact yet")
+    assert delivery_for("SMS", False, None, None, CONTACT_WAITS) == Delivery(Action.SKIP, reason="no contact")
+
+
+def test_a_known_user_without_that_address_is_skipped_at_once() -> None:
+    assert delivery_for("SMS", True, "a@x.io", None, 0) == Delivery(Action.SKIP, reason="no phone number")
+    assert delivery_for("EMAIL", True, "", "+1555", 0) == Delivery(Action.SKIP, reason="no email address")
+
+
+def test_the_retry_pause_is_the_old_schedule() -> None:
+    for attempts in range(12):
+        assert retry_pause(attempts) == min(60.0, 0.5 * 2**attempts) == pause(NOTIFICATION, attempts + 1)
+
+
+def test_the_subject_names_the_type() -> None:
+    assert subject_for("ORDER_TIMED_OUT") == "Tiny-Saga: order timed out"
+
+
+# ---- a delivery round ----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeDue:
+    """The deliverer's side of `NotificationRepository`: due rows (dicts like the query's records),
+    and what the round marked."""
+
+    due: list[dict[str, Any]]
+    db: object = "conn"
+    sent: list[object] = field(default_factory=list)
+    skipped: list[tuple[object, str]] = field(default_factory=list)
+    retried: list[tuple[object, str, float]] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeDue]:
+        yield self
+
+    async def lock_due(self, limit: int) -> list[dict[str, Any]]:
+        """The due rows, at most `limit`."""
+        return self.due[:limit]
+
+    async def mark_sent(self, ids: list[object]) -> None:
+        self.sent += ids
+
+    async def mark_skipped(self, skipped: list[tuple[object, str]]) -> None:
+        self.skipped += skipped
+
+    async def retry_later(self, notification_id: object, error: str, pause_seconds: float) -> None:
+        self.retried.append((notification_id, error[:500], pause_seconds))
+
+
+@dataclass
+class FakeChannel:
+    """An email or SMS channel: what it sent, and the error it raises for an address."""
+
+    fails: dict[str, Exception] = field(default_factory=dict)
+    sent: list[tuple[Any, ...]] = field(default_factory=list)
+
+    async def send(self, *args: Any) -> None:
+        to = args[-3] if len(args) == 4 else args[0]
+        if to in self.fails:
+            raise self.fails[to]
+        self.sent.append(args)
+
+    async def close(self) -> None:
+        pass
+
+
+def due(
+    n: int, channel: str, *, known: bool = True, email: str | None = None, phone: str | None = None, attempts: int = 0
+) -> dict[str, Any]:
+    return {
+        "notification_id": n,
+        "channel": channel,
+        "type": "PAYMENT_DONE",
+        "message": f"message {n}",
+        "known": known,
+        "email": email,
+        "phone": phone,
+        "attempts": attempts,
+    }
+
+
+async def test_a_round_sends_retries_and_skips_each_row_on_its_own() -> None:
+    repo = FakeDue(
+        [
+            due(1, "EMAIL", email="ann@example.com"),
+            due(2, "SMS", phone="+1555"),
+            due(3, "EMAIL", email="down@example.com", attempts=2),
+            due(4, "EMAIL", email="bad@example.com"),
+            due(5, "SMS", known=False, attempts=1),
+            due(6, "SMS", email="ann@example.com"),
+        ]
+    )
+    email = FakeChannel({"down@example.com": ChannelDown("smtp: refused"), "bad@example.com": Undeliverable("no")})
+    sms = FakeChannel()
+    d = Deliverer(repo, email, sms, listen=None)  # type: ignore[arg-type]
+    assert await d.deliver_due() == 6
+    assert email.sent == [("ann@example.com", "Tiny-Saga: payment done", "message 1")]
+    assert sms.sent == [("conn", 2, "+1555", "message 2")]
+    assert repo.sent == [1, 2]
+    assert repo.skipped == [(4, "no"), (6, "no phone number")]
+    assert repo.retried == [(3, "smtp: refused", 2.0), (5, "no contact yet", 1.0)]

@@ -1,0 +1,402 @@
+"""Order's steps against a fake repository (`tests.unit.fakes_order`) and a FakeUnitOfWork:
+`track` (the saga's outcomes move the order as the state machine's table says; duplicates, stale
+and reordered events, unknown orders, the REFUND_FAILED alert), `time_out` (the sweeper) and
+`create_order` (stock, idempotency)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.unit.fakes import FakeUnitOfWork, deliver
+from tests.unit.fakes_order import FakeOrderRepository, FakeOrders
+from tinysaga.contracts import events as ev
+from tinysaga.order import domain
+from tinysaga.order.adapters import Product
+from tinysaga.order.domain import FailReason, Refund, Status
+from tinysaga.order.handlers import CreateOrder, TimeOut, handlers
+
+ORDER = "order"
+
+# A consistent row for each status an event may find the order in.
+STARTS: dict[Status, dict[str, Any]] = {
+    Status.INITIATED: {},
+    Status.PAYMENT_DONE: {"transaction_id": "tx-1"},
+    Status.REFUND_INITIATED: {
+        "fail_reason": FailReason.INVENTORY_INSUFFICIENT,
+        "refund_status": Refund.REFUND_INITIATED,
+        "transaction_id": "tx-1",
+    },
+    Status.FAILED: {"fail_reason": FailReason.TIMEOUT},
+    Status.PLACED: {"transaction_id": "tx-1"},
+}
+
+
+def outcome(name: str, order_id: object, **over: Any) -> ev.Event:
+    """A saga outcome as Payment or Inventory publishes it (its payload complete)."""
+    fields: dict[str, Any] = {
+        "orderId": str(order_id),
+        "userId": "user-1",
+        "productId": "PROD-1",
+        "productQuantity": 2,
+        "totalAmount": Decimal("20.00"),
+        "currency": "USD",
+        "transactionId": "tx-1",
+    }
+    if name == ev.PAYMENT_FAIL:
+        fields["failReason"] = ev.INSUFFICIENT_FUND
+    if name == ev.REFUND_FAILED:
+        fields["failReason"] = "wallet unreachable"
+    if name == ev.INVENTORY_INSUFFICIENT:
+        fields["inventoryFailReason"] = "none left"
+    fields.update(over)
+    return ev.make_event(name, correlation_id=str(order_id), **fields)
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def db() -> FakeOrders:
+    return FakeOrders()
+
+
+@pytest.fixture
+def uow() -> FakeUnitOfWork:
+    return FakeUnitOfWork()
+
+
+async def track(db: FakeOrders, uow: FakeUnitOfWork, event: ev.Event) -> bool:
+    return await deliver(ORDER, handlers(db.of), event, uow)
+
+
+# ---- track: the table ----------------------------------------------------------------------------
+
+TABLE = [(name, src, dst) for (name, src), dst in domain.TRANSITIONS.items() if name in ev.STEP_OUTCOMES]
+
+
+def test_the_table_covers_every_outcome() -> None:
+    assert {name for name, _, _ in TABLE} == set(ev.STEP_OUTCOMES)
+
+
+@pytest.mark.parametrize(("name", "src", "dst"), TABLE, ids=[f"{n}:{s}->{d}" for n, s, d in TABLE])
+async def test_every_outcome_moves_the_order_as_the_table_says(
+    db: FakeOrders, uow: FakeUnitOfWork, name: str, src: Status, dst: Status
+) -> None:
+    order_id = db.put(src, **STARTS[src])
+    before = db.orders[order_id].copy()
+    event = outcome(name, order_id)
+    transitions = counter("tinysaga_order_transitions_total", to=dst.value)
+
+    assert await track(db, uow, event)
+
+    row = db.orders[order_id]
+    assert row["order_status"] == dst
+    assert row["version"] == before["version"] + 1
+    expected = domain.apply(
+        domain.OrderState(
+            Status(src),
+            before["fail_reason"],
+            before["refund_status"],
+            before["status_info"],
+            before["transaction_id"],
+        ),
+        domain.Input(name, event.failReason, event.transactionId),
+    )
+    assert expected is not None
+    assert (row["fail_reason"], row["refund_status"], row["status_info"], row["transaction_id"]) == (
+        expected.fail_reason,
+        expected.refund_status,
+        expected.status_info,
+        expected.transaction_id,
+    )
+    assert db.events_of(order_id)[-1] == name  # its history row
+    assert db.notified == [str(order_id)]  # live streams woken
+    assert uow.published == []  # tracking publishes nothing
+    assert event.eventId in uow.handled
+    assert counter("tinysaga_order_transitions_total", to=dst.value) == transitions + 1
+
+
+async def test_the_seeds_misspelt_reservation_places_the_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PAYMENT_DONE, transaction_id="tx-1")
+    assert await track(db, uow, outcome(ev.INVENTORY_RESERVED_SEED_ALIAS, order_id))
+    assert db.orders[order_id]["order_status"] == Status.PLACED
+    assert db.events_of(order_id)[-1] == ev.INVENTORY_RESERVED  # recorded under its real name
+
+
+# ---- track: duplicates, stale and reordered events -----------------------------------------------
+
+
+async def test_a_redelivered_event_same_event_id_does_nothing(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put()
+    event = outcome(ev.PAYMENT_DONE, order_id)
+    assert await track(db, uow, event)
+    after_first = db.orders[order_id].copy()
+
+    assert not await track(db, uow, event)  # skipped by its eventId
+
+    assert db.orders[order_id] == after_first
+    assert db.events_of(order_id) == [ev.ORDER_INITIATED, ev.PAYMENT_DONE]
+    assert uow.commits == 1
+
+
+async def test_the_same_outcome_under_a_new_event_id_leaves_the_order_unchanged_and_is_counted(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    order_id = db.put()
+    assert await track(db, uow, outcome(ev.PAYMENT_DONE, order_id))
+    after_first = db.orders[order_id].copy()
+    ignored = counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE)
+
+    again = outcome(ev.PAYMENT_DONE, order_id)
+    assert await track(db, uow, again)
+
+    assert db.orders[order_id] == after_first
+    assert db.events_of(order_id) == [ev.ORDER_INITIATED, ev.PAYMENT_DONE]
+    assert again.eventId in uow.handled  # handled: recorded, without effect
+    assert counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE) == ignored + 1
+
+
+async def test_reservation_before_payment_places_and_the_late_payment_is_ignored(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    order_id = db.put()
+    assert await track(db, uow, outcome(ev.INVENTORY_RESERVED, order_id, transactionId="tx-9"))
+    placed = db.orders[order_id].copy()
+    assert placed["order_status"] == Status.PLACED
+    assert placed["transaction_id"] == "tx-9"
+
+    ignored = counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE)
+    assert await track(db, uow, outcome(ev.PAYMENT_DONE, order_id, transactionId="tx-9"))
+
+    assert db.orders[order_id] == placed
+    assert db.events_of(order_id) == [ev.ORDER_INITIATED, ev.INVENTORY_RESERVED]
+    assert counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE) == ignored + 1
+
+
+@pytest.mark.parametrize("order_id", [uuid.UUID(int=42), "not-a-uuid"])
+async def test_an_event_for_an_unknown_order_is_ignored_and_counted(
+    db: FakeOrders, uow: FakeUnitOfWork, order_id: object
+) -> None:
+    known = db.put()
+    ignored = counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE)
+    event = outcome(ev.PAYMENT_DONE, order_id)
+
+    assert await track(db, uow, event)
+
+    assert db.orders[known]["order_status"] == Status.INITIATED
+    assert len(db.history) == 1 and db.notified == []
+    assert event.eventId in uow.handled  # not retried forever
+    assert counter("tinysaga_order_events_ignored_total", event=ev.PAYMENT_DONE) == ignored + 1
+
+
+async def test_refund_failed_writes_one_alert(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.REFUND_INITIATED, **STARTS[Status.REFUND_INITIATED])
+    alerts = counter("tinysaga_refund_failed_total")
+
+    assert await track(db, uow, outcome(ev.REFUND_FAILED, order_id))
+    assert await track(db, uow, outcome(ev.REFUND_FAILED, order_id))  # again, under a new eventId
+
+    assert db.orders[order_id]["refund_status"] == Refund.REFUND_FAILED
+    assert list(db.alert_rows) == [(order_id, "REFUND_FAILED")]
+    alert = db.alert_rows[(order_id, "REFUND_FAILED")]
+    assert alert["detail"] == "refund of 20.00 USD failed; the user was charged for nothing"
+    assert counter("tinysaga_refund_failed_total") == alerts + 1
+
+
+async def test_refund_done_writes_no_alert(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.REFUND_INITIATED, **STARTS[Status.REFUND_INITIATED])
+    assert await track(db, uow, outcome(ev.REFUND_DONE, order_id))
+    assert db.alert_rows == {}
+
+
+# ---- track: what it does not take ----------------------------------------------------------------
+
+
+async def test_an_outcome_without_an_order_id_is_refused_for_the_dead_letter_topic(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    event = ev.Event(eventName=ev.PAYMENT_DONE, correlationId="c-1", userId="user-1")  # a plain envelope
+    with pytest.raises(ValueError, match="orderId"):
+        await track(db, uow, event)
+    assert uow.handled == set() and uow.commits == 0
+
+
+async def test_order_timed_out_on_the_wire_is_not_tracked(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    # The sweeper applies ORDER_TIMED_OUT itself and publishes it; the consumer never routes it to Order.
+    order_id = db.put()
+    event = ev.make_event(
+        ev.ORDER_TIMED_OUT, correlation_id=str(order_id), orderId=str(order_id), userId="user-1", failReason="TIMEOUT"
+    )
+    assert not await track(db, uow, event)
+    assert db.orders[order_id]["order_status"] == Status.INITIATED
+
+
+# ---- time_out: the sweeper -----------------------------------------------------------------------
+
+
+def sweeper(db: FakeOrders, uow: FakeUnitOfWork, limit: int = 100) -> TimeOut:
+    return TimeOut(begin=uow.transaction, repository=db.of, interval_seconds=1.0, limit=limit)
+
+
+async def test_the_sweeper_fails_only_in_flight_orders_past_their_deadline(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    overdue = {s: db.put(s, deadline_in=-1, **STARTS[s]) for s in domain.IN_FLIGHT}
+    not_yet = db.put(Status.INITIATED, deadline_in=+1)
+    ended = {s: db.put(s, deadline_in=-1, **STARTS[s]) for s in (Status.PLACED, Status.FAILED)}
+    untouched = {oid: db.orders[oid].copy() for oid in (not_yet, *ended.values())}
+
+    assert await sweeper(db, uow).sweep_once() == 3
+
+    for status, oid in overdue.items():
+        row = db.orders[oid]
+        assert row["order_status"] == Status.FAILED, status
+        assert row["fail_reason"] == (STARTS[status].get("fail_reason") or FailReason.TIMEOUT)
+        assert row["refund_status"] == STARTS[status].get("refund_status")  # the timeout refunds nothing itself
+        assert db.events_of(oid)[-1] == ev.ORDER_TIMED_OUT
+        assert await db.of(uow).was_timed_out(oid)
+    for oid, before in untouched.items():
+        assert db.orders[oid] == before
+    assert not await db.of(uow).was_timed_out(not_yet)
+
+    assert uow.names() == [ev.ORDER_TIMED_OUT] * 3
+    assert {e.orderId for e in uow.published} == {str(oid) for oid in overdue.values()}
+    for e in uow.published:
+        assert isinstance(e, ev.OrderTimedOut)
+        row = db.orders[uuid.UUID(e.orderId)]
+        assert (e.orderStatus, e.failReason, e.totalAmount, e.currency, e.transactionId) == (
+            Status.FAILED,
+            row["fail_reason"],
+            row["total_amount"],
+            row["currency"],
+            row["transaction_id"],
+        )
+
+
+async def test_the_sweeper_run_twice_times_out_once(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PAYMENT_DONE, deadline_in=-1, transaction_id="tx-1")
+    sweep = sweeper(db, uow)
+
+    assert await sweep.sweep_once() == 1
+    assert await sweep.sweep_once() == 0
+
+    assert uow.names() == [ev.ORDER_TIMED_OUT]
+    assert db.events_of(order_id).count(ev.ORDER_TIMED_OUT) == 1
+
+
+async def test_the_sweeper_takes_the_oldest_deadlines_first_a_batch_at_a_time(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    ids = [db.put(deadline_in=-s) for s in (1, 3, 2)]
+    sweep = sweeper(db, uow, limit=2)
+
+    assert await sweep.sweep_once() == 2
+    assert [uuid.UUID(e.orderId) for e in uow.published] == [ids[1], ids[2]]
+    assert await sweep.sweep_once() == 1
+    assert await sweep.sweep_once() == 0
+
+
+async def test_a_late_outcome_after_the_timeout_does_not_revive_the_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PAYMENT_DONE, deadline_in=-1, transaction_id="tx-1")
+    await sweeper(db, uow).sweep_once()
+    assert await track(db, uow, outcome(ev.INVENTORY_RESERVED, order_id))
+    assert db.orders[order_id]["order_status"] == Status.FAILED
+    # the compensation's outcome is recorded on it
+    assert await track(db, uow, outcome(ev.REFUND_DONE, order_id))
+    assert (db.orders[order_id]["fail_reason"], db.orders[order_id]["refund_status"]) == (
+        FailReason.TIMEOUT,
+        Refund.REFUND_DONE,
+    )
+
+
+# ---- create_order --------------------------------------------------------------------------------
+
+
+class FakeCatalogue:
+    """The catalogue client: fixed products (price, stock)."""
+
+    def __init__(self, **products: Product) -> None:
+        self.products = products
+        self.calls = 0
+
+    async def product(self, product_id: str) -> Product:
+        self.calls += 1
+        return self.products[product_id]
+
+
+def create_order(db: FakeOrders, uow: FakeUnitOfWork, catalogue: FakeCatalogue) -> CreateOrder:
+    @asynccontextmanager
+    async def writer() -> AsyncIterator[FakeOrderRepository]:
+        async with uow.transaction():
+            yield db.of(uow)
+
+    return CreateOrder(
+        reader=FakeOrderRepository(db),
+        writer=writer,
+        catalogue=catalogue,  # type: ignore[arg-type]
+        currency="USD",
+        timeout_seconds=60,
+    )
+
+
+async def test_create_order_writes_the_order_initiated_with_its_event(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("19.99"), 5)))
+
+    start = datetime.now(UTC)
+    row = await create("user-1", "P1", 3, "WALLET")
+
+    assert start + timedelta(seconds=60) <= row["deadline_at"] <= datetime.now(UTC) + timedelta(seconds=60)
+    assert row["order_status"] == Status.INITIATED
+    assert row["total_amount"] == Decimal("59.97")
+    assert row["status_info"] == domain.NEW_ORDER_INFO
+    assert db.events_of(row["order_id"]) == [ev.ORDER_INITIATED]
+    [event] = uow.published
+    assert isinstance(event, ev.OrderInitiated)
+    assert (event.orderId, event.price, event.totalAmount, event.productQuantity, event.currency) == (
+        str(row["order_id"]),
+        Decimal("19.99"),
+        Decimal("59.97"),
+        3,
+        "USD",
+    )
+
+
+async def test_create_order_out_of_stock_creates_nothing(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("1.00"), 2)))
+    with pytest.raises(domain.OutOfStock) as e:
+        await create("user-1", "P1", 3, "WALLET")
+    assert e.value.available == 2
+    assert db.orders == {} and uow.published == []
+
+
+async def test_create_order_with_a_key_used_before_answers_the_first_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    catalogue = FakeCatalogue(P1=Product(Decimal("1.00"), 9))
+    create = create_order(db, uow, catalogue)
+    first = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    again = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    assert again["order_id"] == first["order_id"]
+    assert catalogue.calls == 1  # answered before looking at the catalogue
+    assert len(db.orders) == 1 and uow.names() == [ev.ORDER_INITIATED]
+
+
+async def test_create_order_losing_an_idempotency_race_answers_the_winner(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("1.00"), 9)))
+    winner = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    async def not_seen_yet(user_id: str, key: str | None) -> None:
+        return None  # the other request had not committed when this one looked
+
+    create.reader.by_idempotency_key = not_seen_yet  # type: ignore[method-assign]
+    loser = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    assert loser["order_id"] == winner["order_id"]
+    assert len(db.orders) == 1 and uow.names() == [ev.ORDER_INITIATED]
