@@ -4,11 +4,13 @@ repositories, a fake wallet, and Order's "did you ask for this compensation?" ro
 Order's own (fake) history. No I/O.
 
 Kafka is modelled as the saga relies on it: every event of the order is in one partition of
-order-topic, appended when the transaction that staged it commits; each consumer group (order,
+order-topic, sent by its producer's relay once the transaction that staged it commits, each
+producer's in commit order; each consumer group (order,
 payment, inventory) reads the partition in order with its own cursor. Hypothesis chooses the
 schedule: which group handles its next record; a redelivery of a record a group already handled
 (same eventId: skipped, nothing changes); a re-publication under a new eventId (a relay that crashed
-after sending, before deleting its outbox row); the owner's cancel (at any moment, possibly twice);
+after sending, before deleting its outbox row); a producer's relay stalled for a while (its rows
+wait, in order, while the others' flow); the owner's cancel (at any moment, possibly twice);
 the voider; the wallet down, or losing a debit's answer after taking the money, for a stretch; and a
 competing order reserving the last units. Then the wallet comes back and everything runs until the
 log is read and the voider is idle, and the end state is checked: a cancel accepted ends CANCELED
@@ -97,7 +99,9 @@ class Shop:
     def __init__(self, balance: Decimal, stock: int) -> None:
         self.balance0, self.stock0 = balance, stock
         self.uows = {g: FakeUnitOfWork() for g in GROUPS}
-        self.relayed = dict.fromkeys(GROUPS, 0)  # how much of each producer's outbox reached the log
+        self.relayed = dict.fromkeys(GROUPS, 0)  # how much each producer committed has been seen
+        self.outbox: dict[str, list[ev.Event]] = {g: [] for g in GROUPS}  # committed, not yet sent
+        self.stalled: set[str] = set()  # producers whose relay is not sending for now
         self.log: list[ev.Event] = []
         self.cursor = dict.fromkeys(GROUPS, 0)
         self.order_id: uuid.UUID | None = None
@@ -137,13 +141,15 @@ class Shop:
     # ---- the partition -------------------------------------------------------------------------
 
     def relay(self) -> None:
-        """Append what each producer committed since, in its order; another order's events (the
-        rival's) are in another partition."""
+        """Each producer's relay sends what its transactions committed, in commit order, unless it
+        is stalled (then its rows wait in its outbox); another order's events (the rival's) are in
+        another partition."""
         for g, uow in self.uows.items():
-            for e in uow.published[self.relayed[g] :]:
-                if e.orderId == str(self.order_id):
-                    self.log.append(e)
+            self.outbox[g] += [e for e in uow.published[self.relayed[g] :] if e.orderId == str(self.order_id)]
             self.relayed[g] = len(uow.published)
+            if g not in self.stalled:
+                self.log += self.outbox[g]
+                self.outbox[g] = []
 
     def pending(self, group: str) -> bool:
         return self.cursor[group] < len(self.log)
@@ -221,6 +227,8 @@ class Shop:
         """The wallet back up; every group reads to the end of the log and the voider runs until
         idle (bounded)."""
         self.wallet.down = self.wallet.lossy = False
+        self.stalled.clear()
+        self.relay()
         for _ in range(100):
             moved = False
             for g in GROUPS:
@@ -263,7 +271,7 @@ class Shop:
 
 # The schedule's choices at each step: a group handles its next record (three times as likely as
 # the rest, so that the saga moves), or one of the faults. The cancels come at moments drawn apart.
-ACTIONS = (*GROUPS * 3, "redeliver", "republish", "voider", "wallet", "rival")
+ACTIONS = (*GROUPS * 3, "redeliver", "republish", "stall", "voider", "wallet", "rival")
 
 
 async def play(data: st.DataObject) -> Shop:
@@ -280,26 +288,29 @@ async def play(data: st.DataObject) -> Shop:
     for i in range(steps):
         for _ in range(cancels.count(i)):
             await shop.cancel()
-        action = data.draw(st.sampled_from(ACTIONS))
+        action = data.draw(st.sampled_from(ACTIONS), label="action")
         if action in GROUPS:
             if shop.pending(action):
                 await shop.consume(action)
         elif action == "redeliver":
-            group = data.draw(st.sampled_from(GROUPS))
+            group = data.draw(st.sampled_from(GROUPS), label="group")
             if shop.cursor[group]:
-                await shop.redeliver(group, data.draw(st.integers(0, shop.cursor[group] - 1)))
+                await shop.redeliver(group, data.draw(st.integers(0, shop.cursor[group] - 1), label="record"))
         elif action == "republish":
             if republished < 3:
-                shop.republish(data.draw(st.integers(0, len(shop.log) - 1)))
+                shop.republish(data.draw(st.integers(0, len(shop.log) - 1), label="record"))
                 republished += 1
+        elif action == "stall":  # a producer's relay stops sending, or starts again
+            shop.stalled ^= {data.draw(st.sampled_from(GROUPS), label="relay")}
+            shop.relay()
         elif action == "voider":
             await shop.void()
         elif action == "wallet":
-            mode = data.draw(st.sampled_from(["up", "down", "lossy"]))
+            mode = data.draw(st.sampled_from(["up", "down", "lossy"]), label="wallet")
             shop.wallet.down, shop.wallet.lossy = mode == "down", mode == "lossy"
         elif action == "rival":
             if "rival" not in shop.inventory.reservations:
-                await shop.rival(data.draw(st.integers(1, max(shop.inventory.stock[PRODUCT], 1))))
+                await shop.rival(data.draw(st.integers(1, max(shop.inventory.stock[PRODUCT], 1)), label="rival takes"))
         shop.check_now()
     await shop.settle()
     if steps in cancels:
@@ -323,8 +334,9 @@ def check(shop: Shop) -> None:
     status, refund = S(row["order_status"]), row["refund_status"]
     total, quantity = row["total_amount"], row["product_quantity"]
 
-    # the ledger: one debit and one refund at most per order (the wallet's keys), a refund of money
-    # only for a debit that took it; the balance is what the ledger says
+    # the ledger: one debit and one refund at most per order (the wallet is idempotent by orderId,
+    # as the real one; its dicts are keyed so), a refund of money only for a debit that took it;
+    # the balance is what the ledger says
     debit, credit = shop.wallet.payments.get(oid), shop.wallet.refunds.get(oid)
     charged = debit is not None and debit["answer"]["status"] == "COMPLETED"
     refunded = credit is not None and credit["status"] == "REFUNDED"
@@ -343,7 +355,7 @@ def check(shop: Shop) -> None:
     assert shop.inventory.stock[PRODUCT] == shop.stock0 - shop.rival_taken - (quantity if held else 0)
 
     # at rest: the log read by every group, no void pending, the order where a saga ends
-    assert all(not shop.pending(g) for g in GROUPS)
+    assert all(not shop.pending(g) and not shop.outbox[g] for g in GROUPS)
     assert not [p for p in shop.payments.rows.values() if p.status == PaymentStatus.VOID_PENDING]
     assert status in (S.PLACED, S.FAILED, S.CANCELED), f"the order stopped at {status}"
 
@@ -375,7 +387,7 @@ def check(shop: Shop) -> None:
                 assert kept == 0, "money kept for a failed order"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_cancel_in_any_interleaving_ends_canceled_with_nothing_kept_or_is_refused(data: st.DataObject) -> None:
     alerts = refund_failed_alerts()
@@ -383,11 +395,6 @@ def test_a_cancel_in_any_interleaving_ends_canceled_with_nothing_kept_or_is_refu
     check(shop)
     failed = shop.row()["refund_status"] == order_domain.Refund.REFUND_FAILED
     assert refund_failed_alerts() == alerts + failed, "the refund-failed alert not raised once for the order"
-    from hypothesis import event
-    r = shop.row()
-    oid = str(shop.order_id)
-    refunded = oid in shop.wallet.refunds and shop.wallet.refunds[oid]["status"] == "REFUNDED"
-    event(f"{r['order_status']} {r['refund_status']} refunded={refunded}")
 
 
 def test_the_model_runs_the_whole_saga() -> None:
@@ -421,3 +428,25 @@ def test_a_cancel_of_a_placed_order_gives_everything_back() -> None:
     assert shop.row()["order_status"] == S.CANCELED and shop.row()["refund_status"] == "REFUND_DONE"
     assert shop.wallet.balances[USER] == Decimal(100) and shop.inventory.stock[PRODUCT] == 3
 
+
+def test_a_refund_that_fails_before_the_stock_side_settles_raises_one_alert() -> None:
+    """Found by the property: cancel at INITIATED, Payment charges, the wallet goes down and the
+    refund fails (CANCELING with REFUND_FAILED), then INVENTORY_RELEASED makes it CANCELED. The alert
+    (metric and ERROR line) is raised when the refund fails, not again when the order moves on."""
+
+    async def run() -> Shop:
+        shop = Shop(Decimal(10), 1)
+        await shop.place(1)
+        await shop.cancel()
+        await shop.consume(PAYMENT)  # ORDER_INITIATED: charged
+        shop.wallet.down = True
+        await shop.consume(PAYMENT)  # ORDER_CANCEL_REQUESTED: the refund fails
+        await shop.settle()
+        return shop
+
+    alerts = refund_failed_alerts()
+    shop = asyncio.run(run())
+    check(shop)
+    assert shop.row()["order_status"] == S.CANCELED and shop.row()["refund_status"] == "REFUND_FAILED"
+    assert shop.wallet.balances[USER] == 0 and list(shop.orders.alert_rows) == [(shop.order_id, "REFUND_FAILED")]
+    assert refund_failed_alerts() == alerts + 1

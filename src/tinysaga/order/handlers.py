@@ -56,10 +56,11 @@ async def _save(
     repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
 ) -> None:
     """Save a transition (with the event that announces it, if any); count it, and raise the alarm
-    on a failed refund."""
+    when the refund has just failed (once per order: a canceled order's later changes keep
+    REFUND_FAILED and raise nothing again)."""
     await repo.save_change(row, new, event_name, announce)
     TRANSITIONS.labels(new.status).inc()
-    if domain.needs_alert(new):
+    if domain.needs_alert(new) and not domain.needs_alert(state_of(row)):
         REFUND_FAILED_ALERTS.inc()
         log.error(
             "ALERT refund failed for order %s (user %s, %s %s): an operator must refund it",
