@@ -19,7 +19,11 @@ from tinysaga.infra import supervisor
 from tinysaga.platform.secrets import superuser_dsn
 from tinysaga.platform.settings import Settings
 
-TERMINAL = {"PLACED", "FAILED"}
+# The saga has ended (SPEC section 4, 3); ON_THE_WAY and DELIVERED follow PLACED.
+TERMINAL = {"PLACED", "FAILED", "CANCELED"}
+AFTER_PLACED = {"ON_THE_WAY", "DELIVERED"}
+AT_REST = TERMINAL | AFTER_PLACED  # anything else (INITIATED, PAYMENT_DONE, REFUND_INITIATED, CANCELING) is in flight
+HOLDS_STOCK = {"PLACED", *AFTER_PLACED}  # the orders the stock is taken for
 
 
 def run_sync(coro: Any) -> Any:
@@ -60,6 +64,9 @@ class ApiUser:
     def put(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
         return self.http.put(self.base + path, json=body, headers={**self.auth, **kw.pop("headers", {})}, **kw)
 
+    def cancel(self, order_id: str, **kw: Any) -> httpx.Response:
+        return self.post(f"/api/orders/{order_id}/cancel", **kw)
+
     def deposit(self, amount: float | int | str) -> Decimal:
         r = self.post("/api/wallet/deposits", {"amount": amount})
         assert r.status_code == 201, r.text
@@ -81,7 +88,7 @@ class ApiUser:
         return r.json()["orderId"]
 
     def wait_terminal(self, order_id: str, timeout: float = 60) -> dict[str, Any]:
-        """Follow the order's live stream (one request) until it ends in PLACED or FAILED."""
+        """Follow the order's live stream (one request) until it ends in PLACED, FAILED or CANCELED."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -239,7 +246,10 @@ async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         in_flight = await fetch(
-            settings, "order", "SELECT count(*) AS n FROM orders WHERE order_status NOT IN ('PLACED','FAILED')"
+            settings,
+            "order",
+            "SELECT count(*) AS n FROM orders WHERE NOT order_status = ANY($1::text[])",
+            list(AT_REST),
         )
         outboxes = 0
         for svc in ("order", "payment", "inventory", "wallet", "auth"):
@@ -264,17 +274,25 @@ async def _sleep(t: float) -> None:
     await asyncio.sleep(t)
 
 
-async def check_invariants(settings: Settings, user_ids: list[str] | None = None) -> dict[str, int]:
-    """Assert SPEC section 4 on the data at rest; returns counts for the report."""
+async def check_invariants(
+    settings: Settings, user_ids: list[str] | None = None, product_ids: list[str] | None = None
+) -> dict[str, int]:
+    """Assert SPEC section 4 on the data at rest; returns counts for the report. With `user_ids`,
+    only those users' orders are checked, and the stock only of `product_ids` (products that no one
+    else orders)."""
     orders = await fetch(settings, "order", "SELECT * FROM orders")
     if user_ids is not None:
         orders = [o for o in orders if o["user_id"] in set(user_ids)]
     ledger = await fetch(settings, "wallet", "SELECT * FROM transactions")
     wallets = {r["user_id"]: r["balance"] for r in await fetch(settings, "wallet", "SELECT * FROM wallets")}
     reservations = {r["order_id"]: r for r in await fetch(settings, "inventory", "SELECT * FROM reservations")}
+    alerted = {
+        str(r["order_id"])
+        for r in await fetch(settings, "order", "SELECT order_id FROM alerts WHERE kind = 'REFUND_FAILED'")
+    }
 
-    # 3. every order ended
-    stuck = [str(o["order_id"]) for o in orders if o["order_status"] not in TERMINAL]
+    # 3. every order ended (PLACED, FAILED or CANCELED; a placed one may be shipped or delivered since)
+    stuck = [str(o["order_id"]) for o in orders if o["order_status"] not in AT_REST]
     assert not stuck, f"orders not ended: {stuck[:5]}"
 
     # 1. money, per user
@@ -301,7 +319,7 @@ async def check_invariants(settings: Settings, user_ids: list[str] | None = None
             rows = by_order.setdefault(t["order_id"], {})
             assert t["transaction_type"] not in rows, f"order {t['order_id']}: two {t['transaction_type']} rows"
             rows[t["transaction_type"]] = t
-    counts = {"orders": len(orders), "placed": 0, "failed": 0}
+    counts = {"orders": len(orders), "placed": 0, "failed": 0, "canceled": 0}
     for o in orders:
         oid = str(o["order_id"])
         rows = by_order.get(oid, {})
@@ -310,22 +328,44 @@ async def check_invariants(settings: Settings, user_ids: list[str] | None = None
         refunded = ref is not None and ref["payment_status"] == "REFUNDED"
         if refunded:
             assert charged and ref["amount"] == pay["amount"], f"order {oid}: refund without matching charge"
-        if o["order_status"] == "PLACED":
+        if o["order_status"] in HOLDS_STOCK:
             counts["placed"] += 1
-            assert charged and pay["amount"] == o["total_amount"], f"PLACED order {oid} not charged its total"
-            assert not refunded, f"PLACED order {oid} was refunded"
+            status = o["order_status"]
+            assert charged and pay["amount"] == o["total_amount"], f"{status} order {oid} not charged its total"
+            assert not refunded, f"{status} order {oid} was refunded"
+        elif o["order_status"] == "CANCELED":
+            # like FAILED: it costs its user nothing unless its refund failed (alerted); and its
+            # refundStatus says what happened: REFUND_DONE when charged (and refunded), null when not
+            counts["canceled"] += 1
+            if o["refund_status"] != "REFUND_FAILED":
+                assert not charged or refunded, f"CANCELED order {oid} cost its user money"
+            if o["refund_status"] == "REFUND_DONE":
+                assert charged and refunded, f"CANCELED order {oid} says REFUND_DONE without a charge refunded"
+            if o["refund_status"] is None:
+                assert not charged, f"CANCELED order {oid} was charged but its refundStatus is null"
+            if o["refund_status"] == "REFUND_FAILED":
+                assert oid in alerted, f"CANCELED order {oid}: its refund failed and no alert was raised"
         else:
             counts["failed"] += 1
             if o["refund_status"] != "REFUND_FAILED":
                 assert not charged or refunded, f"FAILED order {oid} cost its user money ({o['fail_reason']})"
 
-    # 2. stock: reserved exactly for PLACED orders
-    placed = {str(o["order_id"]) for o in orders if o["order_status"] == "PLACED"}
+    # 2. stock: reserved exactly for PLACED orders (and those shipped or delivered since), each its
+    # quantity; so available = admin stock - quantities of PLACED, ON_THE_WAY and DELIVERED orders
+    placed = {str(o["order_id"]) for o in orders if o["order_status"] in HOLDS_STOCK}
     considered = {str(o["order_id"]) for o in orders}
     reserved = {oid for oid, r in reservations.items() if r["status"] == "RESERVED" and oid in considered}
     assert reserved == placed, f"reservations {len(reserved)} != placed {len(placed)}: {list(reserved ^ placed)[:5]}"
-    if user_ids is None:
+    for o in orders:
+        r = reservations.get(str(o["order_id"]))
+        if str(o["order_id"]) in placed:
+            assert (r["product_id"], r["quantity"]) == (o["product_id"], o["product_quantity"]), (
+                f"order {o['order_id']}: reserved {r['quantity']} x {r['product_id']}"
+            )
+    if user_ids is None or product_ids:
         products = await fetch(settings, "inventory", "SELECT * FROM products")
+        if user_ids is not None:
+            products = [p for p in products if p["product_id"] in set(product_ids or ())]
         changes = await fetch(
             settings, "inventory", "SELECT DISTINCT ON (product_id) * FROM stock_changes ORDER BY product_id, id DESC"
         )

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 SAGA_TIMEOUT_MS = 60_000
 ORDER_URL = re.compile(r"/orders/[0-9a-f-]{36}$")
-TERMINAL = re.compile(r"^(PLACED|FAILED)$")
+TERMINAL = re.compile(r"^(PLACED|FAILED)$")  # the outcomes of a saga that nobody cancels
 
 
 def tid(page: Page, testid: str):
@@ -298,6 +298,164 @@ def test_admin_sees_products_sagas_alerts_and_can_edit_stock(
     expect(products.locator(f'[data-testid="admin-product-row"][data-product-id="{new_id}"]')).to_be_visible()
     created = httpx.get(f"{gateway}/api/products/{new_id}").json()
     assert created["price"] == 14.9 and created["availableCount"] == 4
+
+
+def test_cancel_from_the_order_page_shows_canceling_then_canceled_live(
+    new_context, gateway: str, product, stack: Stack, shots
+) -> None:
+    """A placed order canceled from its page: a confirmation first, then CANCELING (held there while
+    Payment is down) and CANCELED, live on the reopened stream, with what was undone."""
+    pid = product(stock=3, price="6.50")
+    user = register(gateway, tag="cancel")
+    user.deposit(50)
+    page = new_context().new_page()
+    events_requests: list[str] = []
+    page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
+    sign_in(page, user.email, user.password)
+    open_product(page, pid)
+    tid(page, "quantity").fill("2")
+    expect(tid(page, "quote-total")).to_contain_text("13.00")
+    expect(tid(page, "order-submit")).to_be_enabled()
+    tid(page, "order-submit").click()
+    expect(page).to_have_url(ORDER_URL)
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
+    expect(tid(page, "live-indicator")).to_have_attribute("data-state", "done")
+    order_id = page.url.rsplit("/", 1)[1]
+    assert httpx.get(f"{gateway}/api/products/{pid}").json()["availableCount"] == 1
+
+    # the Cancel button asks first; "No" keeps the order
+    cancel = tid(page, "order-cancel")
+    expect(cancel).to_be_visible()
+    expect(tid(page, "cancel-outcome")).to_be_hidden()
+    cancel.click()
+    expect(tid(page, "cancel-confirm")).to_be_visible()
+    expect(tid(page, "cancel-confirm-text")).to_contain_text("13.00")
+    tid(page, "cancel-confirm-no").click()
+    expect(tid(page, "cancel-confirm")).to_be_hidden()
+    expect(cancel).to_be_visible()
+    assert user.get(f"/api/orders/{order_id}").json()["orderStatus"] == "PLACED"
+
+    # "Yes": CANCELING, held there while Payment is down, then CANCELED, live
+    streams = len(events_requests)
+    stack.hold("payment")
+    try:
+        cancel.click()
+        tid(page, "cancel-confirm-yes").click()
+        expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELING")
+        expect(tid(page, "order-status")).to_have_text("Canceling")
+        expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
+        expect(tid(page, "cancel-outcome")).to_have_attribute("data-state", "canceling")
+        expect(cancel).to_be_hidden()
+        expect(tid(page, "cancel-confirm")).to_be_hidden()
+        shots.take(page, "order-canceling", full_page=False)
+    finally:
+        stack.release("payment")
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELED", timeout=SAGA_TIMEOUT_MS)
+    assert len(events_requests) > streams, "the cancel did not reopen the live stream"
+    expect(tid(page, "live-indicator")).to_have_attribute("data-state", "done")
+    outcome = tid(page, "cancel-outcome")
+    expect(outcome).to_have_attribute("data-state", "canceled")
+    expect(outcome.get_by_test_id("cancel-refund")).to_have_attribute("data-refund", "REFUND_DONE")
+    expect(outcome.get_by_test_id("cancel-refund")).to_contain_text("13.00 was refunded to your wallet")
+    expect(outcome.get_by_test_id("cancel-stock")).to_contain_text("The stock was given back")
+    expect(cancel).to_be_hidden()
+    expect(tid(page, "fail-reason")).to_be_hidden()
+    expect(page.locator('[data-testid="timeline-step"]:not([data-pending])').last).to_have_attribute(
+        "data-status", "CANCELED"
+    )
+    events = step_attrs(page, "data-event")
+    assert "ORDER_CANCEL_REQUESTED" in events and "REFUND_DONE" in events, events
+    shots.take(page, "order-canceled", full_page=False, publish_as="order-canceled.png")
+    assert user.balance() == 50, "the payment was refunded"
+    assert httpx.get(f"{gateway}/api/products/{pid}").json()["availableCount"] == 3, "the stock is back"
+
+    tid(page, "nav-orders").click()
+    row = page.locator(f'[data-testid="order-row"][data-order-id="{order_id}"]')
+    expect(row).to_have_attribute("data-status", "CANCELED")
+
+
+def test_a_cancel_before_the_charge_says_nothing_was_charged(page: Page, gateway: str, product, stack: Stack) -> None:
+    """An order the wallet cannot pay for (sent through the API: the storefront would not offer it),
+    canceled while Payment is down: CANCELED with nothing charged and no stock to give back."""
+    pid = product(stock=2, price="40.00")
+    user = register(gateway, tag="cancel-early")
+    user.deposit(5)
+    sign_in(page, user.email, user.password)
+    stack.hold("payment")
+    try:
+        oid = user.place(pid)
+        page.goto(f"/orders/{oid}")
+        expect(tid(page, "order-status")).to_have_attribute("data-status", "INITIATED")
+        expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
+        tid(page, "order-cancel").click()
+        tid(page, "cancel-confirm-yes").click()
+        expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELING")
+    finally:
+        stack.release("payment")
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELED", timeout=SAGA_TIMEOUT_MS)
+    refund = tid(page, "cancel-refund")
+    expect(refund).to_have_attribute("data-refund", "")
+    expect(refund).to_have_text("Nothing was charged.")
+    expect(tid(page, "cancel-stock")).to_have_count(0)
+    expect(tid(page, "fail-reason")).to_be_hidden()
+    expect(tid(page, "order-cancel")).to_be_hidden()
+    assert user.balance() == 5
+
+
+def test_admin_ships_and_delivers_an_order(new_context, gateway: str, product, settings, shots) -> None:
+    pid = product(stock=5, price="11.00")
+    shopper = register(gateway, tag="ship")
+    shopper.deposit(30)
+    order_id = shopper.place(pid, 2)
+    assert shopper.wait_terminal(order_id)["orderStatus"] == "PLACED"
+
+    page = new_context().new_page()
+    sign_in(page, settings.admin_email, settings.effective_admin_password)
+    page.goto("/admin")
+    sagas = tid(page, "admin-sagas")
+    row = sagas.locator(f'[data-testid="saga-row"][data-order-id="{order_id}"]')
+    expect(row).to_have_attribute("data-status", "PLACED")
+
+    # filtered by status: only placed orders, each with its Ship button
+    tid(page, "saga-filter").select_option("PLACED")
+    expect(row).to_be_visible()
+    expect(sagas.locator('[data-testid="saga-row"]:not([data-status="PLACED"])')).to_have_count(0)
+    expect(row.get_by_test_id("deliver")).to_have_count(0)
+
+    row.get_by_test_id("ship").click()
+    expect(row).to_have_attribute("data-status", "ON_THE_WAY")
+    expect(tid(page, "admin-sagas-error")).to_contain_text("shipped")
+    expect(row.get_by_test_id("ship")).to_have_count(0)
+    expect(row.get_by_test_id("deliver")).to_be_visible()
+    row.scroll_into_view_if_needed()
+    shots.take(page, "admin-shipped", full_page=False, publish_as="admin-ship.png")
+    assert shopper.get(f"/api/orders/{order_id}").json()["orderStatus"] == "ON_THE_WAY"
+
+    row.get_by_test_id("deliver").click()
+    expect(row).to_have_attribute("data-status", "DELIVERED")
+    expect(row.get_by_test_id("deliver")).to_have_count(0)
+    expect(row.get_by_test_id("ship")).to_have_count(0)
+    assert shopper.get(f"/api/orders/{order_id}").json()["orderStatus"] == "DELIVERED"
+
+    tid(page, "saga-filter").select_option("DELIVERED")
+    expect(row).to_have_attribute("data-status", "DELIVERED")
+    expect(sagas.locator('[data-testid="saga-row"]:not([data-status="DELIVERED"])')).to_have_count(0)
+    tid(page, "saga-filter").select_option("PLACED")
+    expect(row).to_have_count(0)
+
+    # the shopper sees it delivered, with no Cancel button, and the steps on the timeline
+    mine = new_context().new_page()
+    sign_in(mine, shopper.email, shopper.password)
+    mine.goto(f"/orders/{order_id}")
+    expect(tid(mine, "order-status")).to_have_attribute("data-status", "DELIVERED")
+    expect(tid(mine, "order-status")).to_have_text("Delivered")
+    expect(tid(mine, "live-indicator")).to_have_attribute("data-state", "done")
+    expect(tid(mine, "order-cancel")).to_be_hidden()
+    expect(mine.locator('[data-testid="timeline-step"]:not([data-pending])').last).to_have_attribute(
+        "data-event", "ORDER_DELIVERED"
+    )
+    events = step_attrs(mine, "data-event")
+    assert "ORDER_SHIPPED" in events, events
 
 
 def test_admin_replays_a_dead_letter(page: Page, admin: ApiUser, settings, shots) -> None:

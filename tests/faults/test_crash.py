@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import queue
 import threading
 import time
 
 import httpx
 
-from tests.support import Stack, check_invariants, register, run_sync, wait_at_rest
+from tests.support import ApiUser, Stack, check_invariants, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 
@@ -62,11 +63,23 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
     for i, u in enumerate(users):
         u.deposit(40 if i % 5 else 4)  # every fifth user cannot pay for much
     victims = ["payment", "inventory-1", "relay", "inventory-2", "payment", "relay"]
+    to_cancel: queue.Queue[tuple[ApiUser, str] | None] = queue.Queue()
+    canceled: dict[str, int] = {}  # order id -> the answer to its cancel
 
     def place(i: int) -> tuple[int, int]:
         u = users[i % len(users)]
         r = u.order(plenty if i % 3 else scarce, 1 + i % 2)
+        if r.status_code == 202 and i % 4 == 1:
+            to_cancel.put((u, r.json()["orderId"]))
         return i, r.status_code
+
+    def canceler() -> None:
+        """Cancels every fourth accepted order as soon as it is accepted, beside the burst (not in
+        its way), at whatever step its saga is (a participant may be dead): 202, or 409 if it has
+        already failed (the poor users) or is being refunded."""
+        while (item := to_cancel.get()) is not None:
+            u, oid = item
+            canceled[oid] = u.cancel(oid).status_code
 
     killed = []
 
@@ -79,10 +92,16 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
             killed.append((name, stack.kill9(name)))
 
     k = threading.Thread(target=killer)
+    c = threading.Thread(target=canceler)
     k.start()
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(place, range(100)))
+    c.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(place, range(100)))
+    finally:
+        to_cancel.put(None)
     k.join()
+    c.join()
     assert [n for n, _ in killed] == victims, killed
     accepted = [i for i, code in results if code == 202]
     # 409: out of stock at that moment (early fail); 503: both inventory replicas were down at
@@ -90,15 +109,25 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
     codes = sorted({code for _, code in results})
     assert set(codes) <= {202, 409, 503}, codes
     assert len(accepted) >= 50, codes
+    assert set(canceled.values()) <= {202, 409}, canceled
+    assert list(canceled.values()).count(202) >= 5, canceled
     for name in {n for n, _ in killed}:
         deadline = time.monotonic() + 60
         while not stack.healthy(name):
             assert time.monotonic() < deadline, f"{name} did not come back"
             time.sleep(0.2)
     run_sync(wait_at_rest(settings, timeout=180))
-    counts = run_sync(check_invariants(settings, [u.user_id for u in users]))
+    counts = run_sync(check_invariants(settings, [u.user_id for u in users], [plenty, scarce]))
     assert counts["orders"] == len(accepted)
-    assert counts["placed"] > 0 and counts["failed"] > 0
+    assert counts["placed"] > 0 and counts["failed"] > 0 and counts["canceled"] > 0
+    # a cancel that was accepted ends CANCELED; one refused left its order as it was
+    owner = {o["orderId"]: u for u in users for o in u.get("/api/orders", params={"limit": 100}).json()}
+    for oid, code in canceled.items():
+        final = owner[oid].get(f"/api/orders/{oid}").json()
+        if code == 202:
+            assert final["orderStatus"] == "CANCELED", final
+        else:
+            assert final["orderStatus"] == "FAILED", final
 
 
 def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, settings: Settings) -> None:

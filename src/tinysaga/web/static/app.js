@@ -2,7 +2,11 @@
 // Same origin as the API (through the gateway), so the browser sends the HttpOnly `access_token`
 // cookie itself; no token is ever visible to this script. Routing uses location.pathname.
 
-const TERMINAL = new Set(["PLACED", "FAILED"]);
+// the saga has ended (PLACED, FAILED, CANCELED); the live stream also ends once the order is shipped
+const TERMINAL = new Set(["PLACED", "FAILED", "CANCELED"]);
+const STREAM_ENDS = new Set([...TERMINAL, "ON_THE_WAY", "DELIVERED"]);
+// the owner may cancel while the saga runs and until the order is shipped
+const CANCELABLE = new Set(["INITIATED", "PAYMENT_DONE", "PLACED"]);
 const EMAIL_KEY = "tinysaga.email";
 
 const main = document.getElementById("main");
@@ -70,6 +74,7 @@ const STATUS_TEXT = {
   PLACED: "Placed",
   REFUND_INITIATED: "Refunding",
   FAILED: "Failed",
+  CANCELING: "Canceling",
   CANCELED: "Canceled",
   ON_THE_WAY: "On the way",
   DELIVERED: "Delivered",
@@ -95,6 +100,13 @@ const EVENT_TEXT = {
   REFUND_INITIATED: "Refund started",
   REFUND_DONE: "Money refunded to the wallet",
   REFUND_FAILED: "Refund failed",
+  ORDER_TIMED_OUT: "Stopped: took too long",
+  ORDER_CANCEL_REQUESTED: "Cancel requested",
+  PAYMENT_VOIDED: "Payment voided: nothing was charged",
+  INVENTORY_RELEASED: "Stock given back",
+  ORDER_CANCELED: "Order canceled",
+  ORDER_SHIPPED: "Shipped",
+  ORDER_DELIVERED: "Delivered",
 };
 const statusText = (s) => STATUS_TEXT[s] || s || "–";
 
@@ -808,13 +820,25 @@ async function pageOrder(view, [orderId], ctx) {
   const info = h("p", { "data-testid": "status-info" });
   const fail = h("p", { class: "note error", "data-testid": "fail-reason", hidden: true });
   const refund = h("p", { class: "note", "data-testid": "refund-status", hidden: true });
+  const outcome = h("div", { class: "note", role: "status", tabindex: -1, "data-testid": "cancel-outcome", hidden: true });
   const problems = messageBox("order-page-error");
   const facts = h("dl", { class: "facts", "data-testid": "order-facts" });
   const timeline = h("ol", { class: "timeline", "data-testid": "timeline", "aria-label": "Saga steps, oldest first" });
+
+  // cancel: a button while a cancel is allowed, then a confirmation in the page
+  const cancelBtn = h("button", { type: "button", class: "secondary", "data-testid": "order-cancel", "aria-controls": "cancel-confirm", hidden: true }, "Cancel order");
+  const confirmText = h("p", { id: "cancel-confirm-text", "data-testid": "cancel-confirm-text" });
+  const confirmYes = h("button", { type: "button", class: "danger", "data-testid": "cancel-confirm-yes" }, "Yes, cancel the order");
+  const confirmNo = h("button", { type: "button", class: "secondary", "data-testid": "cancel-confirm-no" }, "No, keep it");
+  const confirmBox = h("div", { class: "note warn confirm", id: "cancel-confirm", role: "group", "aria-labelledby": "cancel-confirm-text", "data-testid": "cancel-confirm", hidden: true },
+    confirmText, h("p", { class: "row" }, confirmYes, confirmNo));
+  const cancelError = messageBox("cancel-error");
+  const cancelArea = h("div", { class: "cancel-area", "data-testid": "cancel-area" }, cancelBtn, confirmBox, cancelError);
+
   view.append(
     h("section", { class: "card", "data-testid": "order", "aria-labelledby": "status-heading" },
       h("h2", { id: "status-heading", class: "visually-hidden" }, "Status"),
-      h("div", { class: "order-head" }, status, live), info, fail, refund, problems, facts),
+      h("div", { class: "order-head" }, status, live), info, fail, refund, outcome, problems, facts, cancelArea),
     h("section", null, h("h2", null, "Saga timeline"), timeline),
     h("p", { class: "row" }, h("a", { href: "/orders" }, "All your orders"), h("a", { href: "/" }, "Back to the shop")),
   );
@@ -822,6 +846,9 @@ async function pageOrder(view, [orderId], ctx) {
   let order = null;
   let steps = [];
   let names = new Map();
+  let confirming = false;
+  let canceling = false; // the cancel request is on its way
+  let cancelKey = newKey();
 
   const setLive = (state, text) => {
     live.dataset.state = state;
@@ -830,13 +857,15 @@ async function pageOrder(view, [orderId], ctx) {
 
   function showOrder(o) {
     order = o;
+    const undoing = o.orderStatus === "CANCELING" || o.orderStatus === "CANCELED";
     status.textContent = statusText(o.orderStatus);
     status.dataset.status = o.orderStatus;
     info.textContent = o.statusInfo || "";
     fail.hidden = !o.failReason;
     fail.dataset.reason = o.failReason || "";
     fail.textContent = o.failReason ? `The order failed because ${FAIL_TEXT[o.failReason] || o.failReason} (${o.failReason}).` : "";
-    refund.hidden = !o.refundStatus;
+    // a canceled order's refund is told by the cancel's outcome below
+    refund.hidden = !o.refundStatus || undoing;
     refund.dataset.refund = o.refundStatus || "";
     refund.className = `note ${o.refundStatus === "REFUND_DONE" ? "ok" : o.refundStatus === "REFUND_FAILED" ? "error" : "warn"}`;
     refund.replaceChildren(o.refundStatus ? REFUND_TEXT[o.refundStatus] || o.refundStatus : "");
@@ -853,6 +882,59 @@ async function pageOrder(view, [orderId], ctx) {
     title.textContent = `Order ${shortId(o.orderId)}`;
     document.title = `Order ${shortId(o.orderId)}: ${statusText(o.orderStatus)} · Tiny-Saga shop`;
     drawTimeline();
+    drawCancel();
+  }
+
+  /** An answer that may be older than what the live stream already showed (the cancel's 202). */
+  function showIfNewer(o) {
+    if (!order || Date.parse(o.updatedAt) >= Date.parse(order.updatedAt)) showOrder(o);
+  }
+
+  const wasReserved = () => steps.some((s) => s.eventName === "INVENTORY_RESERVED" || s.eventName === "INVENTORY_RESERVERVED");
+
+  /** The Cancel button and its confirmation while a cancel is allowed; then what the cancel undid. */
+  function drawCancel() {
+    if (!order) return;
+    const s = order.orderStatus;
+    const allowed = CANCELABLE.has(s);
+    if (!allowed) confirming = false;
+    cancelBtn.hidden = !allowed || confirming;
+    cancelBtn.setAttribute("aria-expanded", String(confirming));
+    confirmBox.hidden = !allowed || !confirming;
+    confirmYes.disabled = confirmNo.disabled = canceling;
+    const total = money(order.totalAmount, order.currency);
+    confirmText.textContent = s === "PLACED"
+      ? `Cancel this order? The ${total} you paid goes back to your wallet and the stock is given back. This cannot be undone.`
+      : `Cancel this order? Anything already charged (${total}) goes back to your wallet and any reserved stock is given back. This cannot be undone.`;
+
+    outcome.hidden = s !== "CANCELING" && s !== "CANCELED";
+    outcome.dataset.state = s === "CANCELING" ? "canceling" : s === "CANCELED" ? "canceled" : "";
+    if (s === "CANCELING") {
+      outcome.className = "note warn";
+      outcome.replaceChildren(h("strong", null, "Canceling your order…"), " ",
+        "What was done is being undone: any payment goes back to your wallet and any reserved stock is given back.");
+    } else if (s === "CANCELED") {
+      const r = order.refundStatus;
+      outcome.className = `note ${r === "REFUND_FAILED" ? "error" : "ok"}`;
+      let paid;
+      if (r === "REFUND_DONE") {
+        paid = h("span", { "data-testid": "cancel-refund", "data-refund": r, "data-amount": String(order.totalAmount) },
+          `${total} was refunded to your wallet. `, h("a", { href: "/wallet" }, "See your wallet"));
+      } else if (r === "REFUND_FAILED") {
+        paid = h("span", { "data-testid": "cancel-refund", "data-refund": r, "data-amount": "0" },
+          `The refund of ${total} failed. Our team has been alerted and will fix it.`);
+      } else if (r === "REFUND_INITIATED") {
+        paid = h("span", { "data-testid": "cancel-refund", "data-refund": r, "data-amount": "0" }, `A refund of ${total} is on its way to your wallet.`);
+      } else {
+        paid = h("span", { "data-testid": "cancel-refund", "data-refund": "", "data-amount": "0" }, "Nothing was charged.");
+      }
+      outcome.replaceChildren(
+        h("p", null, h("strong", null, "Your order is canceled.")),
+        h("p", null, paid),
+        wasReserved() ? h("p", { "data-testid": "cancel-stock" }, `The stock was given back (${order.productQuantity} × ${names.get(order.productId) || order.productId}).`) : null);
+    } else {
+      outcome.replaceChildren();
+    }
   }
 
   function drawTimeline() {
@@ -886,6 +968,7 @@ async function pageOrder(view, [orderId], ctx) {
         historyAgain = false;
         steps = await api(`${path}/history`, { signal: ctx.signal });
         drawTimeline();
+        drawCancel();
       } while (historyAgain && !ctx.left);
     } catch (err) {
       if (err.name !== "AbortError" && !err.handled) problems.show(`Could not load the steps: ${explain(err)}`);
@@ -918,8 +1001,15 @@ async function pageOrder(view, [orderId], ctx) {
       (o.refundStatus === "REFUND_INITIATED" || (o.failReason === "TIMEOUT" && o.transactionId && !o.refundStatus));
   }
 
+  const FINAL_TEXT = {
+    PLACED: "Final: the saga is complete.",
+    CANCELED: "Final: the order is canceled.",
+    ON_THE_WAY: "The order is on its way.",
+    DELIVERED: "Final: the order was delivered.",
+  };
+
   function finished(o) {
-    setLive("done", o.orderStatus === "PLACED" ? "Final: the saga is complete." : "Final: the saga has ended.");
+    setLive("done", FINAL_TEXT[o.orderStatus] || "Final: the saga has ended.");
     loadHistory();
     if (refundPending(o)) watchRefund();
   }
@@ -948,13 +1038,9 @@ async function pageOrder(view, [orderId], ctx) {
     setTimeout(tick, 2000);
   }
 
-  if (TERMINAL.has(order.orderStatus)) {
-    finished(order);
-    return;
-  }
-
   // follow the saga live: first the current state, then one event per change; the stream ends
-  // after a terminal status (the browser would reconnect, so close it ourselves)
+  // once no step is in flight (the browser would reconnect, so close it ourselves). A cancel opens
+  // it again if it had ended (a PLACED order): CANCELING, then CANCELED.
   let es = null;
   let failures = 0;
   let reopen = null;
@@ -964,10 +1050,13 @@ async function pageOrder(view, [orderId], ctx) {
   });
 
   function follow() {
-    if (ctx.left) return;
+    if (ctx.left || es) return;
+    clearTimeout(reopen);
     setLive("live", "Following live…");
-    es = new EventSource(`${path}/events`);
-    es.addEventListener("order-status", (ev) => {
+    const source = new EventSource(`${path}/events`);
+    es = source;
+    source.addEventListener("order-status", (ev) => {
+      if (es !== source) return;
       failures = 0;
       let o;
       try {
@@ -978,29 +1067,29 @@ async function pageOrder(view, [orderId], ctx) {
       problems.show("");
       setLive("live", "Following live…");
       showOrder(o);
-      if (TERMINAL.has(o.orderStatus)) {
-        es.close();
+      if (STREAM_ENDS.has(o.orderStatus)) {
+        source.close();
         es = null;
         finished(o);
       } else {
         loadHistory();
       }
     });
-    es.addEventListener("error", async () => {
-      if (!es) return;
-      if (es.readyState === EventSource.CONNECTING) {
+    source.addEventListener("error", async () => {
+      if (es !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
         setLive("offline", "Connection lost; reconnecting…");
         return;
       }
       // the stream was refused (401, 404, 429, 503 ...): ask once with a plain request to know why
-      es.close();
+      source.close();
       es = null;
       failures += 1;
       let wait = Math.min(30, 2 ** failures);
       try {
         const o = await api(path, { signal: ctx.signal });
         showOrder(o);
-        if (TERMINAL.has(o.orderStatus)) {
+        if (STREAM_ENDS.has(o.orderStatus)) {
           finished(o);
           return;
         }
@@ -1018,7 +1107,55 @@ async function pageOrder(view, [orderId], ctx) {
       reopen = setTimeout(follow, wait * 1000);
     });
   }
-  follow();
+
+  cancelBtn.addEventListener("click", () => {
+    confirming = true;
+    cancelError.show("");
+    drawCancel();
+    confirmNo.focus();
+  });
+  confirmNo.addEventListener("click", () => {
+    confirming = false;
+    drawCancel();
+    cancelBtn.focus();
+  });
+  confirmYes.addEventListener("click", async () => {
+    if (canceling) return;
+    canceling = true;
+    confirmYes.setAttribute("aria-busy", "true");
+    drawCancel();
+    try {
+      const o = await api(`${path}/cancel`, { method: "POST", headers: { "Idempotency-Key": cancelKey }, signal: ctx.signal });
+      confirming = false;
+      showIfNewer(o);
+      loadHistory();
+      follow(); // the stream had ended (a PLACED order) or was never opened: follow the cancel live
+      if (!outcome.hidden) outcome.focus(); // the button just pressed is gone: keyboard focus goes to what happens now
+    } catch (err) {
+      if (err.name === "AbortError" || err.handled) return;
+      if (err.status !== 0) cancelKey = newKey(); // a network error may be retried with the same key
+      confirming = false;
+      if (err.status === 409) {
+        cancelError.show(err.problem.detail ? `Cannot cancel: ${err.problem.detail}.` : "This order can no longer be canceled.");
+        try {
+          showOrder(await api(path, { signal: ctx.signal }));
+          loadHistory();
+        } catch {
+          /* the live stream or the next visit shows it */
+        }
+      } else {
+        cancelError.show(explain(err));
+      }
+    } finally {
+      canceling = false;
+      confirmYes.removeAttribute("aria-busy");
+      drawCancel();
+      if (!cancelBtn.hidden && !confirming) cancelBtn.focus();
+    }
+  });
+
+  if (STREAM_ENDS.has(order.orderStatus)) finished(order);
+  else follow();
 }
 
 // ---- pages: lists --------------------------------------------------------------------------------
@@ -1077,7 +1214,8 @@ async function pageOrders(view, _params, ctx) {
   await load(true);
   // orders still in flight: keep the first page fresh
   ctx.every(4000, async () => {
-    if (pages !== 1 || !tbody.querySelector('tr:not([data-status="PLACED"]):not([data-status="FAILED"])')) return;
+    const moving = [...tbody.rows].some((tr) => tr.dataset.status && !STREAM_ENDS.has(tr.dataset.status));
+    if (pages !== 1 || !moving) return;
     try {
       await load(true);
     } catch {
@@ -1299,27 +1437,61 @@ async function pageAdmin(view, _params, ctx) {
     await loadProducts();
   }, { context: "admin" });
 
-  // sagas
+  // sagas: filtered by status; a placed order can be shipped, a shipped one delivered
   const sagas = section("adm-sagas", "admin-sagas", "Recent sagas");
   const filter = h("select", { name: "status", "data-testid": "saga-filter" },
-    ["", "INITIATED", "PAYMENT_DONE", "REFUND_INITIATED", "PLACED", "FAILED"].map((s) => h("option", { value: s }, s ? statusText(s) + ` (${s})` : "All statuses")));
-  const sagaTable = table("admin-sagas-table", ["Started", "Order", "User", "Product", h("th", { scope: "col", class: "num" }, "Total"), "Status", "Steps"], "Recent sagas, newest first");
+    ["", "INITIATED", "PAYMENT_DONE", "REFUND_INITIATED", "PLACED", "FAILED", "CANCELING", "CANCELED", "ON_THE_WAY", "DELIVERED"]
+      .map((s) => h("option", { value: s }, s ? statusText(s) + ` (${s})` : "All statuses")));
+  const sagaTable = table("admin-sagas-table", ["Started", "Order", "User", "Product", h("th", { scope: "col", class: "num" }, "Total"), "Status", "Steps", "Action"], "Recent sagas, newest first");
   sagas.body.append(h("div", { class: "field" }, h("label", { for: "saga-filter" }, "Show"), Object.assign(filter, { id: "saga-filter" })), sagaTable.wrap);
   filter.addEventListener("change", () => loadSagas().catch((err) => sagas.box.show(explain(err, "admin"))));
+  const NEXT_STEP = {
+    PLACED: { step: "ship", label: "Ship", done: "shipped" },
+    ON_THE_WAY: { step: "deliver", label: "Mark delivered", done: "marked delivered" },
+  };
+
+  function sagaRow(o) {
+    const next = NEXT_STEP[o.orderStatus];
+    let action = "–";
+    if (next) {
+      action = h("button", { type: "button", class: "small", "data-testid": next.step }, next.label, h("span", { class: "visually-hidden" }, ` order ${o.orderId}`));
+      action.addEventListener("click", async () => {
+        action.disabled = true;
+        try {
+          const updated = await api(`/api/admin/orders/${enc(o.orderId)}/${next.step}`, { method: "POST", signal: ctx.signal });
+          sagas.box.show(`Order ${shortId(o.orderId)} ${next.done}: ${statusText(updated.orderStatus)}.`, "ok");
+          // the row stays (whatever the filter) with its new status until the next refresh
+          row.replaceWith(sagaRow({ ...o, ...updated, steps: o.steps }));
+        } catch (err) {
+          if (err.handled || err.name === "AbortError") return;
+          sagas.box.show(`Could not ${next.step} order ${shortId(o.orderId)}: ${explain(err, "admin")}`);
+          action.disabled = false;
+        }
+      });
+    }
+    const row = h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus },
+      h("td", null, when(o.createdAt)),
+      h("td", null, h("code", { class: "short", title: o.orderId }, shortId(o.orderId))),
+      h("td", null, h("code", { class: "short", title: o.userId }, shortId(o.userId))),
+      h("td", null, `${o.productQuantity} × ${o.productId}`),
+      h("td", { class: "num" }, money(o.totalAmount, o.currency)),
+      orderStatusCell(o),
+      h("td", null, h("ol", { class: "steps", "aria-label": "Steps" },
+        (o.steps || []).map((s) => h("li", { title: `${s.orderStatus} at ${when(s.at)}`, "data-testid": "saga-step" }, s.eventName || s.orderStatus)))),
+      h("td", null, action));
+    return row;
+  }
+  let sagaLoads = 0;
   async function loadSagas() {
+    const mine = ++sagaLoads;
     const q = filter.value ? `&status=${enc(filter.value)}` : "";
     const list = await api(`/api/admin/sagas?limit=50${q}`, { signal: ctx.signal });
-    sagaTable.tbody.replaceChildren(...list.map((o) =>
-      h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus },
-        h("td", null, when(o.createdAt)),
-        h("td", null, h("code", { class: "short", title: o.orderId }, shortId(o.orderId))),
-        h("td", null, h("code", { class: "short", title: o.userId }, shortId(o.userId))),
-        h("td", null, `${o.productQuantity} × ${o.productId}`),
-        h("td", { class: "num" }, money(o.totalAmount, o.currency)),
-        orderStatusCell(o),
-        h("td", null, h("ol", { class: "steps", "aria-label": "Steps" },
-          (o.steps || []).map((s) => h("li", { title: `${s.orderStatus} at ${when(s.at)}`, "data-testid": "saga-step" }, s.eventName || s.orderStatus)))))));
-    if (!list.length) sagaTable.tbody.append(h("tr", null, h("td", { colspan: 7, class: "empty", "data-testid": "sagas-empty" }, "No sagas yet.")));
+    if (mine !== sagaLoads) return; // the filter changed meanwhile: a newer list is on its way
+    sagaTable.tbody.replaceChildren(...list.map(sagaRow));
+    if (!list.length) {
+      const none = filter.value ? `No sagas with the status ${statusText(filter.value)}.` : "No sagas yet.";
+      sagaTable.tbody.append(h("tr", null, h("td", { colspan: 8, class: "empty", "data-testid": "sagas-empty" }, none)));
+    }
   }
 
   // alerts
