@@ -36,8 +36,13 @@ class FakeNotifications:
     def of(self, uow: FakeUnitOfWork) -> FakeNotifications:
         return self
 
-    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None:
-        """Both channels' rows unless the (order, type, channel) has one; a wake-up when any was added."""
+    async def add_notifications(
+        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+    ) -> None:
+        """Both channels' rows unless the (order, type, channel) has one (or, `unless` given, the order
+        has a notification of that type); a wake-up when any was added."""
+        if unless is not None and any(o == order_id and k == unless for o, k, _ in self.rows):
+            return
         added = False
         for channel in ("EMAIL", "SMS"):
             key = (order_id, kind, channel)
@@ -129,6 +134,19 @@ async def test_each_change_of_the_order_is_told_once_per_channel(store: FakeNoti
     assert store.wakes == 4 and not uow.published
     assert "We are canceling your order o1" in store.rows[("o1", "ORDER_CANCELING", "SMS")]["message"]
     assert "Your order o1 is canceled" in store.rows[("o1", "ORDER_CANCELED", "EMAIL")]["message"]
+
+
+async def test_a_reservation_that_lands_after_the_cancel_is_not_announced(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    """Canceled at PAYMENT_DONE while Inventory was down: its late INVENTORY_RESERVED is given back at
+    once and the order is never placed, so the user is not told it is."""
+    assert await notify(store, uow, saga_event(ev.ORDER_CANCEL_REQUESTED, orderStatus="CANCELING"))
+    assert await notify(store, uow, saga_event(ev.INVENTORY_RESERVED))  # handled, and nothing added
+    assert {k for (_, k, _) in store.rows} == {"ORDER_CANCELING"}
+    other = saga_event(ev.INVENTORY_RESERVED, orderId="o2")  # another order is placed as usual
+    assert await notify(store, uow, other)
+    assert ("o2", "ORDER_PLACED", "EMAIL") in store.rows
 
 
 async def test_a_cancel_s_answers_to_order_are_not_notify_s(store: FakeNotifications, uow: FakeUnitOfWork) -> None:

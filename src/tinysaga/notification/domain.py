@@ -7,6 +7,10 @@ from enum import StrEnum
 
 from tinysaga.contracts import events as ev
 
+# A notification not sent once the order has one of the type given: a reservation that lands after
+# the owner canceled is given back at once, and the order is never placed (ADR 13).
+SUPERSEDED_BY = {"ORDER_PLACED": "ORDER_CANCELING"}
+
 
 def notification_for(event: ev.Event) -> tuple[str, str] | None:
     """(type, message) for a notifiable event, else None."""

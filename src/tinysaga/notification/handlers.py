@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
 from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
-from tinysaga.notification.domain import EMAIL, Action, delivery_for, notification_for, subject_for
+from tinysaga.notification.domain import EMAIL, SUPERSEDED_BY, Action, delivery_for, notification_for, subject_for
 from tinysaga.notification.repository import NotificationRepository
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.retry import NOTIFICATION, pause
@@ -23,7 +23,9 @@ DELIVERY_BATCH = 50
 class Notifications(Protocol):
     """What the handlers need of the repository (`NotificationRepository` on a unit of work)."""
 
-    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None: ...
+    async def add_notifications(
+        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+    ) -> None: ...
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
     ) -> None: ...
@@ -47,7 +49,9 @@ class NotificationHandlers:
             if what is None or not event.orderId or not event.userId:
                 return
             kind, message = what
-            await self.repository(uow).add_notifications(event.userId, event.orderId, kind, message)
+            await self.repository(uow).add_notifications(
+                event.userId, event.orderId, kind, message, unless=SUPERSEDED_BY.get(kind)
+            )
 
     async def remember_contact(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Keep (or replace) the user's email, phone and name."""

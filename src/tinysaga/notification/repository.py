@@ -34,12 +34,15 @@ class NotificationRepository:
 
     # ---- the handlers ----------------------------------------------------------------------------
 
-    async def add_notifications(self, user_id: str, order_id: str, kind: str, message: str) -> None:
-        """Both channels' rows of an (order, type), unless it has them already, and the NOTIFY that
-        wakes the deliverer, in one statement."""
+    async def add_notifications(
+        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+    ) -> None:
+        """Both channels' rows of an (order, type), unless it has them already (or, `unless` given,
+        a notification of that type), and the NOTIFY that wakes the deliverer, in one statement."""
         await self.db.execute(
             "WITH n AS (INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
-            " VALUES ($1,$3,$4,$5,'EMAIL',$6), ($2,$3,$4,$5,'SMS',$6)"
+            " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6), ($2::uuid,$3,$4,$5,'SMS',$6)) v"
+            " WHERE $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM notifications WHERE order_id=$4 AND type=$7)"
             " ON CONFLICT (order_id, type, channel) DO NOTHING RETURNING 1)"
             f" SELECT pg_notify('{NEW_CHANNEL}', '') FROM n LIMIT 1",
             uuid.uuid4(),
@@ -48,6 +51,7 @@ class NotificationRepository:
             order_id,
             kind,
             message,
+            unless,
         )
 
     async def remember_contact(
