@@ -214,14 +214,14 @@ class _Server(uvicorn.Server):
 
 
 def serve(app_path: str, default_service: str) -> None:
-    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only."""
+    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only (TINYSAGA_BIND_HOST elsewhere)."""
     settings = get_settings()
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=settings.port_of(default_service))
     args = parser.parse_args()
     config = uvicorn.Config(
         app_path,
-        host="127.0.0.1",
+        host=settings.bind_host,
         port=args.port,
         loop="uvloop",
         http="httptools",
