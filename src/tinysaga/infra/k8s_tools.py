@@ -39,7 +39,7 @@ def _go_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "GOMODCACHE": str(settings.cache / "go" / "mod"),
-        "GOFLAGS": "-modcacherw",
+        "GOFLAGS": " ".join(f for f in (os.environ.get("GOFLAGS", ""), "-modcacherw") if f),
         "GOTOOLCHAIN": "local",
     }
 
