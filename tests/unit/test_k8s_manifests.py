@@ -286,6 +286,7 @@ def test_kafka_is_the_local_broker_on_three_kraft_nodes(overlay: str) -> None:
     s = local_defaults()
     kafka = one(overlay, "Kafka", "tinysaga")["spec"]["kafka"]
     assert kafka["version"] == s.kafka_version
+    assert s.kafka_version in k8s_tools.STRIMZI_KAFKA_VERSIONS, "the pinned Strimzi cannot run the local Kafka"
     pool = one(overlay, "KafkaNodePool", "dual-role")["spec"]
     assert sorted(pool["roles"]) == ["broker", "controller"] and pool["replicas"] == 3
     assert pool["jvmOptions"] == {"-Xms": f"{s.kafka_heap_mb}m", "-Xmx": f"{s.kafka_heap_mb}m"}
@@ -518,6 +519,10 @@ def test_only_the_gateway_is_reachable_and_internal_ports_only_from_their_caller
     assert _allowed_from(overlay, one(overlay, "Deployment", "notification"), s.port_of("smtp")) == set()
     db = one(overlay, "NetworkPolicy", "postgres-ingress")["spec"]
     assert db["podSelector"]["matchLabels"] == {"cnpg.io/cluster": "tinysaga-pg"}
+    for rule in db["ingress"]:  # the services reach PostgreSQL, not the instance manager
+        labels = [peer.get("podSelector", {}).get("matchLabels") for peer in rule["from"]]
+        if {"tinysaga.io/db-client": "true"} in labels:
+            assert [x["port"] for x in rule["ports"]] == [5432]
     clients = {
         d["metadata"]["name"]
         for d in objects(overlay, "Deployment")
@@ -595,10 +600,12 @@ def test_every_container_runs_the_one_image_pinned_and_not_as_root() -> None:
         for d in objects(overlay, "Deployment"):
             ctx = pod_spec(d)["securityContext"]
             assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == int(uid)
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}  # the `restricted` pod security profile
             for c in containers(d, init=True):
                 assert re.fullmatch(r"[a-z0-9./-]+/tinysaga:\d+\.\d+\.\d+", c["image"]), c["image"]
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False
                 assert c["securityContext"]["readOnlyRootFilesystem"] is True
+                assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             assert pod_spec(d)["automountServiceAccountToken"] is False
 
 

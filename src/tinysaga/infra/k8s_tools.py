@@ -30,6 +30,7 @@ KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 KUSTOMIZE_VERSION = "v5.8.1"
 STRIMZI_VERSION = "0.51.0"
 STRIMZI_ARTIFACT = f"io.strimzi:api:{STRIMZI_VERSION}:jar:tests"
+STRIMZI_KAFKA_VERSIONS = ("4.1.0", "4.1.1", "4.2.0")  # what Strimzi 0.51.0 runs (its release notes)
 CNPG_MODULE = "github.com/cloudnative-pg/cloudnative-pg"
 CNPG_VERSION = "v1.28.0"
 
