@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 
+import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tinysaga.platform.logging import setup_logging
@@ -23,14 +24,25 @@ log = logging.getLogger("tinysaga.k8s_init")
 RETRY_SECONDS = 2.0
 
 
+# What a database that is not there yet answers: not reachable, starting, or (the operator creates
+# the roles and databases after the cluster is up) no such role, password or database yet. A
+# migration that fails for any other reason fails the init container, and the pod says why.
+NOT_READY_YET = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
 async def migrate(settings: Settings, service: str) -> None:
     while True:
         try:
             applied = await apply_migrations(database_dsn(settings, service), service)
             log.info("migrations applied", extra={"service": service, "applied": applied})
             return
-        except OSError as e:  # the database is not reachable yet (the cluster may still be starting)
-            log.warning("database not reachable yet: %s", e)
+        except NOT_READY_YET as e:
+            log.warning("database not ready yet: %s: %s", type(e).__name__, e)
             await asyncio.sleep(RETRY_SECONDS)
 
 
@@ -48,12 +60,11 @@ async def wait_for_topics(settings: Settings) -> None:
     while True:
         try:
             missing = await topics_missing(settings)
+            if not missing:
+                return
+            log.info("waiting for topics %s", sorted(missing))
         except Exception as e:  # the broker is not reachable yet
             log.warning("kafka not reachable yet: %s", e)
-            missing = {"?"}
-        if not missing:
-            return
-        log.info("waiting for topics %s", sorted(missing))
         await asyncio.sleep(RETRY_SECONDS)
 
 
