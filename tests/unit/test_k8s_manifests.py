@@ -329,6 +329,10 @@ def test_a_kafka_listener_without_authentication_is_open_only_to_the_kafka_clien
     }
     assert clients == {"relay", *SERVICES_WITH_DB}
     assert not objects("small", "KafkaUser")
+    # the services' addresses of Kafka and PostgreSQL are the Services the operators make
+    settings = one("small", "ConfigMap", "tinysaga-settings")["data"]
+    assert settings["TINYSAGA_KAFKA_BOOTSTRAP_SERVERS"] == f"tinysaga-kafka-bootstrap:{listener['port']}"
+    assert settings["TINYSAGA_PG_HOST"] == f"{one('small', 'Cluster', 'tinysaga-pg')['metadata']['name']}-rw"
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------
@@ -433,6 +437,27 @@ def test_each_pod_gets_only_the_secrets_it_needs(overlay: str) -> None:
                 continue
             assert mounts[k8s.SECRETS_DIR]["readOnly"] is True
             assert env_of(overlay, c)["TINYSAGA_HOME"] + "/secrets" == k8s.SECRETS_DIR
+
+
+def test_every_secret_of_the_local_stack_has_its_kubernetes_secret(tmp_path: Path) -> None:
+    """`tiny-saga up` makes the secrets in the state dir (ensure_secrets); each one is a key of a
+    Secret that some pod mounts, at the same path under its secrets dir."""
+    import json
+
+    from tinysaga.platform.secrets import ensure_secrets
+
+    ensure_secrets(local_defaults().model_copy(update={"home": tmp_path}))
+    local = {p.name for p in (tmp_path / "secrets").iterdir()}
+    assert local == {"jwt_private.pem", "jwt_public.pem", "internal_secret", "db.json"}, "a new local secret?"
+    mounted = set().union(*(_mounted_files(d) for d in objects("ha", "Deployment")))
+    paths = {m.split(":", 1)[1] for m in mounted}
+    assert {"jwt_private.pem", "jwt_public.pem", "internal_secret"} <= paths
+    roles = json.loads((tmp_path / "secrets" / "db.json").read_text())
+    # the superuser is the local initdb's; CloudNativePG keeps its own (and superuser access is off)
+    assert set(roles) - {"superuser"} == set(SERVICES_WITH_DB)
+    assert one("ha", "Cluster", "tinysaga-pg")["spec"]["enableSuperuserAccess"] is False
+    for svc in set(roles) - {"superuser"}:
+        assert f"db/{svc}/password" in paths
 
 
 def test_the_readme_says_how_to_create_every_secret_the_pods_use() -> None:
