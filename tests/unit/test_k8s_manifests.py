@@ -679,3 +679,15 @@ def test_the_image_installs_what_the_processes_import_at_the_locks_versions() ->
             for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"tinysaga"}:
                 dists = {d.lower().replace("_", "-") for d in distributions.get(top, [])}
                 assert dists & closure, f"{rel} imports {top}, which the image does not install"
+
+
+def test_the_gateway_generator_writes_and_checks_the_committed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(k8s, "get_settings", local_defaults)
+    assert k8s.main(["gateway", "--check"]) == 0
+    out = tmp_path / "haproxy.cfg"
+    assert k8s.main(["gateway", "--out", str(out)]) == 0
+    assert out.read_text() == k8s.GATEWAY_CONFIG.read_text()
+    monkeypatch.setattr(k8s, "get_settings", lambda: local_defaults().model_copy(update={"rate_user_per_10s": 7}))
+    assert k8s.main(["gateway", "--check"]) == 1  # a changed setting is a changed config
