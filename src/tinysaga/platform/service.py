@@ -226,8 +226,8 @@ class _Server(uvicorn.Server):
 
 
 def serve(factory_path: str, default_service: str) -> None:
-    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only, with the app made by the
-    service's bootstrap (`create_app()`, so nothing is read or built at import)."""
+    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only (TINYSAGA_BIND_HOST elsewhere),
+    with the app made by the service's bootstrap (`create_app()`, so nothing is read or built at import)."""
     settings = get_settings()
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=settings.port_of(default_service))
@@ -235,7 +235,7 @@ def serve(factory_path: str, default_service: str) -> None:
     config = uvicorn.Config(
         factory_path,
         factory=True,
-        host="127.0.0.1",
+        host=settings.bind_host,
         port=args.port,
         loop="uvloop",
         http="httptools",

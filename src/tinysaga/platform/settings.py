@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     pg_port: int = 5544
     service_port_base: int = 8100
+    # Off one machine (deploy/k8s): where the services listen and find each other, the database and
+    # Kafka. The defaults are the local stack's loopback addresses.
+    bind_host: str = "127.0.0.1"
+    pg_host: str = "127.0.0.1"
+    kafka_bootstrap_servers: str | None = None  # default: 127.0.0.1:kafka_port
+    service_url_template: str | None = None  # e.g. "http://{service}:{port}": one name for all replicas
 
     order_replicas: int = 2
     inventory_replicas: int = 2
@@ -94,10 +100,14 @@ class Settings(BaseSettings):
         return {"order": self.order_replicas, "inventory": self.inventory_replicas}.get(service, 1)
 
     def service_url(self, service: str, replica: int = 1) -> str:
+        if self.service_url_template:
+            return self.service_url_template.format(service=service, port=self.port_of(service))
         return f"http://127.0.0.1:{self.port_of(service, replica)}"
 
     @property
     def kafka_bootstrap(self) -> str:
+        if self.kafka_bootstrap_servers:
+            return self.kafka_bootstrap_servers
         return f"127.0.0.1:{self.kafka_port}"
 
     @property
