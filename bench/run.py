@@ -181,13 +181,27 @@ class Phase:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+async def _post_until_served(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST, again while the gateway answers 503 (no server up: on a busy machine a service can
+    miss its health checks for a while); at most 30 times, 0.5 s apart."""
+    for _ in range(30):
+        async with http.post(url, json=body) as r:
+            if r.status != 503:
+                return r.status, await r.json()
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"{url}: still 503 after 30 tries")
+
+
 async def register_users(http: aiohttp.ClientSession, base: str, n: int) -> list[str]:
     async def one(i: int) -> str:
         email, pw = f"bench-{uuid.uuid4().hex[:10]}@example.com", "bench-password"
-        async with http.post(f"{base}/api/auth/register", json={"email": email, "password": pw, "name": f"B{i}"}) as r:
-            assert r.status == 201, await r.text()
-        async with http.post(f"{base}/api/auth/token", json={"email": email, "password": pw}) as r:
-            token = (await r.json())["accessToken"]
+        status, body = await _post_until_served(
+            http, f"{base}/api/auth/register", {"email": email, "password": pw, "name": f"B{i}"}
+        )
+        assert status == 201, body
+        status, body = await _post_until_served(http, f"{base}/api/auth/token", {"email": email, "password": pw})
+        assert status == 200, body
+        token = body["accessToken"]
         async with http.post(
             f"{base}/api/wallet/deposits", json={"amount": 10000}, headers={"Authorization": f"Bearer {token}"}
         ) as r:

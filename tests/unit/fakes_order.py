@@ -69,6 +69,8 @@ class FakeOrders:
             "transaction_id": transaction_id,
             "idempotency_key": None,
             "request_hash": None,
+            "payment_settled": False,
+            "stock_settled": False,
             "deadline_at": self.now + timedelta(seconds=deadline_in),
             "version": 1,
             "created_at": at,
@@ -131,11 +133,11 @@ class FakeOrderRepository:
         """The order's history rows, oldest first."""
         return [dict(h) for h in self.db.history if h["order_id"] == order_id]
 
-    async def was_timed_out(self, order_id: uuid.UUID) -> bool | None:
-        """Whether its history holds ORDER_TIMED_OUT; None for no such order."""
+    async def requested(self, order_id: uuid.UUID, event_name: str) -> bool | None:
+        """Whether its history holds `event_name`; None for no such order."""
         if order_id not in self.db.orders:
             return None
-        return ev.ORDER_TIMED_OUT in self.db.events_of(order_id)
+        return event_name in self.db.events_of(order_id)
 
     async def recent(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         """The latest orders (of `status` if given), newest first."""
@@ -175,6 +177,8 @@ class FakeOrderRepository:
             "transaction_id": None,
             "idempotency_key": order.idempotency_key,
             "request_hash": order.request_hash,
+            "payment_settled": False,
+            "stock_settled": False,
             "deadline_at": order.deadline,
             "version": 1,
             "created_at": at,
@@ -193,8 +197,11 @@ class FakeOrderRepository:
         await self.uow.stage(event)
         return dict(row)
 
-    async def save_change(self, row: Any, new: domain.OrderState, event_name: str) -> None:
-        """The transition (version + 1), its history row, the NOTIFY; a REFUND_FAILED alert once per order."""
+    async def save_change(
+        self, row: Any, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+    ) -> None:
+        """The transition (version + 1, the settled flags), its history row, the NOTIFY; a
+        REFUND_FAILED alert once per order; `announce` staged on the unit of work."""
         order_id = row["order_id"]
         current = self.db.orders[order_id]
         at = self.db.clock()
@@ -204,9 +211,14 @@ class FakeOrderRepository:
             refund_status=new.refund_status,
             status_info=new.status_info,
             transaction_id=new.transaction_id,
+            payment_settled=new.payment_settled,
+            stock_settled=new.stock_settled,
             version=current["version"] + 1,
             updated_at=at,
         )
+        if announce is not None:
+            assert self.uow is not None
+            await self.uow.stage(announce)
         self.db.history.append(
             {
                 "order_id": order_id,
@@ -228,6 +240,48 @@ class FakeOrderRepository:
                     "created_at": at,
                 },
             )
+
+    async def _requested_change(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+        """Only if the order is still in the status `row` was read in: the new status, status
+        info and flags (version + 1), a history row under the event's name, the NOTIFY, the event
+        staged; the new row. Else None, nothing written or staged."""
+        assert self.uow is not None
+        current = self.db.orders.get(row["order_id"])
+        if current is None or current["order_status"] != row["order_status"]:
+            return None
+        at = self.db.clock()
+        current.update(
+            order_status=new.status.value,
+            status_info=new.status_info,
+            payment_settled=new.payment_settled,
+            stock_settled=new.stock_settled,
+            version=current["version"] + 1,
+            updated_at=at,
+        )
+        self.db.history.append(
+            {
+                "order_id": row["order_id"],
+                "order_status": new.status.value,
+                "status_info": new.status_info,
+                "event_name": event.eventName,
+                "at": at,
+            }
+        )
+        self.db.notified.append(str(row["order_id"]))
+        await self.uow.stage(event)
+        return dict(current)
+
+    async def cancel(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+        """CANCELING with ORDER_CANCEL_REQUESTED (as `_requested_change`)."""
+        return await self._requested_change(row, new, event)
+
+    async def ship(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+        """ON_THE_WAY with ORDER_SHIPPED (as `_requested_change`)."""
+        return await self._requested_change(row, new, event)
+
+    async def deliver(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+        """DELIVERED with ORDER_DELIVERED (as `_requested_change`)."""
+        return await self._requested_change(row, new, event)
 
     async def overdue(self, limit: int) -> list[dict[str, Any]]:
         """In-flight orders whose deadline is before the clock, oldest deadline first, at most `limit`."""

@@ -1,7 +1,7 @@
 """Fakes for Payment's handlers: the payments table in a dict (the same named methods as
 `tinysaga.payment.repository.PaymentRepository`, the same semantics; a write is kept at once, its
 event only when the unit of work commits), a wallet that keeps balances and a ledger per order, and
-Order's answer to "did you time this order out?"."""
+Order's answer to "did you ask for this compensation?"."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from tests.unit.fakes import FakeUnitOfWork
+from tinysaga.contracts import events as ev
 from tinysaga.contracts.events import Event
 from tinysaga.payment.adapters import WalletUnavailable
 from tinysaga.payment.domain import Payment, Status
@@ -56,10 +57,13 @@ class FakePayments:
         await self.uow.stage(event)
         return True
 
-    async def add_unless_exists(self, p: Payment) -> None:
-        """Insert the row unless the order has one (no event)."""
+    async def add_unless_exists(self, p: Payment, event: Event | None = None) -> None:
+        """Insert the row unless the order has one, staging `event` only with a row written."""
         if p.order_id not in self.table.rows:
             self.table.put(p)
+            if event is not None:
+                assert self.uow is not None
+                await self.uow.stage(event)
 
     async def move(
         self, order_id: str, from_status: Status, to: Status, detail: str, event: Event | None = None
@@ -130,12 +134,16 @@ class FakeWallet:
 
 @dataclass
 class FakeOrders:
-    timed_out_orders: set[str] = field(default_factory=set)
-    asked: list[str] = field(default_factory=list)
+    """The orders Order timed out and canceled (its history holds the event), and what it was asked."""
 
-    async def timed_out(self, order_id: str) -> bool:
-        self.asked.append(order_id)
-        return order_id in self.timed_out_orders
+    timed_out_orders: set[str] = field(default_factory=set)
+    canceled_orders: set[str] = field(default_factory=set)
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    async def requested(self, order_id: str, event_name: str) -> bool:
+        self.asked.append((order_id, event_name))
+        held = {ev.ORDER_TIMED_OUT: self.timed_out_orders, ev.ORDER_CANCEL_REQUESTED: self.canceled_orders}
+        return order_id in held.get(event_name, set())
 
 
 @dataclass

@@ -117,3 +117,26 @@ async def test_ensure_admin_creates_then_keeps_the_configured_password(accounts:
     await ensure_admin(accounts, "admin@tinysaga.local", "second-pass")
     assert accounts_module.hasher.verify(row["password_hash"], "second-pass")
     assert len(accounts.rows) == 1 and len(accounts.published) == 1
+
+
+async def test_hashing_runs_off_the_event_loop(accounts: FakeAccounts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 on the event loop stalled the service's health checks during a burst of sign-ups (the
+    gateway then took Auth out of its backend): hashing and verifying run on a worker thread."""
+    import threading
+
+    threads: list[threading.Thread] = []
+    real = accounts_module.hasher
+
+    class Recording:
+        def hash(self, password: str) -> str:
+            threads.append(threading.current_thread())
+            return real.hash(password)
+
+        def verify(self, password_hash: str, password: str) -> bool:
+            threads.append(threading.current_thread())
+            return real.verify(password_hash, password)
+
+    monkeypatch.setattr(accounts_module, "hasher", Recording())
+    await create_account(accounts, "bea@example.com", "s3cret-pass", "Bea", None)
+    assert await authenticate(accounts, "bea@example.com", "s3cret-pass") is not None
+    assert len(threads) == 2 and threading.main_thread() not in threads

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.fakes import FakeUnitOfWork, deliver
+from tests.unit.fakes_inventory import FakeInventory, FakeOrders
 from tinysaga.contracts import events as ev
 from tinysaga.inventory.domain import (
     CANCELLED,
@@ -25,75 +26,14 @@ from tinysaga.inventory.domain import (
     Reserve,
     Status,
     release,
+    release_answer,
     reserve,
 )
-from tinysaga.inventory.handlers import handlers, reply
+from tinysaga.inventory.handlers import handlers, released, reply
 from tinysaga.inventory.repository import InventoryRepository, Reservation
-from tinysaga.platform.calls import Unreachable
 from tinysaga.platform.uow import PgUnitOfWork
 
 INVENTORY = "inventory"
-
-
-@dataclass
-class FakeInventory:
-    """Products' stock and reservations in dicts; `of(uow)` is the repository of a unit of work,
-    with the same named methods as `InventoryRepository`."""
-
-    stock: dict[str, int] = field(default_factory=dict)
-    reservations: dict[str, Reservation] = field(default_factory=dict)
-
-    def of(self, uow: FakeUnitOfWork) -> FakeInventoryRepository:
-        return FakeInventoryRepository(self, uow)
-
-
-@dataclass
-class FakeInventoryRepository:
-    db: FakeInventory
-    uow: FakeUnitOfWork
-
-    async def lock_reservation(self, order_id: str) -> Reservation | None:
-        """The order's reservation row, or None."""
-        return self.db.reservations.get(order_id)
-
-    async def take_stock(self, product_id: str, quantity: int) -> Reserve:
-        """domain.reserve for an order without a row; takes the quantity on RESERVE (unknown product: 0 in stock)."""
-        decision = reserve(self.db.stock.get(product_id, 0), quantity, None)
-        if decision is Reserve.RESERVE:
-            self.db.stock[product_id] -= quantity
-        return decision
-
-    async def add_reservation(self, order_id: str, product_id: str, quantity: int, status: Status, event: Any) -> None:
-        """The row (the primary key refuses a second) and its event, staged with it."""
-        assert order_id not in self.db.reservations, "unique violation"
-        self.db.reservations[order_id] = Reservation(product_id, quantity, status)
-        await self.uow.stage(event)
-
-    async def cancel(self, order_id: str, product_id: str, quantity: int) -> None:
-        """A CANCELLED row for an order with none."""
-        assert order_id not in self.db.reservations, "unique violation"
-        self.db.reservations[order_id] = Reservation(product_id, quantity, CANCELLED)
-
-    async def give_back(self, order_id: str, product_id: str, quantity: int) -> None:
-        """The quantity back in stock, the row RELEASED."""
-        self.db.stock[product_id] = self.db.stock.get(product_id, 0) + quantity
-        r = self.db.reservations[order_id]
-        self.db.reservations[order_id] = Reservation(r.product_id, r.quantity, RELEASED)
-
-
-@dataclass
-class FakeOrders:
-    """Order's answer to "did you time this order out?", and who was asked about."""
-
-    timed_out_orders: set[str] = field(default_factory=set)
-    asked: list[str] = field(default_factory=list)
-    down: bool = False
-
-    async def timed_out(self, order_id: str) -> bool:
-        self.asked.append(order_id)
-        if self.down:
-            raise Unreachable("no replica of order answered")
-        return order_id in self.timed_out_orders
 
 
 @dataclass
@@ -139,6 +79,19 @@ def timed_out(order_id: str = "o1", quantity: int = 2) -> ev.Event:
         productId="widget",
         productQuantity=quantity,
         failReason="TIMEOUT",
+    )
+
+
+def cancel_requested(order_id: str = "o1", quantity: int = 2) -> ev.Event:
+    return ev.make_event(
+        ev.ORDER_CANCEL_REQUESTED,
+        correlation_id=order_id,
+        orderId=order_id,
+        userId="u1",
+        productId="widget",
+        productQuantity=quantity,
+        totalAmount=Decimal("3.00") * quantity,
+        currency="USD",
     )
 
 
@@ -227,6 +180,7 @@ async def test_a_timeout_gives_a_reservation_back_once(world: World) -> None:
     assert await world.deliver(again(t))  # Order's retry: the row is RELEASED already
     assert world.inventory.stock["widget"] == 5
     assert world.uow.names() == [ev.INVENTORY_RESERVED]  # the release answers nothing
+    assert set(world.orders.asked) == {("o1", ev.ORDER_TIMED_OUT)}
 
 
 async def test_a_timeout_before_the_payment_blocks_a_late_reservation(world: World) -> None:
@@ -236,7 +190,7 @@ async def test_a_timeout_before_the_payment_blocks_a_late_reservation(world: Wor
     assert await world.deliver(payment_done(quantity=2))  # the late PAYMENT_DONE
     assert world.inventory.stock["widget"] == 5
     assert world.inventory.reservations["o1"].status == CANCELLED
-    assert not world.uow.published
+    assert not world.uow.published  # no INVENTORY_RELEASED for a timeout
 
 
 async def test_a_timeout_of_a_rejected_order_changes_nothing(world: World) -> None:
@@ -251,7 +205,7 @@ async def test_a_forged_timeout_changes_nothing(world: World) -> None:
     assert await world.deliver(payment_done(quantity=2))
     t = timed_out()
     assert await world.deliver(t)  # Order did not time o1 out
-    assert world.orders.asked == ["o1"]
+    assert world.orders.asked == [("o1", ev.ORDER_TIMED_OUT)]
     assert world.inventory.stock["widget"] == 3
     assert world.inventory.reservations["o1"].status == RESERVED
     assert t.eventId in world.uow.handled  # recorded: a redelivery is skipped
@@ -279,6 +233,94 @@ async def test_a_timeout_without_an_order_is_refused_before_asking_order(world: 
     fields["orderId"] = None
     with pytest.raises(ValueError, match="orderId"):
         await world.deliver(ev.Event.model_validate({**fields, "eventName": ev.ORDER_TIMED_OUT}))
+    assert world.orders.asked == [] and not world.uow.handled
+
+
+# ---- release for a cancel (ADR 13) ----------------------------------------------------------------
+
+
+async def test_a_cancel_gives_a_reservation_back_and_answers_released_once(world: World) -> None:
+    world.orders.canceled_orders.add("o1")
+    assert await world.deliver(payment_done(quantity=2))
+    c = cancel_requested(quantity=2)
+    assert await world.deliver(c)
+    assert world.orders.asked == [("o1", ev.ORDER_CANCEL_REQUESTED)]
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == RELEASED
+    assert world.uow.names() == [ev.INVENTORY_RESERVED, ev.INVENTORY_RELEASED]
+    released = world.uow.published[1]
+    assert isinstance(released, ev.InventoryReleased)
+    assert (released.orderId, released.userId, released.productId, released.productQuantity) == (
+        "o1",
+        "u1",
+        "widget",
+        2,
+    )
+    assert released.correlationId == "o1"
+    assert not await world.deliver(c)  # redelivered
+    assert await world.deliver(again(c))  # published again: RELEASED already, nothing new
+    assert world.inventory.stock["widget"] == 5
+    assert world.uow.names() == [ev.INVENTORY_RESERVED, ev.INVENTORY_RELEASED]
+
+
+async def test_a_cancel_before_the_payment_blocks_a_late_reservation_and_answers_once(world: World) -> None:
+    world.orders.canceled_orders.add("o1")
+    c = cancel_requested(quantity=2)
+    assert await world.deliver(c)
+    assert world.inventory.reservations["o1"] == Reservation("widget", 2, CANCELLED)
+    assert world.uow.names() == [ev.INVENTORY_RELEASED]
+    assert await world.deliver(payment_done(quantity=2))  # the late PAYMENT_DONE reserves nothing
+    assert await world.deliver(again(c))
+    assert world.inventory.stock["widget"] == 5
+    assert world.inventory.reservations["o1"].status == CANCELLED
+    assert world.uow.names() == [ev.INVENTORY_RELEASED]
+
+
+async def test_a_cancel_of_a_rejected_order_answers_nothing_new(world: World) -> None:
+    """Its INVENTORY_INSUFFICIENT already settled the stock side."""
+    world.orders.canceled_orders.add("o1")
+    assert await world.deliver(payment_done(quantity=6))
+    assert await world.deliver(cancel_requested(quantity=6))
+    assert world.inventory.stock["widget"] == 5 and world.inventory.reservations["o1"].status == REJECTED
+    assert world.uow.names() == [ev.INVENTORY_INSUFFICIENT]
+
+
+async def test_a_forged_cancel_changes_nothing(world: World) -> None:
+    assert await world.deliver(payment_done(quantity=2))
+    c = cancel_requested()
+    assert await world.deliver(c)  # Order's history does not hold it
+    assert world.orders.asked == [("o1", ev.ORDER_CANCEL_REQUESTED)]
+    assert world.inventory.stock["widget"] == 3 and world.inventory.reservations["o1"].status == RESERVED
+    assert c.eventId in world.uow.handled
+    assert await world.deliver(cancel_requested("o2"))  # nor blocks an order it does not know
+    assert "o2" not in world.inventory.reservations
+    assert world.uow.names() == [ev.INVENTORY_RESERVED]
+
+
+async def test_a_cancel_is_not_a_timeout(world: World) -> None:
+    """Order timed o1 out but did not cancel it: a cancel of o1 is forged, and the other way round."""
+    world.orders.timed_out_orders.add("o1")
+    world.orders.canceled_orders.add("o2")
+    for oid in ("o1", "o2"):
+        assert await world.deliver(payment_done(oid, quantity=1))
+    assert await world.deliver(cancel_requested("o1", quantity=1))
+    assert await world.deliver(timed_out("o2", quantity=1))
+    assert world.inventory.stock["widget"] == 3
+    assert {world.inventory.reservations[o].status for o in ("o1", "o2")} == {RESERVED}
+
+
+async def test_a_cancel_while_order_is_unreachable_is_retried_not_recorded(world: World) -> None:
+    world.orders.down = True
+    c = cancel_requested()
+    with pytest.raises(OSError):
+        await world.deliver(c)
+    assert c.eventId not in world.uow.handled and not world.inventory.reservations and not world.uow.published
+
+
+async def test_a_cancel_without_what_it_needs_is_refused_before_asking_order(world: World) -> None:
+    bad = ev.Event(eventName=ev.ORDER_CANCEL_REQUESTED, correlationId="o1", orderId="o1", userId="u1")
+    with pytest.raises(ValueError, match="without a valid"):
+        await world.deliver(bad)
     assert world.orders.asked == [] and not world.uow.handled
 
 
@@ -315,6 +357,14 @@ def test_release_rule() -> None:
     assert release(RESERVED) is Release.RELEASE
     for prior in (REJECTED, RELEASED, CANCELLED):
         assert release(prior) is Release.NOTHING
+
+
+def test_only_a_cancel_that_changed_the_row_is_answered() -> None:
+    for decision in (Release.RELEASE, Release.CANCEL):
+        assert release_answer(ev.ORDER_CANCEL_REQUESTED, decision) == ev.INVENTORY_RELEASED
+        assert release_answer(ev.ORDER_TIMED_OUT, decision) is None
+    for trigger in (ev.ORDER_CANCEL_REQUESTED, ev.ORDER_TIMED_OUT):
+        assert release_answer(trigger, Release.NOTHING) is None
 
 
 ops = st.lists(
@@ -376,6 +426,45 @@ def test_the_handlers_keep_the_stock_whole(initial: int, steps: list[tuple[str, 
     asyncio.run(run())
 
 
+cancel_ops = st.lists(
+    st.tuples(st.sampled_from(["pay", "cancel", "timeout"]), st.integers(0, 4), st.integers(1, 7)),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(initial=st.integers(0, 20), steps=cancel_ops)
+def test_a_canceled_order_never_holds_stock_and_is_answered_once(
+    initial: int, steps: list[tuple[str, int, int]]
+) -> None:
+    """Payments, cancels and timeouts in any order, each repeated: the stock stays whole, an order
+    once canceled holds no stock whatever lands after, and each canceled order that reached
+    inventory before or by its cancel gets at most one INVENTORY_RELEASED."""
+    w = World(FakeInventory(stock={"widget": initial}), FakeOrders(), FakeUnitOfWork())
+
+    async def run() -> None:
+        for kind, order, quantity in steps:
+            oid = f"o{order}"
+            if kind == "pay":
+                await w.deliver(payment_done(oid, quantity))
+            elif kind == "cancel":
+                w.orders.canceled_orders.add(oid)
+                await w.deliver(cancel_requested(oid, quantity))
+            else:
+                w.orders.timed_out_orders.add(oid)
+                await w.deliver(timed_out(oid, quantity))
+            held = {o: r for o, r in w.inventory.reservations.items() if r.status == RESERVED}
+            assert (
+                0 <= w.inventory.stock["widget"]
+                and w.inventory.stock["widget"] + sum(r.quantity for r in held.values()) == initial
+            )
+            assert not set(held) & w.orders.canceled_orders
+        released = [e.orderId for e in w.uow.published if e.eventName == ev.INVENTORY_RELEASED]
+        assert len(released) == len(set(released)) and set(released) <= w.orders.canceled_orders
+
+    asyncio.run(run())
+
+
 # ---- the real repository's one-statement write ---------------------------------------------------
 
 
@@ -386,6 +475,9 @@ class RecordingConnection:
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
     async def fetchrow(self, sql: str, *args: Any) -> None:
+        self.statements.append((sql, args))
+
+    async def execute(self, sql: str, *args: Any) -> None:
         self.statements.append((sql, args))
 
 
@@ -400,3 +492,32 @@ async def test_the_reservation_row_and_its_answer_are_one_statement() -> None:
     assert args[:4] == ("o1", "widget", 2, "RESERVED") and len(args) == 9
     assert args[4:7] == ("order-topic", "o1", ev.INVENTORY_RESERVED)
     assert "$9" in sql and "$10" not in sql
+
+
+async def test_a_cancel_s_row_and_its_answer_are_one_statement_and_a_timeout_s_has_none() -> None:
+    conn = RecordingConnection()
+    repo = InventoryRepository.of(PgUnitOfWork(conn, "order-topic"))  # type: ignore[arg-type]
+    answer = released(ev.INVENTORY_RELEASED, cancel_requested(), "widget", 2)
+    await repo.cancel("o1", "widget", 2, answer)
+    [(sql, args)] = conn.statements
+    assert sql.startswith("WITH r AS (INSERT INTO reservations(order_id, product_id, quantity, status)")
+    assert "INSERT INTO outbox" in sql and "FROM r LIMIT 1" in sql
+    assert args[:4] == ("o1", "widget", 2, "CANCELLED") and args[6] == ev.INVENTORY_RELEASED
+    conn.statements.clear()
+    await repo.cancel("o1", "widget", 2)
+    [(sql, args)] = conn.statements
+    assert sql.startswith("INSERT INTO reservations") and "outbox" not in sql
+
+
+async def test_a_cancel_s_release_stages_its_answer_with_the_row() -> None:
+    conn = RecordingConnection()
+    repo = InventoryRepository.of(PgUnitOfWork(conn, "order-topic"))  # type: ignore[arg-type]
+    await repo.give_back("o1", "widget", 2, released(ev.INVENTORY_RELEASED, cancel_requested(), "widget", 2))
+    [(stock, stock_args), (row, row_args)] = conn.statements
+    assert stock.startswith("UPDATE products") and stock_args == ("widget", 2)
+    assert row.startswith("WITH r AS (UPDATE reservations SET status=$2") and "INSERT INTO outbox" in row
+    assert row_args[:2] == ("o1", "RELEASED") and row_args[4] == ev.INVENTORY_RELEASED
+    conn.statements.clear()
+    await repo.give_back("o1", "widget", 2)
+    assert [sql.split(" SET")[0] for sql, _ in conn.statements] == ["UPDATE products", "UPDATE reservations"]
+    assert all("outbox" not in sql for sql, _ in conn.statements)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 from tinysaga.notification.domain import notification_for
 
 ORDER_ID = "ord-7f3a"
@@ -33,6 +34,10 @@ NOTIFIABLE = {
     ev.REFUND_DONE: "REFUND_DONE",
     ev.REFUND_FAILED: "REFUND_FAILED",
     ev.ORDER_TIMED_OUT: "ORDER_TIMED_OUT",
+    ev.ORDER_CANCEL_REQUESTED: "ORDER_CANCELING",
+    ev.ORDER_CANCELED: "ORDER_CANCELED",
+    ev.ORDER_SHIPPED: "ORDER_SHIPPED",
+    ev.ORDER_DELIVERED: "ORDER_DELIVERED",
 }
 
 
@@ -103,9 +108,34 @@ def test_out_of_stock_names_the_product_and_promises_a_refund() -> None:
     assert "widget-9" in got[1] and "refund" in got[1]
 
 
+def test_the_order_s_changes_say_what_happened() -> None:
+    canceling = notification_for(event(ev.ORDER_CANCEL_REQUESTED, orderStatus="CANCELING"))
+    canceled = notification_for(event(ev.ORDER_CANCELED, orderStatus="CANCELED"))
+    shipped = notification_for(event(ev.ORDER_SHIPPED, orderStatus="ON_THE_WAY"))
+    delivered = notification_for(event(ev.ORDER_DELIVERED, orderStatus="DELIVERED"))
+    assert canceling == ("ORDER_CANCELING", f"We are canceling your order {ORDER_ID}; any payment will be refunded.")
+    assert canceled == ("ORDER_CANCELED", f"Your order {ORDER_ID} is canceled.")
+    assert shipped == ("ORDER_SHIPPED", f"Your order {ORDER_ID} is on the way: 3 x widget-9.")
+    assert delivered == ("ORDER_DELIVERED", f"Your order {ORDER_ID} was delivered.")
+
+
+def test_the_notified_events_are_the_ones_the_saga_routes_to_notify() -> None:
+    routed = set(saga.BY_NAME["notify"].handled_events)
+    assert {ev.ALIASES.get(n, n) for n in NOTIFIABLE} == routed - {ev.REFUND_INITIATED}  # its REFUND_DONE tells
+
+
 @pytest.mark.parametrize(
     "name",
-    [ev.ORDER_INITIATED, ev.USER_REGISTERED, ev.REFUND_INITIATED, "SAGA_TIMEOUT", "UNKNOWN", "payment_done"],
+    [
+        ev.ORDER_INITIATED,
+        ev.USER_REGISTERED,
+        ev.REFUND_INITIATED,
+        ev.PAYMENT_VOIDED,
+        ev.INVENTORY_RELEASED,
+        "SAGA_TIMEOUT",
+        "UNKNOWN",
+        "payment_done",
+    ],
 )
 def test_events_that_do_not_notify_give_none(name: str) -> None:
     assert notification_for(event(name)) is None

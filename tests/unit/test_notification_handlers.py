@@ -113,6 +113,30 @@ async def test_each_type_of_an_order_is_its_own_pair(store: FakeNotifications, u
     assert len(store.rows) == 8
 
 
+async def test_each_change_of_the_order_is_told_once_per_channel(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    changes = {
+        ev.ORDER_CANCEL_REQUESTED: "ORDER_CANCELING",
+        ev.ORDER_CANCELED: "ORDER_CANCELED",
+        ev.ORDER_SHIPPED: "ORDER_SHIPPED",
+        ev.ORDER_DELIVERED: "ORDER_DELIVERED",
+    }
+    for name in changes:
+        e = saga_event(name, orderStatus=name)
+        assert await notify(store, uow, e)
+        assert not await notify(store, uow, e)  # redelivered
+        assert await notify(store, uow, e.model_copy(update={"eventId": uuid.uuid4()}))  # published again
+    assert set(store.rows) == {("o1", kind, ch) for kind in changes.values() for ch in ("EMAIL", "SMS")}
+    assert store.wakes == 4 and not uow.published
+    assert "We are canceling your order o1" in store.rows[("o1", "ORDER_CANCELING", "SMS")]["message"]
+    assert "Your order o1 is canceled" in store.rows[("o1", "ORDER_CANCELED", "EMAIL")]["message"]
+
+
+async def test_a_cancel_s_answers_to_order_are_not_notify_s(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    for name in (ev.PAYMENT_VOIDED, ev.INVENTORY_RELEASED):
+        assert not await notify(store, uow, saga_event(name))
+    assert not store.rows and not uow.handled
+
+
 async def test_the_seed_alias_notifies_as_the_canonical_name(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
     assert await notify(store, uow, saga_event(ev.INVENTORY_RESERVED_SEED_ALIAS))
     assert {k for (_, k, _) in store.rows} == {"ORDER_PLACED"}

@@ -1,5 +1,6 @@
 """The order state machine (`tinysaga.order.domain`), example by example: the seed's flows,
-duplicates, reordering, the seed's misspelt alias, terminal states and unknown names."""
+duplicates, reordering, the seed's misspelt alias, terminal states and unknown names; the requests
+(cancel, ship, deliver) and a cancel's bookkeeping until CANCELED; where the live stream ends."""
 
 from __future__ import annotations
 
@@ -8,14 +9,30 @@ import itertools
 import pytest
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 from tinysaga.order.domain import (
+    ANNOUNCES,
+    IN_FLIGHT,
+    REQUESTS,
+    TERMINAL,
     TRANSITIONS,
+    Decision,
     FailReason,
     Input,
     OrderState,
     Refund,
+    Refused,
+    Request,
     Status,
     apply,
+    decide,
+    decide_cancel,
+    decide_deliver,
+    decide_ship,
+    needs_alert,
+    refusal,
+    requested,
+    stream_done,
 )
 
 START = OrderState(Status.INITIATED)
@@ -355,3 +372,172 @@ def test_apply_does_not_mutate_its_input() -> None:
     before = OrderState(Status.INITIATED)
     step(before, Input(ev.PAYMENT_DONE, transaction_id="t"))
     assert before == OrderState(Status.INITIATED)
+
+
+# ---- cancel, ship, deliver (ADR 13) -------------------------------------------------------------
+
+ALL_REQUESTS = list(Request)
+EXPECTED_DECISIONS = {
+    Request.CANCEL: {
+        Status.INITIATED: Decision.CANCEL,
+        Status.PAYMENT_DONE: Decision.CANCEL,
+        Status.PLACED: Decision.CANCEL,
+        Status.CANCELING: Decision.ALREADY,
+        Status.CANCELED: Decision.ALREADY,
+    },
+    Request.SHIP: {Status.PLACED: Decision.MOVE, Status.ON_THE_WAY: Decision.ALREADY},
+    Request.DELIVER: {Status.ON_THE_WAY: Decision.MOVE, Status.DELIVERED: Decision.ALREADY},
+}
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("request_", ALL_REQUESTS)
+def test_every_request_is_decided_from_every_status(request_: Request, status: Status) -> None:
+    expected = EXPECTED_DECISIONS[request_].get(status, Decision.REFUSED)
+    assert decide(request_, status) == expected
+    single = {Request.CANCEL: decide_cancel, Request.SHIP: decide_ship, Request.DELIVER: decide_deliver}[request_]
+    assert single(status) == expected
+    if expected in (Decision.CANCEL, Decision.MOVE):
+        assert requested(OrderState(status), request_).status == REQUESTS[(request_, status)]
+    else:
+        with pytest.raises(ValueError):
+            requested(OrderState(status), request_)
+    if expected == Decision.REFUSED:
+        assert str(status) in refusal(request_, status)
+
+
+def test_the_requests_are_the_saga_definitions_steps() -> None:
+    for request_ in Request:
+        step = saga.BY_NAME[request_.value]
+        assert step.participant == "order"
+        assert step.outcomes == (ANNOUNCES[request_],)
+        assert {to for (r, _), to in REQUESTS.items() if r == request_} == {Status(step.leads_to)}
+
+
+def test_a_cancel_starts_canceling_with_neither_side_settled_and_keeps_what_the_order_knows() -> None:
+    placed = run(*FLOWS["happy"])
+    canceling = requested(placed, Request.CANCEL)
+    assert summary(canceling) == (Status.CANCELING, None, None)
+    assert (canceling.payment_settled, canceling.stock_settled) == (False, False)
+    assert canceling.transaction_id == placed.transaction_id
+    assert not canceling.terminal
+
+
+def test_refusals_say_why() -> None:
+    assert "shipped" in refusal(Request.CANCEL, Status.ON_THE_WAY)
+    assert "can no longer be canceled" in refusal(Request.CANCEL, Status.FAILED)
+    assert refusal(Request.SHIP, Status.INITIATED) == "only a PLACED order can be shipped; this one is INITIATED"
+    assert refusal(Request.DELIVER, Status.PLACED) == "only an ON_THE_WAY order can be delivered; this one is PLACED"
+    assert Refused(Request.SHIP, Status.FAILED).status == Status.FAILED
+
+
+def test_a_placed_order_canceled_is_refunded_and_released_then_canceled() -> None:
+    s = requested(run(*FLOWS["happy"]), Request.CANCEL)
+    s = step(s, Input(ev.REFUND_INITIATED))
+    assert summary(s) == (Status.CANCELING, None, Refund.REFUND_INITIATED)
+    s = step(s, Input(ev.REFUND_DONE))
+    assert (s.status, s.payment_settled, s.stock_settled) == (Status.CANCELING, True, False)
+    s = step(s, Input(ev.INVENTORY_RELEASED))
+    assert summary(s) == (Status.CANCELED, None, Refund.REFUND_DONE)
+    assert s.terminal and s.transaction_id == "tx"
+    assert "refunded" in s.status_info
+
+
+def test_the_stock_side_may_settle_first() -> None:
+    s = requested(run(*FLOWS["happy"]), Request.CANCEL)
+    s = step(s, Input(ev.INVENTORY_RELEASED))
+    assert (s.status, s.payment_settled, s.stock_settled) == (Status.CANCELING, False, True)
+    s = step(s, Input(ev.REFUND_DONE))
+    assert summary(s) == (Status.CANCELED, None, Refund.REFUND_DONE)
+
+
+@pytest.mark.parametrize("settles", [ev.PAYMENT_VOIDED, ev.PAYMENT_FAIL])
+def test_an_order_never_charged_is_canceled_without_a_refund(settles: str) -> None:
+    s = requested(START, Request.CANCEL)
+    s = step(s, Input(settles, fail_reason=ev.INSUFFICIENT_FUND))
+    s = step(s, Input(ev.INVENTORY_RELEASED))
+    assert summary(s) == (Status.CANCELED, None, None)
+    assert "nothing was charged" in s.status_info
+
+
+def test_a_refund_that_fails_cancels_with_refund_failed_and_an_alert() -> None:
+    s = requested(run(Input(ev.PAYMENT_DONE)), Request.CANCEL)
+    s = run(Input(ev.INVENTORY_RELEASED), Input(ev.REFUND_FAILED, fail_reason="wallet down"), start=s)
+    assert summary(s) == (Status.CANCELED, None, Refund.REFUND_FAILED)
+    assert needs_alert(s)
+    # an operator's retry succeeding later is recorded on the canceled order; never back
+    done = step(s, Input(ev.REFUND_DONE))
+    assert summary(done) == (Status.CANCELED, None, Refund.REFUND_DONE)
+    assert apply(done, Input(ev.REFUND_FAILED)) is None
+
+
+def test_a_late_debit_and_a_late_reservation_are_recorded_and_keep_it_canceling() -> None:
+    s = requested(START, Request.CANCEL)
+    paid = step(s, Input(ev.PAYMENT_DONE, transaction_id="tx-late"))
+    assert (paid.status, paid.transaction_id, paid.payment_settled) == (Status.CANCELING, "tx-late", False)
+    reserved = step(paid, Input(ev.INVENTORY_RESERVED, transaction_id="tx-late"))
+    assert (reserved.status, reserved.stock_settled) == (Status.CANCELING, False)
+    assert "given back" in reserved.status_info
+    # each again is a duplicate
+    assert apply(reserved, Input(ev.INVENTORY_RESERVED, transaction_id="tx-late")) is None
+    assert apply(paid, Input(ev.PAYMENT_DONE, transaction_id="tx-late")) is None
+    end = run(Input(ev.REFUND_INITIATED), Input(ev.REFUND_DONE), Input(ev.INVENTORY_RELEASED), start=reserved)
+    assert summary(end) == (Status.CANCELED, None, Refund.REFUND_DONE)
+
+
+def test_out_of_stock_after_a_cancel_settles_the_stock_side_without_failing_the_order() -> None:
+    s = requested(run(Input(ev.PAYMENT_DONE)), Request.CANCEL)
+    s = run(Input(ev.INVENTORY_INSUFFICIENT), Input(ev.REFUND_INITIATED), Input(ev.REFUND_DONE), start=s)
+    assert summary(s) == (Status.CANCELED, None, Refund.REFUND_DONE)
+    assert apply(s, Input(ev.INVENTORY_RELEASED)) is None  # Inventory's answer to the cancel, after
+
+
+def test_a_settled_side_settled_again_is_a_duplicate() -> None:
+    s = step(requested(START, Request.CANCEL), Input(ev.PAYMENT_VOIDED))
+    for again in (ev.PAYMENT_VOIDED, ev.PAYMENT_FAIL):
+        assert apply(s, Input(again)) is None
+    s = step(s, Input(ev.INVENTORY_RELEASED))
+    assert s.status == Status.CANCELED
+    for name in (*ev.STEP_OUTCOMES, *ev.CANCEL_OUTCOMES):
+        if name not in (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED):
+            assert apply(s, Input(name, transaction_id="t")) is None, name
+
+
+def test_the_answers_to_a_cancel_mean_nothing_outside_canceling() -> None:
+    for path in (*FLOWS, "start"):
+        state = run(*FLOWS[path]) if path != "start" else START
+        for name in ev.CANCEL_OUTCOMES:
+            assert apply(state, Input(name, transaction_id="t")) is None, (path, name)
+    for status in (Status.ON_THE_WAY, Status.DELIVERED):
+        for name in ALL_NAMES:
+            assert apply(OrderState(status), Input(name, transaction_id="t")) is None, (status, name)
+
+
+def test_the_sweeper_does_not_time_out_a_canceling_order() -> None:
+    assert Status.CANCELING not in IN_FLIGHT
+    assert IN_FLIGHT == (Status.INITIATED, Status.PAYMENT_DONE, Status.REFUND_INITIATED)
+    assert apply(requested(START, Request.CANCEL), Input(ev.ORDER_TIMED_OUT)) is None
+    assert TERMINAL == {Status.PLACED, Status.FAILED, Status.CANCELED}
+
+
+@pytest.mark.parametrize(
+    ("status", "refund", "done"),
+    [
+        (Status.INITIATED, None, False),
+        (Status.PAYMENT_DONE, None, False),
+        (Status.REFUND_INITIATED, Refund.REFUND_INITIATED, False),
+        (Status.CANCELING, None, False),
+        (Status.CANCELING, Refund.REFUND_DONE, False),
+        (Status.PLACED, None, True),
+        (Status.FAILED, None, True),
+        (Status.FAILED, Refund.REFUND_INITIATED, False),
+        (Status.FAILED, Refund.REFUND_DONE, True),
+        (Status.CANCELED, None, True),
+        (Status.CANCELED, Refund.REFUND_DONE, True),
+        (Status.CANCELED, Refund.REFUND_FAILED, True),
+        (Status.ON_THE_WAY, None, True),
+        (Status.DELIVERED, None, True),
+    ],
+)
+def test_the_live_stream_ends_once_no_step_is_in_flight(status: Status, refund: Refund | None, done: bool) -> None:
+    assert stream_done(status, refund) is done

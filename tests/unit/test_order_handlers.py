@@ -1,7 +1,8 @@
 """Order's steps against a fake repository (`tests.unit.fakes_order`) and a FakeUnitOfWork:
 `track` (the saga's outcomes move the order as the state machine's table says; duplicates, stale
-and reordered events, unknown orders, the REFUND_FAILED alert), `time_out` (the sweeper) and
-`create_order` (stock, idempotency)."""
+and reordered events, unknown orders, the REFUND_FAILED alert; a cancel's answers, ORDER_CANCELED
+once), `time_out` (the sweeper), `create_order` (stock, idempotency) and the requests
+`cancel_order`, `ship`, `deliver`."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tinysaga.contracts import events as ev
 from tinysaga.order import domain
 from tinysaga.order.adapters import Product
 from tinysaga.order.domain import FailReason, Refund, Status
-from tinysaga.order.handlers import CreateOrder, TimeOut, handlers
+from tinysaga.order.handlers import CancelOrder, CreateOrder, DeliverOrder, OrderRequest, ShipOrder, TimeOut, handlers
 
 ORDER = "order"
 
@@ -36,6 +37,8 @@ STARTS: dict[Status, dict[str, Any]] = {
     },
     Status.FAILED: {"fail_reason": FailReason.TIMEOUT},
     Status.PLACED: {"transaction_id": "tx-1"},
+    Status.CANCELING: {"transaction_id": "tx-1"},  # neither side settled yet
+    Status.CANCELED: {"payment_settled": True, "stock_settled": True},  # never charged
 }
 
 
@@ -261,10 +264,10 @@ async def test_the_sweeper_fails_only_in_flight_orders_past_their_deadline(db: F
         assert row["fail_reason"] == (STARTS[status].get("fail_reason") or FailReason.TIMEOUT)
         assert row["refund_status"] == STARTS[status].get("refund_status")  # the timeout refunds nothing itself
         assert db.events_of(oid)[-1] == ev.ORDER_TIMED_OUT
-        assert await db.of(uow).was_timed_out(oid)
+        assert await db.of(uow).requested(oid, ev.ORDER_TIMED_OUT)
     for oid, before in untouched.items():
         assert db.orders[oid] == before
-    assert not await db.of(uow).was_timed_out(not_yet)
+    assert not await db.of(uow).requested(not_yet, ev.ORDER_TIMED_OUT)
 
     assert uow.names() == [ev.ORDER_TIMED_OUT] * 3
     assert {e.orderId for e in uow.published} == {str(oid) for oid in overdue.values()}
@@ -400,3 +403,260 @@ async def test_create_order_losing_an_idempotency_race_answers_the_winner(db: Fa
 
     assert loser["order_id"] == winner["order_id"]
     assert len(db.orders) == 1 and uow.names() == [ev.ORDER_INITIATED]
+
+
+# ---- track: the answers to a cancel (ADR 13) -----------------------------------------------------
+
+
+def cancel_answer(name: str, order_id: object, **over: Any) -> ev.Event:
+    """PAYMENT_VOIDED or INVENTORY_RELEASED as Payment or Inventory publishes it."""
+    fields: dict[str, Any] = {"orderId": str(order_id), "userId": "user-1", "productId": "PROD-1", "productQuantity": 2}
+    fields.update(over)
+    return ev.make_event(name, correlation_id=str(order_id), **fields)
+
+
+async def test_the_second_side_settled_cancels_the_order_and_stages_order_canceled_once(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    order_id = db.put(Status.CANCELING, transaction_id="tx-1")
+    refund_done = outcome(ev.REFUND_DONE, order_id)
+    released = cancel_answer(ev.INVENTORY_RELEASED, order_id)
+
+    assert await track(db, uow, outcome(ev.REFUND_INITIATED, order_id))
+    assert await track(db, uow, refund_done)
+    assert db.orders[order_id]["order_status"] == Status.CANCELING
+    assert (db.orders[order_id]["payment_settled"], db.orders[order_id]["stock_settled"]) == (True, False)
+    assert uow.published == []
+    assert await track(db, uow, released)
+
+    row = db.orders[order_id]
+    assert (row["order_status"], row["refund_status"], row["fail_reason"]) == (
+        Status.CANCELED,
+        Refund.REFUND_DONE,
+        None,
+    )
+    assert (row["payment_settled"], row["stock_settled"]) == (True, True)
+    [canceled] = uow.published
+    assert isinstance(canceled, ev.OrderChange)
+    assert (canceled.eventName, canceled.orderId, canceled.orderStatus, canceled.transactionId) == (
+        ev.ORDER_CANCELED,
+        str(order_id),
+        Status.CANCELED,
+        "tx-1",
+    )
+    assert (canceled.userId, canceled.productId, canceled.productQuantity, canceled.totalAmount) == (
+        "user-1",
+        "PROD-1",
+        2,
+        Decimal("20.00"),
+    )
+    assert db.events_of(order_id)[-3:] == [ev.REFUND_INITIATED, ev.REFUND_DONE, ev.INVENTORY_RELEASED]
+
+    # every answer again, redelivered or under a new eventId: nothing more
+    for again in (
+        released,
+        refund_done,
+        cancel_answer(ev.INVENTORY_RELEASED, order_id),
+        outcome(ev.REFUND_DONE, order_id),
+    ):
+        await track(db, uow, again)
+    assert db.orders[order_id] == row
+    assert uow.names() == [ev.ORDER_CANCELED]
+
+
+async def test_an_order_never_charged_is_canceled_without_refund(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.CANCELING)
+    assert await track(db, uow, cancel_answer(ev.INVENTORY_RELEASED, order_id))
+    assert await track(db, uow, cancel_answer(ev.PAYMENT_VOIDED, order_id))
+    row = db.orders[order_id]
+    assert (row["order_status"], row["refund_status"]) == (Status.CANCELED, None)
+    assert uow.names() == [ev.ORDER_CANCELED]
+    assert db.alert_rows == {}
+
+
+async def test_a_late_debit_while_canceling_is_recorded_and_the_order_waits_for_its_refund(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    order_id = db.put(Status.CANCELING)
+    assert await track(db, uow, outcome(ev.PAYMENT_DONE, order_id, transactionId="tx-late"))
+    assert await track(db, uow, cancel_answer(ev.INVENTORY_RELEASED, order_id))
+    row = db.orders[order_id]
+    assert (row["order_status"], row["transaction_id"]) == (Status.CANCELING, "tx-late")
+    assert uow.published == []
+    assert await track(db, uow, outcome(ev.REFUND_DONE, order_id))
+    assert db.orders[order_id]["order_status"] == Status.CANCELED
+    assert uow.names() == [ev.ORDER_CANCELED]
+
+
+async def test_a_refund_that_fails_while_canceling_cancels_with_one_alert(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.CANCELING, transaction_id="tx-1")
+    alerts = counter("tinysaga_refund_failed_total")
+    assert await track(db, uow, cancel_answer(ev.INVENTORY_RELEASED, order_id))
+    assert await track(db, uow, outcome(ev.REFUND_FAILED, order_id))
+    assert await track(db, uow, outcome(ev.REFUND_FAILED, order_id))
+    row = db.orders[order_id]
+    assert (row["order_status"], row["refund_status"]) == (Status.CANCELED, Refund.REFUND_FAILED)
+    assert list(db.alert_rows) == [(order_id, "REFUND_FAILED")]
+    assert counter("tinysaga_refund_failed_total") == alerts + 1
+    assert uow.names() == [ev.ORDER_CANCELED]
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s != Status.CANCELING])
+@pytest.mark.parametrize("name", ev.CANCEL_OUTCOMES)
+async def test_an_answer_to_a_cancel_outside_canceling_is_ignored(
+    db: FakeOrders, uow: FakeUnitOfWork, status: Status, name: str
+) -> None:
+    order_id = db.put(status, **STARTS.get(status, {}))
+    before = db.orders[order_id].copy()
+    assert await track(db, uow, cancel_answer(name, order_id))
+    assert db.orders[order_id] == before and uow.published == []
+
+
+async def test_an_answer_to_a_cancel_without_its_fields_is_refused_for_the_dead_letter_topic(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    event = ev.Event(eventName=ev.INVENTORY_RELEASED, correlationId="c-1", userId="user-1")
+    with pytest.raises(ValueError, match="orderId"):
+        await track(db, uow, event)
+    assert uow.handled == set() and uow.commits == 0
+
+
+async def test_the_sweeper_never_touches_a_canceling_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.CANCELING, deadline_in=-60, transaction_id="tx-1")
+    before = db.orders[order_id].copy()
+    assert await sweeper(db, uow).sweep_once() == 0
+    assert db.orders[order_id] == before and uow.published == []
+
+
+# ---- cancel_order, ship, deliver -----------------------------------------------------------------
+
+
+def request_handler(db: FakeOrders, uow: FakeUnitOfWork, cls: type[OrderRequest]) -> OrderRequest:
+    @asynccontextmanager
+    async def writer() -> AsyncIterator[FakeOrderRepository]:
+        async with uow.transaction():
+            yield db.of(uow)
+
+    return cls(reader=FakeOrderRepository(db), writer=writer)
+
+
+@pytest.mark.parametrize("status", list(domain.CANCELABLE))
+async def test_a_cancel_makes_the_order_canceling_with_order_cancel_requested(
+    db: FakeOrders, uow: FakeUnitOfWork, status: Status
+) -> None:
+    order_id = db.put(status, **STARTS[status])
+    row = await request_handler(db, uow, CancelOrder)(order_id, "user-1")
+
+    assert row == db.orders[order_id]
+    assert (row["order_status"], row["payment_settled"], row["stock_settled"]) == (Status.CANCELING, False, False)
+    assert row["version"] == 2
+    assert db.events_of(order_id)[-1] == ev.ORDER_CANCEL_REQUESTED
+    assert await db.of(uow).requested(order_id, ev.ORDER_CANCEL_REQUESTED)
+    assert not await db.of(uow).requested(order_id, ev.ORDER_TIMED_OUT)
+    assert db.notified == [str(order_id)]
+    [event] = uow.published
+    assert isinstance(event, ev.OrderCancelRequested)
+    assert (event.orderId, event.orderStatus, event.productId, event.productQuantity, event.totalAmount) == (
+        str(order_id),
+        Status.CANCELING,
+        "PROD-1",
+        2,
+        Decimal("20.00"),
+    )
+    assert event.transactionId == STARTS[status].get("transaction_id")
+
+
+async def test_a_cancel_repeated_answers_the_order_and_does_nothing_more(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PLACED, transaction_id="tx-1")
+    cancel = request_handler(db, uow, CancelOrder)
+    first = await cancel(order_id, "user-1")
+    again = await cancel(order_id, "user-1")
+    assert again == first
+    db.orders[order_id].update(order_status=Status.CANCELED.value)
+    assert (await cancel(order_id, "user-1"))["order_status"] == Status.CANCELED
+    assert uow.names() == [ev.ORDER_CANCEL_REQUESTED]
+    assert db.events_of(order_id).count(ev.ORDER_CANCEL_REQUESTED) == 1
+
+
+@pytest.mark.parametrize("status", [Status.ON_THE_WAY, Status.DELIVERED, Status.FAILED, Status.REFUND_INITIATED])
+async def test_a_cancel_from_another_status_is_refused_and_changes_nothing(
+    db: FakeOrders, uow: FakeUnitOfWork, status: Status
+) -> None:
+    order_id = db.put(status, **STARTS.get(status, {}))
+    before = db.orders[order_id].copy()
+    with pytest.raises(domain.Refused) as e:
+        await request_handler(db, uow, CancelOrder)(order_id, "user-1")
+    assert e.value.status == status
+    assert db.orders[order_id] == before and uow.published == []
+
+
+async def test_a_cancel_of_someone_elses_or_an_unknown_order_is_unknown(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PLACED, user_id="someone-else")
+    cancel = request_handler(db, uow, CancelOrder)
+    for oid in (order_id, uuid.UUID(int=7)):
+        with pytest.raises(domain.UnknownOrder):
+            await cancel(oid, "user-1")
+    assert db.orders[order_id]["order_status"] == Status.PLACED and uow.published == []
+
+
+async def test_a_cancel_racing_a_saga_outcome_is_decided_again_on_the_new_status(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    order_id = db.put(Status.PAYMENT_DONE, transaction_id="tx-1")
+    cancel = request_handler(db, uow, CancelOrder)
+    reads = 0
+    real_get = cancel.reader.get
+
+    async def get_then_placed(oid: uuid.UUID) -> dict[str, Any] | None:
+        nonlocal reads
+        reads += 1
+        row = await real_get(oid)
+        if reads == 1:  # the reservation lands between the read and the write
+            db.orders[order_id]["order_status"] = Status.PLACED.value
+        return row
+
+    cancel.reader.get = get_then_placed  # type: ignore[method-assign]
+    row = await cancel(order_id, "user-1")
+
+    assert reads == 2
+    assert row["order_status"] == Status.CANCELING
+    assert uow.names() == [ev.ORDER_CANCEL_REQUESTED]
+    history = [h for h in db.history if h["order_id"] == order_id]
+    assert [h["event_name"] for h in history] == [ev.ORDER_INITIATED, ev.ORDER_CANCEL_REQUESTED]
+
+
+async def test_ship_then_deliver_each_once(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put(Status.PLACED, transaction_id="tx-1")
+    ship, deliver_ = request_handler(db, uow, ShipOrder), request_handler(db, uow, DeliverOrder)
+
+    with pytest.raises(domain.Refused):
+        await deliver_(order_id)  # not shipped yet
+    shipped = await ship(order_id)
+    assert shipped["order_status"] == Status.ON_THE_WAY
+    assert await ship(order_id) == shipped  # a repeat: 200, nothing new
+    delivered = await deliver_(order_id)
+    assert delivered["order_status"] == Status.DELIVERED
+    assert await deliver_(order_id) == delivered
+    with pytest.raises(domain.Refused):
+        await ship(order_id)  # past it
+    with pytest.raises(domain.Refused):
+        await request_handler(db, uow, CancelOrder)(order_id, "user-1")
+
+    assert uow.names() == [ev.ORDER_SHIPPED, ev.ORDER_DELIVERED]
+    assert [e.orderStatus for e in uow.published] == [Status.ON_THE_WAY, Status.DELIVERED]
+    assert all(isinstance(e, ev.OrderChange) for e in uow.published)
+    assert db.events_of(order_id)[1:] == [ev.ORDER_SHIPPED, ev.ORDER_DELIVERED]
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s not in (Status.PLACED, Status.ON_THE_WAY)])
+async def test_ship_from_another_status_is_refused(db: FakeOrders, uow: FakeUnitOfWork, status: Status) -> None:
+    order_id = db.put(status, **STARTS.get(status, {}))
+    with pytest.raises(domain.Refused):
+        await request_handler(db, uow, ShipOrder)(order_id)
+    assert uow.published == []
+
+
+async def test_ship_and_deliver_an_unknown_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    for cls in (ShipOrder, DeliverOrder):
+        with pytest.raises(domain.UnknownOrder):
+            await request_handler(db, uow, cls)(uuid.UUID(int=9))

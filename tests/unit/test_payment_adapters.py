@@ -1,5 +1,5 @@
 """Payment's clients against a fake HTTP session (no I/O): the wallet's retries (attempts, backoff,
-deadline, a 4xx not retried) and Order's "did you time this order out?"."""
+deadline, a 4xx not retried) and Order's "did you ask for this compensation?"."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tinysaga.contracts import events as ev
 from tinysaga.contracts import routes
 from tinysaga.payment.adapters import OrderClient, WalletClient, WalletUnavailable
 from tinysaga.platform.calls import Unreachable
@@ -116,20 +117,28 @@ def orders(replies: list[Reply | Exception]) -> tuple[OrderClient, FakeHttp]:
     return OrderClient(rt), http  # type: ignore[arg-type]
 
 
-async def test_order_says_whether_it_timed_the_order_out() -> None:
-    for reply, expected in ((Reply(200, {"timedOut": True}), True), (Reply(200, {"timedOut": False}), False)):
+def requested(order_id: str, name: str, asked: bool) -> dict[str, object]:
+    return {"orderId": order_id, "eventName": name, "requested": asked}
+
+
+@pytest.mark.parametrize("name", [ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED])
+async def test_order_says_whether_it_asked_for_the_compensation(name: str) -> None:
+    for reply, expected in (
+        (Reply(200, requested("o/1", name, True)), True),
+        (Reply(200, requested("o/1", name, False)), False),
+    ):
         c, http = orders([reply])
-        assert await c.timed_out("o/1") is expected
-        assert http.calls[0][0].endswith("/internal/orders/o%2F1/timed-out")
+        assert await c.requested("o/1", name) is expected
+        assert http.calls[0][0].endswith(f"/internal/orders/o%2F1/requested/{name}")
     c, _ = orders([Reply(404, {})])
-    assert await c.timed_out("o1") is False  # an order Order does not know was not timed out
+    assert await c.requested("o1", name) is False  # an order Order does not know was not timed out or canceled
 
 
 async def test_order_not_answering_is_an_outage() -> None:
     c, _ = orders([Reply(409, {})])
     with pytest.raises(Unreachable, match="order answered 409"):
-        await c.timed_out("o1")
+        await c.requested("o1", ev.ORDER_TIMED_OUT)
     c, http = orders([Reply(503, {})])
     with pytest.raises(Unreachable):
-        await c.timed_out("o1")
+        await c.requested("o1", ev.ORDER_CANCEL_REQUESTED)
     assert len(http.calls) == 2  # every replica was asked

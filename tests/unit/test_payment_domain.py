@@ -3,23 +3,32 @@ wallet's answers are read, and the refund step."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
 from tinysaga.payment.domain import (
+    CANCEL_VOID_DETAIL,
+    EARLY_VOID_DETAIL,
     FINAL,
     TRANSITIONS,
+    VOID_REASON,
     Happened,
+    Payment,
     RefundStep,
     Status,
     apply,
     charge_answer,
+    early_void_detail,
     fail_reason,
     refund_answer,
     refund_reason,
     refund_step,
     void_answer,
+    voided_for_cancel,
+    voider_reason,
 )
 
 H = Happened
@@ -139,6 +148,38 @@ def test_the_refund_step(status: Status | None, timed_out: bool, step: RefundSte
 def test_refund_reasons() -> None:
     assert refund_reason(ev.INVENTORY_INSUFFICIENT) == "out of stock"
     assert refund_reason(ev.ORDER_TIMED_OUT) == "order timed out"
+    assert refund_reason(ev.ORDER_CANCEL_REQUESTED) == "order canceled"
+
+
+@pytest.mark.parametrize(
+    "status, wallet, to, event",
+    [
+        (None, "NOTHING_TO_REFUND", Status.VOIDED, ev.PAYMENT_VOIDED),
+        (None, "REFUNDED", Status.VOIDED, ev.REFUND_DONE),
+        (None, None, Status.VOID_PENDING, None),
+        (Status.VOID_PENDING, "NOTHING_TO_REFUND", Status.VOIDED, ev.PAYMENT_VOIDED),
+        (Status.VOID_PENDING, "REFUNDED", Status.VOIDED, ev.REFUND_DONE),
+    ],
+)
+def test_a_canceled_order_s_void_answers_the_cancel(
+    status: Status | None, wallet: str | None, to: Status, event: str | None
+) -> None:
+    change = apply(status, void_answer(wallet, canceled=True))
+    assert change is not None and (change.to, change.event) == (to, event)
+
+
+def test_a_canceled_order_s_void_the_wallet_does_not_answer_stays_pending() -> None:
+    assert apply(Status.VOID_PENDING, void_answer(None, canceled=True)) is None
+
+
+def test_the_voider_knows_a_canceled_order_s_void_by_its_detail() -> None:
+    assert early_void_detail(ev.ORDER_CANCEL_REQUESTED) == CANCEL_VOID_DETAIL
+    assert early_void_detail(ev.ORDER_TIMED_OUT) == EARLY_VOID_DETAIL
+    cancel = Payment("o1", "u1", Decimal(1), "USD", Status.VOID_PENDING, detail=CANCEL_VOID_DETAIL)
+    assert voided_for_cancel(cancel) and voider_reason(cancel) == "order canceled"
+    for detail in (EARLY_VOID_DETAIL, ""):
+        other = Payment("o1", "u1", Decimal(1), "USD", Status.VOID_PENDING, detail=detail)
+        assert not voided_for_cancel(other) and voider_reason(other) == VOID_REASON
 
 
 def test_statuses_are_the_column_strings() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from tests.unit.fakes import deliver
 from tests.unit.fakes_payment import PaymentWorld
 from tinysaga.contracts import events as ev
-from tinysaga.payment.domain import EARLY_VOID_DETAIL, Payment, Status
+from tinysaga.payment.domain import CANCEL_VOID_DETAIL, EARLY_VOID_DETAIL, Payment, Status
 from tinysaga.payment.handlers import ALREADY
 
 D = Decimal
@@ -57,6 +58,19 @@ def order_timed_out(order_id: str, user: str = "u1") -> ev.Event:
         orderId=order_id,
         userId=user,
         failReason="TIMEOUT",
+        productId="p1",
+        productQuantity=2,
+        totalAmount=D("10.00"),
+        currency="USD",
+    )
+
+
+def cancel_requested(order_id: str, user: str = "u1") -> ev.Event:
+    return ev.make_event(
+        ev.ORDER_CANCEL_REQUESTED,
+        correlation_id=f"c-{order_id}",
+        orderId=order_id,
+        userId=user,
         productId="p1",
         productQuantity=2,
         totalAmount=D("10.00"),
@@ -336,7 +350,7 @@ async def test_an_order_timed_out_that_order_did_not_time_out_changes_nothing() 
     charged(w, "o1")
     forged = order_timed_out("o1")
     assert await handle(w, forged)
-    assert w.orders.asked == ["o1"]
+    assert w.orders.asked == [("o1", ev.ORDER_TIMED_OUT)]
     assert not w.uow.published and not w.wallet.refund_calls and w.row("o1").status == Status.CHARGED
     assert forged.eventId in w.uow.handled
 
@@ -385,6 +399,197 @@ async def test_a_refund_request_without_what_it_needs_is_refused(event: ev.Event
     with pytest.raises(ValueError, match="without a valid"):
         await handle(w, event)
     assert not w.uow.published and not w.orders.asked and w.row("o1").status == Status.CHARGED
+
+
+# ---- cancel (ADR 13) -----------------------------------------------------------------------------
+
+
+def canceling(w: PaymentWorld, order_id: str = "o1") -> ev.Event:
+    """An ORDER_CANCEL_REQUESTED that Order did publish (its history holds it)."""
+    w.orders.canceled_orders.add(order_id)
+    return cancel_requested(order_id)
+
+
+async def test_a_canceled_charged_order_is_refunded_what_the_ledger_took() -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    e = canceling(w)
+    assert await handle(w, e)
+    assert w.orders.asked == [("o1", ev.ORDER_CANCEL_REQUESTED)]
+    assert w.uow.names() == [ev.REFUND_INITIATED, ev.REFUND_DONE]
+    for out in w.uow.published:
+        assert (out.orderId, out.userId, out.totalAmount, out.currency, out.transactionId) == (
+            "o1",
+            "u1",
+            D("10.00"),
+            "USD",
+            "tx-0",
+        )
+    assert w.wallet.refund_calls == [("o1", "u1", "order canceled")]
+    assert w.wallet.balances["u1"] == D("10.00")
+    assert w.row("o1").status == Status.REFUNDED and e.eventId in w.uow.handled
+
+
+async def test_a_canceled_order_whose_refund_fails_gives_refund_failed_and_the_alert(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    w.wallet.down = True
+    with caplog.at_level(logging.ERROR, "tinysaga.payment"):
+        await handle(w, canceling(w))
+    assert w.uow.names() == [ev.REFUND_INITIATED, ev.REFUND_FAILED]
+    assert w.row("o1").status == Status.REFUND_FAILED
+    assert any("ALERT refund failed for order o1" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_cancel_with_the_refund_pending_finishes_it() -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    w.table.put(replace(w.row("o1"), status=Status.REFUND_PENDING, detail="order canceled"))
+    await handle(w, canceling(w))
+    assert w.uow.names() == [ev.REFUND_DONE] and w.row("o1").status == Status.REFUNDED
+    assert w.wallet.refund_calls == [("o1", "u1", "order canceled")]
+
+
+async def test_a_canceled_order_never_charged_is_voided_with_payment_voided() -> None:
+    w = PaymentWorld()
+    e = canceling(w)
+    assert await handle(w, e)
+    row = w.row("o1")
+    assert row.status == Status.VOIDED and row.detail == CANCEL_VOID_DETAIL and row.amount == D("10.00")
+    assert w.wallet.refund_calls == [("o1", "u1", "order canceled")]
+    (voided,) = w.uow.published
+    assert isinstance(voided, ev.PaymentVoided) and voided.eventName == ev.PAYMENT_VOIDED
+    assert (voided.orderId, voided.userId, voided.correlationId) == ("o1", "u1", e.correlationId)
+    assert e.eventId in w.uow.handled
+
+
+async def test_a_late_charge_after_a_cancel_s_void_takes_nothing() -> None:
+    w = PaymentWorld()
+    w.wallet.balances["u1"] = D("100")
+    await handle(w, canceling(w))
+    # the ORDER_INITIATED comes late: the order was acted on, the wallet is not asked
+    await handle(w, order_initiated("o1"))
+    assert not w.wallet.debit_calls and w.uow.names() == [ev.PAYMENT_VOIDED]
+    # and a debit that reaches the wallet anyway is refused
+    answer = await w.wallet.debit_many([{"orderId": "o1", "userId": "u1", "amount": "10.00", "currency": "USD"}])
+    assert answer[0]["status"] == "REFUSED" and w.wallet.balances["u1"] == D("100")
+
+
+async def test_a_charge_the_wallet_refuses_after_a_cancel_s_void_ends_as_for_a_timeout() -> None:
+    """The cancel's void reached the wallet but its row was not committed; the ORDER_INITIATED then
+    finds no row: the wallet refuses it (VOIDED, PAYMENT_FAIL serverError), and the cancel, handled
+    again, answers nothing new (PAYMENT_FAIL settled the payment side)."""
+    w = PaymentWorld()
+    w.wallet.balances["u1"] = D("100")
+    e = canceling(w)
+    await w.wallet.refund("o1", "u1", "order canceled")  # the void, whose transaction was lost
+    await handle(w, order_initiated("o1"))
+    assert w.row("o1").status == Status.VOIDED
+    (fail,) = w.uow.published
+    assert fail.eventName == ev.PAYMENT_FAIL and fail.failReason == ev.SERVER_ERROR
+    assert await handle(w, e)
+    assert w.uow.names() == [ev.PAYMENT_FAIL] and w.wallet.balances["u1"] == D("100")
+
+
+async def test_a_cancel_s_void_the_wallet_does_not_answer_is_answered_by_the_voider() -> None:
+    w = PaymentWorld()
+    w.wallet.down = True
+    e = canceling(w)
+    await handle(w, e)
+    row = w.row("o1")
+    assert row.status == Status.VOID_PENDING and row.detail == CANCEL_VOID_DETAIL
+    assert not w.uow.published and e.eventId in w.uow.handled
+    await handle(w, again(e))  # a second cancel while the void is pending: the voider's
+    assert not w.uow.published
+    assert await w.handlers.void_pending() == 0  # still down
+    w.wallet.down = False
+    assert await w.handlers.void_pending() == 1
+    assert w.row("o1").status == Status.VOIDED
+    assert w.uow.names() == [ev.PAYMENT_VOIDED]
+    assert w.wallet.refund_calls[-1] == ("o1", "u1", "order canceled")
+    assert await w.handlers.void_pending() == 0 and w.uow.names() == [ev.PAYMENT_VOIDED]
+
+
+async def test_the_voider_of_a_cancel_whose_debit_had_landed_says_refund_done() -> None:
+    w = PaymentWorld()
+    w.wallet.balances["u1"] = D("10.00")
+    await w.wallet.debit_many([{"orderId": "o1", "userId": "u1", "amount": "10.00", "currency": "USD"}])
+    w.table.put(Payment("o1", "u1", D("10.00"), "USD", Status.VOID_PENDING, detail=CANCEL_VOID_DETAIL))
+    assert await w.handlers.void_pending() == 1
+    assert w.uow.names() == [ev.REFUND_DONE] and w.wallet.balances["u1"] == D("10.00")
+    assert w.row("o1").status == Status.VOIDED
+
+
+async def test_a_cancel_whose_void_finds_a_debit_landed_says_refund_done() -> None:
+    w = PaymentWorld()
+    w.wallet.balances["u1"] = D("10.00")
+    await w.wallet.debit_many([{"orderId": "o1", "userId": "u1", "amount": "10.00", "currency": "USD"}])
+    await handle(w, canceling(w))
+    assert w.uow.names() == [ev.REFUND_DONE] and w.wallet.balances["u1"] == D("10.00")
+    done = w.uow.published[0]
+    assert (done.totalAmount, done.currency) == (D("10.00"), "USD")
+
+
+async def test_a_forged_cancel_changes_nothing() -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    forged = cancel_requested("o1")  # Order's history does not hold it
+    assert await handle(w, forged)
+    assert w.orders.asked == [("o1", ev.ORDER_CANCEL_REQUESTED)]
+    assert not w.uow.published and not w.wallet.refund_calls and w.row("o1").status == Status.CHARGED
+    assert forged.eventId in w.uow.handled
+    assert await handle(w, cancel_requested("o2"))  # nor for an order never charged: no void
+    assert not w.table.rows.get("o2") and not w.wallet.refund_calls
+
+
+async def test_a_timed_out_order_is_not_compensated_for_a_cancel_order_did_not_ask_for() -> None:
+    w = PaymentWorld()
+    w.orders.timed_out_orders.add("o1")  # the history holds ORDER_TIMED_OUT, not the cancel
+    charged(w, "o1")
+    await handle(w, cancel_requested("o1"))
+    assert not w.uow.published and w.row("o1").status == Status.CHARGED
+
+
+async def test_a_cancel_delivered_twice_or_published_twice_refunds_once() -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    e = canceling(w)
+    await handle(w, e)
+    assert not await handle(w, e)  # redelivered: skipped
+    assert await handle(w, again(e))  # published again: REFUNDED, nothing new
+    assert w.uow.names() == [ev.REFUND_INITIATED, ev.REFUND_DONE] and len(w.wallet.refund_calls) == 1
+    v = PaymentWorld()
+    first = canceling(v)
+    await handle(v, first)
+    await handle(v, again(first))  # never charged: VOIDED, nothing new
+    assert v.uow.names() == [ev.PAYMENT_VOIDED] and len(v.wallet.refund_calls) == 1
+
+
+async def test_a_cancel_after_the_out_of_stock_refund_answers_nothing_new() -> None:
+    w = PaymentWorld()
+    charged(w, "o1")
+    await handle(w, inventory_insufficient("o1"))
+    await handle(w, canceling(w))
+    assert w.uow.names() == [ev.REFUND_INITIATED, ev.REFUND_DONE]  # REFUND_DONE settles the cancel too
+    assert w.wallet.refund_calls == [("o1", "u1", "out of stock")]
+
+
+@pytest.mark.parametrize("status", [Status.DECLINED, Status.VOIDED, Status.REFUNDED, Status.REFUND_FAILED])
+async def test_a_cancel_of_a_settled_payment_answers_nothing_new(status: Status) -> None:
+    w = PaymentWorld()
+    w.table.put(Payment("o1", "u1", D("10.00"), "USD", status))
+    await handle(w, canceling(w))
+    assert not w.uow.published and not w.wallet.refund_calls and w.row("o1").status == status
+
+
+async def test_a_cancel_without_what_it_needs_is_refused() -> None:
+    w = PaymentWorld()
+    bad = ev.Event(eventName=ev.ORDER_CANCEL_REQUESTED, correlationId="c", orderId="o1", userId="u1")
+    with pytest.raises(ValueError, match="without a valid"):
+        await handle(w, bad)
+    assert not w.orders.asked and not w.uow.published
 
 
 # ---- voider ------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ one with its USER_REGISTERED, check a password, keep the admin account as config
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from argon2 import PasswordHasher
@@ -16,6 +18,19 @@ from tinysaga.contracts.events import USER_REGISTERED, Event, make_event
 hasher = PasswordHasher()
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = hasher.hash("not-a-real-password")
+# Argon2 takes tens of milliseconds of CPU (and 64 MiB) per hash: done on the event loop, a burst
+# of sign-ups stalled the service's health checks until the gateway took it out of its backend
+# (503 for everyone). One worker thread keeps the loop free and the memory to one hash at a time.
+_HASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+
+
+async def _hash(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, hasher.hash, password)
+
+
+async def _verify(password_hash: str, password: str) -> None:
+    """Raises VerificationError (or InvalidHashError) when the password is not the hash's."""
+    await asyncio.get_running_loop().run_in_executor(_HASHING, hasher.verify, password_hash, password)
 
 
 class Accounts(Protocol):
@@ -45,7 +60,7 @@ async def create_account(
     registered = make_event(
         USER_REGISTERED, correlation_id=str(user_id), userId=str(user_id), email=email, name=name, phone=phone
     )
-    await accounts.create(user_id, email, hasher.hash(password), name, phone, role, registered)
+    await accounts.create(user_id, email, await _hash(password), name, phone, role, registered)
     return user_id
 
 
@@ -53,7 +68,7 @@ async def authenticate(accounts: Accounts, email: str, password: str) -> Account
     """The account whose email and password these are, else None (in the same time either way)."""
     row = await accounts.by_email(email)
     try:
-        hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+        await _verify(row["password_hash"] if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None:
@@ -71,7 +86,7 @@ async def ensure_admin(accounts: Accounts, email: str, password: str) -> None:
             pass  # another replica created it first
         return
     try:
-        hasher.verify(row["password_hash"], password)
+        await _verify(row["password_hash"], password)
     except (VerificationError, InvalidHashError):
-        await accounts.reset_admin(row["user_id"], hasher.hash(password))
+        await accounts.reset_admin(row["user_id"], await _hash(password))
     await accounts.make_admin(row["user_id"])

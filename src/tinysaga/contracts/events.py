@@ -24,6 +24,13 @@ REFUND_DONE = "REFUND_DONE"
 REFUND_FAILED = "REFUND_FAILED"
 ORDER_TIMED_OUT = "ORDER_TIMED_OUT"
 USER_REGISTERED = "USER_REGISTERED"
+# The order's life after the saga (ADR 13)
+ORDER_CANCEL_REQUESTED = "ORDER_CANCEL_REQUESTED"
+PAYMENT_VOIDED = "PAYMENT_VOIDED"
+INVENTORY_RELEASED = "INVENTORY_RELEASED"
+ORDER_CANCELED = "ORDER_CANCELED"
+ORDER_SHIPPED = "ORDER_SHIPPED"
+ORDER_DELIVERED = "ORDER_DELIVERED"
 
 ALIASES = {INVENTORY_RESERVED_SEED_ALIAS: INVENTORY_RESERVED}
 
@@ -38,16 +45,15 @@ STEP_OUTCOMES = (
     REFUND_DONE,
     REFUND_FAILED,
 )
+# What Payment and Inventory answer to a cancel when they had nothing to undo (or once they undid
+# it, for the stock): with the refund events, they tell Order that their side is settled.
+CANCEL_OUTCOMES = (PAYMENT_VOIDED, INVENTORY_RELEASED)
+# Order's own announcements of a change the user is told about.
+ORDER_CHANGES = (ORDER_CANCEL_REQUESTED, ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED)
 # The events of the order saga, as published (the seed's alias is only read).
-SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT)
+SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT, *CANCEL_OUTCOMES, *ORDER_CHANGES)
 # Every event name that may be on the wire, the seed's alias included.
-ALL_NAMES = (
-    ORDER_INITIATED,
-    *STEP_OUTCOMES,
-    INVENTORY_RESERVED_SEED_ALIAS,
-    ORDER_TIMED_OUT,
-    USER_REGISTERED,
-)
+ALL_NAMES = (*SAGA_EVENTS, INVENTORY_RESERVED_SEED_ALIAS, USER_REGISTERED)
 
 # PAYMENT_FAIL reasons on the wire (the seed's spelling)
 INSUFFICIENT_FUND = "insufficientFund"
@@ -204,6 +210,38 @@ class OrderTimedOut(OrderEvent):
     failReason: str = Field(max_length=200)  # TIMEOUT
 
 
+class OrderCancelRequested(OrderEvent):
+    """The owner canceled the order: what was done is to be undone (Payment refunds or voids,
+    Inventory releases or blocks)."""
+
+    orderStatus: str = "CANCELING"
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class PaymentVoided(OrderEvent):
+    """A cancel found nothing charged: the order is voided at the wallet (a late debit is refused)."""
+
+
+class InventoryReleased(OrderEvent):
+    """A cancel's answer from Inventory: the reservation given back, or none held (and none will be)."""
+
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+
+
+class OrderChange(OrderEvent):
+    """ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED: Order's announcement of a new status."""
+
+    orderStatus: str
+    productId: str = Field(min_length=1, max_length=64)
+    productQuantity: int = Field(ge=1, le=100_000)
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+
+
 class UserRegistered(Event):
     userId: str = Field(min_length=1, max_length=64)
     email: str = Field(min_length=3, max_length=320)
@@ -220,6 +258,12 @@ TYPES: dict[str, type[Event]] = {
     REFUND_DONE: RefundEvent,
     REFUND_FAILED: RefundFailed,
     ORDER_TIMED_OUT: OrderTimedOut,
+    ORDER_CANCEL_REQUESTED: OrderCancelRequested,
+    PAYMENT_VOIDED: PaymentVoided,
+    INVENTORY_RELEASED: InventoryReleased,
+    ORDER_CANCELED: OrderChange,
+    ORDER_SHIPPED: OrderChange,
+    ORDER_DELIVERED: OrderChange,
     USER_REGISTERED: UserRegistered,
 }
 

@@ -7,7 +7,9 @@ from urllib.parse import quote
 
 WALLET_PAYMENTS_BATCH = "/internal/payments/batch"  # Payment -> Wallet: the debits of a poll
 WALLET_REFUNDS = "/internal/refunds"  # Payment -> Wallet: a refund or a void
-ORDER_TIMED_OUT = "/internal/orders/{orderId}/timed-out"  # Payment, Inventory -> Order
+# Payment, Inventory -> Order, before they compensate an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED:
+# did Order really ask for it (its history holds that event)? {"orderId", "eventName", "requested"}
+ORDER_REQUESTED = "/internal/orders/{orderId}/requested/{eventName}"
 WALLET_BALANCE = "/internal/wallets/{userId}"  # Order -> Wallet (the checkout quote)
 PRODUCT = "/api/products/{productId}"  # Order -> Inventory (price and stock)
 

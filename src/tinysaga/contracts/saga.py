@@ -15,6 +15,7 @@ The events themselves, with a typed payload per name, are in `contracts.events`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -33,8 +34,12 @@ ORDER, PAYMENT, WALLET, INVENTORY, NOTIFICATION, AUTH = (
     "auth",
 )
 
-# What starts a step that no event starts.
+# What starts a step that no event starts: a request, or the clock.
 API_CALL = "POST /api/orders"
+CANCEL_CALL = "POST /api/orders/{orderId}/cancel"
+SHIP_CALL = "POST /api/admin/orders/{orderId}/ship"
+DELIVER_CALL = "POST /api/admin/orders/{orderId}/deliver"
+REQUESTS = (API_CALL, CANCEL_CALL, SHIP_CALL, DELIVER_CALL)
 DEADLINE = "the saga's deadline passes"
 
 
@@ -48,7 +53,7 @@ class Step:
     compensation: str | None = None  # the step that undoes it
     leads_to: str | None = None  # the order status its success leads to
     stay_seconds: float | None = None  # how long an order may stay in that status before it is stuck
-    kind: str = "action"  # action | compensation | tracking | notification | setup
+    kind: str = "action"  # action | compensation | cancel | lifecycle | tracking | notification | setup
     topic: str = ORDER_TOPIC
     batch: bool = False  # the participant may handle a poll's worth of this step in one transaction
     ends: tuple[tuple[str, str], ...] = ()  # (outcome, order status) for the outcomes that end the saga
@@ -97,17 +102,18 @@ STEPS: tuple[Step, ...] = (
         "refund",
         PAYMENT,
         "gives back what the ledger says was charged (a void when nothing was)",
-        (ev.INVENTORY_INSUFFICIENT, ev.ORDER_TIMED_OUT),
-        (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED),
+        (ev.INVENTORY_INSUFFICIENT, ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED),
+        (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED, ev.PAYMENT_VOIDED),
         leads_to="FAILED",
         kind="compensation",
-        ends=((ev.REFUND_DONE, "FAILED"), (ev.REFUND_FAILED, "FAILED")),
+        ends=((ev.REFUND_DONE, "FAILED or CANCELED"), (ev.REFUND_FAILED, "FAILED or CANCELED")),
     ),
     Step(
         "release",
         INVENTORY,
-        "gives a timed-out order's reservation back (or blocks a late one)",
-        (ev.ORDER_TIMED_OUT,),
+        "gives a timed-out or canceled order's reservation back (or blocks a late one)",
+        (ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED),
+        (ev.INVENTORY_RELEASED,),  # to a cancel only
         kind="compensation",
     ),
     Step(
@@ -119,20 +125,51 @@ STEPS: tuple[Step, ...] = (
         leads_to="FAILED",
         kind="compensation",
     ),
+    # ---- the order's life after the saga (ADR 13) ----------------------------------------------
+    Step(
+        "cancel_order",
+        ORDER,
+        "the owner cancels: CANCELING, and what was done is undone by refund and release",
+        (CANCEL_CALL,),
+        (ev.ORDER_CANCEL_REQUESTED,),
+        leads_to="CANCELING",
+        stay_seconds=20,
+        kind="cancel",
+    ),
+    Step(
+        "ship",
+        ORDER,
+        "an admin ships a placed order",
+        (SHIP_CALL,),
+        (ev.ORDER_SHIPPED,),
+        leads_to="ON_THE_WAY",
+        kind="lifecycle",
+    ),
+    Step(
+        "deliver",
+        ORDER,
+        "an admin marks a shipped order delivered",
+        (DELIVER_CALL,),
+        (ev.ORDER_DELIVERED,),
+        leads_to="DELIVERED",
+        kind="lifecycle",
+    ),
     # ---- the order follows the saga ------------------------------------------------------------
     Step(
         "track",
         ORDER,
-        "moves the order through its state machine",
-        ev.STEP_OUTCOMES,
+        "moves the order through its state machine (CANCELED once both sides of a cancel are settled)",
+        (*ev.STEP_OUTCOMES, *ev.CANCEL_OUTCOMES),
+        (ev.ORDER_CANCELED,),
         kind="tracking",
         batch=True,
+        ends=((ev.ORDER_CANCELED, "CANCELED"),),
     ),
     Step(
         "notify",
         NOTIFICATION,
         "tells the user by email, SMS and inbox, once per (order, type)",
-        (*ev.STEP_OUTCOMES, ev.ORDER_TIMED_OUT),
+        (*ev.STEP_OUTCOMES, ev.ORDER_TIMED_OUT, *ev.ORDER_CHANGES),
         kind="notification",
         batch=True,
     ),
@@ -236,7 +273,7 @@ def check_definition() -> None:
         if s.compensation is not None and s.compensation not in BY_NAME:
             raise SagaDefinitionError(f"{s.name} is compensated by {s.compensation}, which is not a step")
         for t in s.triggers:
-            if t not in ev.ALL_NAMES and t not in (API_CALL, DEADLINE):
+            if t not in ev.ALL_NAMES and t not in (*REQUESTS, DEADLINE):
                 raise SagaDefinitionError(f"{s.name} is triggered by {t}, which is no event")
             if t in ev.ALL_NAMES and t != ev.USER_REGISTERED and not producers_of(t):
                 raise SagaDefinitionError(f"{s.name} is triggered by {t}, which no step publishes")
@@ -263,27 +300,35 @@ def table() -> str:
 
 
 def mermaid() -> str:
-    """The saga as a Mermaid flowchart: each step a box (compensations dashed), each event an arrow
-    from the step that publishes it to the steps it triggers."""
+    """The saga as a Mermaid flowchart: each step a box (compensations and the cancel as hexagons,
+    their arrows dashed), each event an arrow from the step that publishes it to the steps it
+    triggers, or to the order status it ends in, or else to `track` (Order follows every outcome;
+    so does `notify`, not drawn)."""
     lines = ["flowchart LR"]
+    undoing = ("compensation", "cancel")
     for s in STEPS:
         if s.topic != ORDER_TOPIC:
             continue
-        label = f"{s.name}<br/><i>{s.participant}</i>"
-        lines.append(
-            f'  {s.name}{"{{" if s.kind == "compensation" else "["}"{label}"{"}}" if s.kind == "compensation" else "]"}'
-        )
-    lines.append("  api([client]) -->|POST /api/orders| create_order")
+        label = f'"{s.name}<br/><i>{s.participant}</i>"'
+        lines.append(f"  {s.name}{{{{{label}}}}}" if s.kind in undoing else f"  {s.name}[{label}]")
+    lines.append("  client([client]) -->|POST /api/orders| create_order")
+    lines.append("  client -.->|POST .../cancel| cancel_order")
+    lines.append("  admin([admin]) -->|POST .../ship| ship")
+    lines.append("  admin -->|POST .../deliver| deliver")
     lines.append("  clock([deadline]) -.-> time_out")
     for s in STEPS:
         if s.topic != ORDER_TOPIC:
             continue
+        ends = dict(s.ends)
+        if s.kind == "lifecycle" and s.leads_to:
+            ends[s.outcomes[0]] = s.leads_to
         for out in s.outcomes:
-            for t in STEPS:
-                if out in t.triggers and t.kind not in ("tracking", "notification"):
-                    arrow = "-.->" if t.kind == "compensation" else "-->"
-                    lines.append(f"  {s.name} {arrow}|{out}| {t.name}")
-        for out, status in s.ends:
-            lines.append(f"  {s.name} -->|{out}| {status}(({status}))")
-    lines.append("  %% every outcome also reaches track (Order) and notify (Notification)")
+            targets = [t for t in STEPS if out in t.triggers and t.kind not in ("tracking", "notification")]
+            for t in targets:
+                lines.append(f"  {s.name} {'-.->' if t.kind in undoing else '-->'}|{out}| {t.name}")
+            if out in ends:
+                node = re.sub(r"\W+", "_", ends[out])
+                lines.append(f'  {s.name} -->|{out}| {node}(("{ends[out]}"))')
+            elif not targets and s.kind != "tracking":
+                lines.append(f"  {s.name} {'-.->' if s.kind in undoing else '-->'}|{out}| track")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Inventory's client of another service: Order, asked before a timeout is compensated."""
+"""Inventory's client of another service: Order, asked before a timeout or a cancel is compensated."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ class OrderClient:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    async def timed_out(self, order_id: str) -> bool:
-        """Did Order's sweeper time this order out? A reservation is released (or blocked) only
-        then: an ORDER_TIMED_OUT for an order that is placed, still in flight or unknown is not
-        Order's, and changes nothing. Unreachable (an OSError: waited out) when Order does not
-        answer."""
-        status, body = await get_from_any(self.rt, "order", routes.path(routes.ORDER_TIMED_OUT, orderId=order_id))
+    async def requested(self, order_id: str, event_name: str) -> bool:
+        """Did Order ask for this compensation (its history holds `event_name`, ORDER_TIMED_OUT or
+        ORDER_CANCEL_REQUESTED)? A reservation is released (or blocked) only then: one for an order
+        Order did not time out or cancel, or does not know, changes nothing. Unreachable (an
+        OSError: waited out) when Order does not answer."""
+        route = routes.path(routes.ORDER_REQUESTED, orderId=order_id, eventName=event_name)
+        status, body = await get_from_any(self.rt, "order", route)
         if status == 404:
             return False
         if status != 200:
             raise Unreachable(f"order answered {status}")
-        return bool(body.get("timedOut"))
+        return bool(body.get("requested"))

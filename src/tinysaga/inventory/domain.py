@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from tinysaga.contracts import events as ev
+
 MAX_STOCK = 1_000_000
 INVENTORY_NOT_AVAILABLE = "INVENTORY NOT AVAILABLE"
 
@@ -14,8 +16,8 @@ class Status(StrEnum):
 
     RESERVED = "RESERVED"  # the stock was taken
     REJECTED = "REJECTED"  # not enough stock: nothing taken
-    RELEASED = "RELEASED"  # compensated after a timeout: the stock was given back
-    CANCELLED = "CANCELLED"  # the timeout came first: a late payment is not reserved
+    RELEASED = "RELEASED"  # compensated after a timeout or a cancel: the stock was given back
+    CANCELLED = "CANCELLED"  # the timeout or cancel came first: a late payment is not reserved
 
 
 RESERVED, REJECTED, RELEASED, CANCELLED = Status.RESERVED, Status.REJECTED, Status.RELEASED, Status.CANCELLED
@@ -47,7 +49,8 @@ def reservation_status(decision: Reserve) -> Status:
 
 
 class Release(StrEnum):
-    """What an ORDER_TIMED_OUT (that Order confirms) does to the order's reservation."""
+    """What an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED (that Order confirms) does to the order's
+    reservation."""
 
     RELEASE = "RELEASE"  # give the stock back; the row becomes RELEASED
     CANCEL = "CANCEL"  # no row yet: write a CANCELLED one, so a late PAYMENT_DONE reserves nothing
@@ -55,7 +58,17 @@ class Release(StrEnum):
 
 
 def release(prior: Status | str | None) -> Release:
-    """The timeout's compensation, by the order's reservation status (None: no row)."""
+    """The compensation of a timeout or a cancel, by the order's reservation status (None: no row)."""
     if prior is None:
         return Release.CANCEL
     return Release.RELEASE if prior == RESERVED else Release.NOTHING
+
+
+def release_answer(trigger: str, decision: Release) -> str | None:
+    """The event staged with a release: INVENTORY_RELEASED for a cancel whose release changed the
+    row (given back, or blocked), so that Order knows the stock side is settled; nothing for a
+    timeout, nor when nothing changed (a rejected order's INVENTORY_INSUFFICIENT settled it, a
+    repeated cancel was answered already)."""
+    if trigger == ev.ORDER_CANCEL_REQUESTED and decision is not Release.NOTHING:
+        return ev.INVENTORY_RELEASED
+    return None

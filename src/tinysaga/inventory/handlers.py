@@ -1,5 +1,5 @@
 """Inventory's steps of the saga: `reserve` on PAYMENT_DONE (batched), and `release` on
-ORDER_TIMED_OUT, its compensation."""
+ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED, its compensation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
-from tinysaga.inventory.domain import INVENTORY_NOT_AVAILABLE, Release, Reserve, Status, release, reservation_status
+from tinysaga.inventory.domain import (
+    INVENTORY_NOT_AVAILABLE,
+    Release,
+    Reserve,
+    Status,
+    release,
+    release_answer,
+    reservation_status,
+)
 from tinysaga.inventory.repository import Reservation
 from tinysaga.platform.consumer import Handler, HandlerContext
 
@@ -23,14 +31,21 @@ class Reservations(Protocol):
     async def add_reservation(
         self, order_id: str, product_id: str, quantity: int, status: Status, event: ev.Event
     ) -> None: ...
-    async def cancel(self, order_id: str, product_id: str, quantity: int) -> None: ...
-    async def give_back(self, order_id: str, product_id: str, quantity: int) -> None: ...
+    async def cancel(self, order_id: str, product_id: str, quantity: int, event: ev.Event | None = None) -> None: ...
+    async def give_back(self, order_id: str, product_id: str, quantity: int, event: ev.Event | None = None) -> None: ...
 
 
 class Orders(Protocol):
     """What the handlers ask Order (`adapters.OrderClient`)."""
 
-    async def timed_out(self, order_id: str) -> bool: ...
+    async def requested(self, order_id: str, event_name: str) -> bool: ...
+
+
+# The events that start the release step, with the payload each must carry.
+RELEASE_TRIGGERS: dict[str, type[ev.Event]] = {
+    ev.ORDER_TIMED_OUT: ev.OrderTimedOut,
+    ev.ORDER_CANCEL_REQUESTED: ev.OrderCancelRequested,
+}
 
 
 def reply(name: str, event: ev.Event, **extra: Any) -> ev.Event:
@@ -49,6 +64,21 @@ def reply(name: str, event: ev.Event, **extra: Any) -> ev.Event:
         totalAmount=event.totalAmount,
         currency=event.currency,
         **extra,
+    )
+
+
+def released(name: str, wanted: ev.Event, product_id: str, quantity: int) -> ev.Event:
+    """Inventory's answer to a cancel (INVENTORY_RELEASED): what it gave back or blocked."""
+    return ev.make_event(
+        name,
+        correlation_id=wanted.correlationId,
+        orderId=wanted.orderId,
+        userId=wanted.userId,
+        orderStatus=name,
+        productId=product_id,
+        productQuantity=quantity,
+        totalAmount=wanted.totalAmount,
+        currency=wanted.currency,
     )
 
 
@@ -81,28 +111,37 @@ class InventoryHandlers:
             await repo.add_reservation(paid.orderId, paid.productId, paid.productQuantity, status, answer)
 
     async def release(self, event: ev.Event, ctx: HandlerContext) -> None:
-        """Compensation: give back a reservation; if the timeout came first, make sure a late
-        PAYMENT_DONE reserves nothing. Only for an order Order did time out (asked over HTTP, so
-        before the transaction); any other ORDER_TIMED_OUT is recorded as handled and ignored."""
-        timed_out = ev.typed_as(event, ev.OrderTimedOut)
-        order_id = timed_out.orderId
-        assert order_id  # required by OrderTimedOut
-        if not await self.orders.timed_out(order_id):
-            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", order_id)
+        """Compensation of a timeout or a cancel: give back a reservation; if the timeout or cancel
+        came first, make sure a late PAYMENT_DONE reserves nothing. Only for an order Order did time
+        out or cancel (asked over HTTP, so before the transaction); any other is recorded as handled
+        and ignored. A cancel is answered with INVENTORY_RELEASED, staged with the change, once."""
+        model = RELEASE_TRIGGERS.get(event.name_canonical)
+        if model is None:
+            raise ValueError(f"{event.eventName} does not start a release")
+        wanted = ev.typed_as(event, model)
+        name, order_id = wanted.name_canonical, wanted.orderId
+        assert order_id  # required by the payload model
+        if not await self.orders.requested(order_id, name):
+            log.warning("%s for order %s, which Order did not ask for: ignored", name, order_id)
             async with ctx.transaction():
                 return
         async with ctx.transaction() as uow:
             repo = self.repository(uow)
             prior = await repo.lock_reservation(order_id)
-            match release(None if prior is None else prior.status):
-                case Release.CANCEL:
-                    await repo.cancel(order_id, timed_out.productId or "", timed_out.productQuantity or 1)
-                case Release.RELEASE:
-                    assert prior is not None
-                    await repo.give_back(order_id, prior.product_id, prior.quantity)
-                    log.info("released the reservation of timed-out order %s", order_id)
-                case Release.NOTHING:
-                    pass
+            decision = release(None if prior is None else prior.status)
+            if decision is Release.NOTHING:  # nothing taken, or given back already
+                return
+            if prior is None:
+                product_id, quantity = wanted.productId or "", wanted.productQuantity or 1
+            else:
+                product_id, quantity = prior.product_id, prior.quantity
+            answer_name = release_answer(name, decision)
+            answer = None if answer_name is None else released(answer_name, wanted, product_id, quantity)
+            if decision is Release.CANCEL:
+                await repo.cancel(order_id, product_id, quantity, answer)
+            else:
+                await repo.give_back(order_id, product_id, quantity, answer)
+                log.info("released the reservation of order %s (%s)", order_id, name)
 
 
 def handlers(repository: Callable[[Any], Reservations], orders: Orders) -> dict[str, Handler]:

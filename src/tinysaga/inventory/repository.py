@@ -80,26 +80,34 @@ class InventoryRepository:
             event,
         )
 
-    async def cancel(self, order_id: str, product_id: str, quantity: int) -> None:
-        """A CANCELLED row for an order with none: a later PAYMENT_DONE finds it and reserves nothing."""
-        await self.db.execute(
-            "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4)",
-            order_id,
-            product_id,
-            quantity,
-            CANCELLED.value,
-        )
+    async def cancel(self, order_id: str, product_id: str, quantity: int, event: Event | None = None) -> None:
+        """A CANCELLED row for an order with none: a later PAYMENT_DONE finds it and reserves nothing.
+        `event` (a cancel's INVENTORY_RELEASED) is staged in the same statement."""
+        insert = "INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4)"
+        args = (order_id, product_id, quantity, CANCELLED.value)
+        if event is None:
+            await self.db.execute(insert, *args)
+        else:
+            await self._uow().change_with_event(f"r AS ({insert} RETURNING 1)", "r", args, event)
 
-    async def give_back(self, order_id: str, product_id: str, quantity: int) -> None:
-        """Put a RESERVED order's quantity back in stock and mark its row RELEASED."""
+    async def give_back(self, order_id: str, product_id: str, quantity: int, event: Event | None = None) -> None:
+        """Put a RESERVED order's quantity back in stock and mark its row RELEASED; `event` (a
+        cancel's INVENTORY_RELEASED) is staged in the row's statement."""
         await self.db.execute(
             "UPDATE products SET available_count = available_count + $2, updated_at = now() WHERE product_id = $1",
             product_id,
             quantity,
         )
-        await self.db.execute(
-            "UPDATE reservations SET status=$2, updated_at=now() WHERE order_id=$1", order_id, RELEASED.value
-        )
+        mark = "UPDATE reservations SET status=$2, updated_at=now() WHERE order_id=$1"
+        if event is None:
+            await self.db.execute(mark, order_id, RELEASED.value)
+        else:
+            await self._uow().change_with_event(f"r AS ({mark} RETURNING 1)", "r", (order_id, RELEASED.value), event)
+
+    def _uow(self) -> PgUnitOfWork:
+        if self.uow is None:
+            raise RuntimeError("a write that stages an event needs the unit of work")
+        return self.uow
 
     # ---- the catalogue --------------------------------------------------------------------------
 

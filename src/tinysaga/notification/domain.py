@@ -39,6 +39,16 @@ def notification_for(event: ev.Event) -> tuple[str, str] | None:
         return "REFUND_FAILED", f"The refund for {order} failed. Our team has been alerted and will fix it."
     if name == ev.ORDER_TIMED_OUT:
         return "ORDER_TIMED_OUT", f"Your {order} could not be completed in time; any payment will be refunded."
+    # the order's changes after it is placed or canceled (ADR 13); PAYMENT_VOIDED and
+    # INVENTORY_RELEASED are answers to Order, not news: the refund is told by its REFUND_DONE
+    if name == ev.ORDER_CANCEL_REQUESTED:
+        return "ORDER_CANCELING", f"We are canceling your {order}; any payment will be refunded."
+    if name == ev.ORDER_CANCELED:
+        return "ORDER_CANCELED", f"Your {order} is canceled."
+    if name == ev.ORDER_SHIPPED:
+        return "ORDER_SHIPPED", f"Your {order} is on the way: {event.productQuantity} x {event.productId}."
+    if name == ev.ORDER_DELIVERED:
+        return "ORDER_DELIVERED", f"Your {order} was delivered."
     return None
 
 

@@ -1,5 +1,5 @@
-"""Order routes: checkout quote, order creation (early fail, idempotency), reads, live status (SSE),
-and the operator's views (recent sagas, alerts)."""
+"""Order routes: checkout quote, order creation (early fail, idempotency), cancel, reads, live status
+(SSE), the admin's ship and deliver, and the operator's views (recent sagas, alerts)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from tinysaga.order import domain
 from tinysaga.order.bootstrap import deps
+from tinysaga.order.handlers import OrderRequest
 from tinysaga.order.repository import OrderRepository, Row
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import as_number
@@ -118,6 +119,39 @@ async def create_order(
     if row["request_hash"] != digest:
         raise reused_with_other_body()
     return JSON(order_json(row), status_code=202, headers={"Location": f"/api/orders/{row['order_id']}"})
+
+
+async def _request(handler: OrderRequest, order_id: str, owner: str | None) -> Row:
+    """Run a cancel, ship or deliver request: 404 for no such order (or someone else's), 409 when
+    the order's status does not allow it."""
+    try:
+        return await handler(_parse_order_id(order_id), owner)
+    except domain.UnknownOrder as e:
+        raise Problem(404, "Not Found", "no such order") from e
+    except domain.Refused as e:
+        raise Problem(409, "Conflict", str(e), type_="urn:tinysaga:problem:order-status") from e
+
+
+@router.post("/api/orders/{order_id}/cancel", status_code=202)
+async def cancel_order(
+    order_id: str,
+    request: Request,
+    user: Identity = Depends(current_user),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> JSON:
+    check_key(idempotency_key)  # accepted and checked; a repeated cancel is harmless anyway
+    row = await _request(deps(request).cancel_order, order_id, user.user_id)
+    return JSON(order_json(row), status_code=202)
+
+
+@router.post("/api/admin/orders/{order_id}/ship")
+async def ship_order(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
+    return order_json(await _request(deps(request).ship_order, order_id, None))
+
+
+@router.post("/api/admin/orders/{order_id}/deliver")
+async def deliver_order(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
+    return order_json(await _request(deps(request).deliver_order, order_id, None))
 
 
 def _cursor_encode(row: Row) -> str:
@@ -224,15 +258,23 @@ async def order_events(
 # ---- operator views -------------------------------------------------------------------------------
 
 
-@router.get("/internal/orders/{order_id}/timed-out")
-async def timed_out(order_id: str, request: Request) -> dict[str, Any]:
-    """For Payment and Inventory, before they compensate an ORDER_TIMED_OUT: did the sweeper time
-    this order out (its history holds the timeout)? 404 for an order that does not exist."""
+@router.get("/internal/orders/{order_id}/requested/{event_name}")
+async def requested(order_id: str, event_name: str, request: Request) -> dict[str, Any]:
+    """For Payment and Inventory, before they compensate an ORDER_TIMED_OUT or an
+    ORDER_CANCEL_REQUESTED: did Order ask for it (the order's history holds that event)? 422 for
+    another event name, 404 for an order that does not exist."""
+    if event_name not in domain.ASKABLE:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"eventName must be one of {sorted(domain.ASKABLE)}",
+            errors=[{"field": "eventName", "message": "not a compensation Order requests", "type": "value_error"}],
+        )
     oid = _parse_order_id(order_id)
-    found = await deps(request).orders.was_timed_out(oid)
+    found = await deps(request).orders.requested(oid, event_name)
     if found is None:
         raise Problem(404, "Not Found", "no such order")
-    return {"orderId": str(oid), "timedOut": found}
+    return {"orderId": str(oid), "eventName": event_name, "requested": found}
 
 
 @router.get("/api/admin/sagas")

@@ -1,6 +1,6 @@
-"""Order's composition root: its repositories, clients and steps, built when the app starts (nothing
-at import), its consumer (`track`), and its background tasks (the live status listener, the
-sweeper `time_out`, the dead-letter collector)."""
+"""Order's composition root: its repositories, clients and steps (the requests among them), built
+when the app starts (nothing at import), its consumer (`track`), and its background tasks (the live
+status listener, the sweeper `time_out`, the dead-letter collector)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tinysaga.order.adapters import CatalogueClient, StatusFanout, WalletClient
-from tinysaga.order.handlers import Begin, CreateOrder, TimeOut, handlers
+from tinysaga.order.handlers import Begin, CancelOrder, CreateOrder, DeliverOrder, ShipOrder, TimeOut, handlers
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository
 from tinysaga.platform.service import Runtime, create_service_app, runtime
 from tinysaga.platform.settings import Settings
@@ -25,6 +25,9 @@ class OrderDeps:
     orders: OrderRepository  # reads, on the pool
     dead_letters: DeadLetterRepository  # reads, on the pool
     create_order: CreateOrder
+    cancel_order: CancelOrder
+    ship_order: ShipOrder
+    deliver_order: DeliverOrder
     fanout: StatusFanout
     catalogue: CatalogueClient
     wallets: WalletClient
@@ -62,6 +65,9 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
             currency=settings.currency,
             timeout_seconds=settings.saga_timeout_seconds,
         ),
+        cancel_order=CancelOrder(reader=orders, writer=writer),
+        ship_order=ShipOrder(reader=orders, writer=writer),
+        deliver_order=DeliverOrder(reader=orders, writer=writer),
         fanout=fanout,
         catalogue=catalogue,
         wallets=WalletClient(rt),

@@ -1,7 +1,9 @@
 """The order state machine, pure. Every allowed transition is a row of `TRANSITIONS`; anything else
 (a stale, duplicate or out-of-order event) leaves the order as it is. Its inputs are event names:
-the saga's outcomes, and ORDER_TIMED_OUT, which the sweeper applies when the deadline passes (and
-then publishes). Below it, the order's other rules: its price, stock, deadline, live stream."""
+the saga's outcomes, the answers to a cancel (PAYMENT_VOIDED, INVENTORY_RELEASED), and
+ORDER_TIMED_OUT, which the sweeper applies when the deadline passes (and then publishes). The
+requests (cancel, ship, deliver) are rows of `REQUESTS`, decided by `decide` (ADR 13). Below them,
+the order's other rules: its price, stock, deadline, live stream."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ class Status(StrEnum):
     PLACED = "PLACED"
     REFUND_INITIATED = "REFUND_INITIATED"
     FAILED = "FAILED"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+    ON_THE_WAY = "ON_THE_WAY"
+    DELIVERED = "DELIVERED"
 
 
 class FailReason(StrEnum):
@@ -35,8 +41,12 @@ class Refund(StrEnum):
     REFUND_FAILED = "REFUND_FAILED"
 
 
-TERMINAL = frozenset({Status.PLACED, Status.FAILED})
+# The saga ends in these (ON_THE_WAY and DELIVERED follow PLACED).
+TERMINAL = frozenset({Status.PLACED, Status.FAILED, Status.CANCELED})
+# What the sweeper times out. Not CANCELING: its compensations are already requested (ADR 13).
 IN_FLIGHT = (Status.INITIATED, Status.PAYMENT_DONE, Status.REFUND_INITIATED)
+# Where a live stream ends: no step is in flight for the order any more.
+AT_REST = frozenset({*TERMINAL, Status.ON_THE_WAY, Status.DELIVERED})
 
 NEW_ORDER_INFO = "order received; taking payment"
 CENT = Decimal("0.01")
@@ -49,6 +59,9 @@ class OrderState:
     refund_status: Refund | None = None
     status_info: str = ""
     transaction_id: str | None = None
+    # while CANCELING: whether Payment and Inventory have settled their side of the cancel
+    payment_settled: bool = False
+    stock_settled: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -66,6 +79,11 @@ class Input:
 
 S = Status
 _BEFORE_INVENTORY = (S.INITIATED, S.PAYMENT_DONE)
+# The answers that settle a side of a cancel: nothing is (or will be) charged or held any more.
+PAYMENT_SIDE = (ev.PAYMENT_FAIL, ev.PAYMENT_VOIDED, ev.REFUND_DONE, ev.REFUND_FAILED)
+STOCK_SIDE = (ev.INVENTORY_RELEASED, ev.INVENTORY_INSUFFICIENT)
+# Outcomes that may land after a cancel without settling anything: recorded, the order stays CANCELING.
+LATE = (ev.PAYMENT_DONE, ev.INVENTORY_RESERVED, ev.REFUND_INITIATED)
 _REFUNDABLE = (S.INITIATED, S.PAYMENT_DONE, S.REFUND_INITIATED, S.FAILED)
 
 # (event, from) -> to. Inventory events are accepted straight from INITIATED because Inventory only
@@ -80,6 +98,12 @@ TRANSITIONS: dict[tuple[str, Status], Status] = {
     **{(ev.REFUND_DONE, s): S.FAILED for s in _REFUNDABLE},
     **{(ev.REFUND_FAILED, s): S.FAILED for s in _REFUNDABLE},
     **{(ev.ORDER_TIMED_OUT, s): S.FAILED for s in IN_FLIGHT},  # the sweeper, past the deadline
+    # A cancel's bookkeeping (ADR 13): while CANCELING, each answer settles a side or is recorded
+    # (a late debit or reservation, whose compensation is on its way); `apply` moves the order on
+    # to CANCELED once both sides are settled.
+    **{(name, S.CANCELING): S.CANCELING for name in (*PAYMENT_SIDE, *STOCK_SIDE, *LATE)},
+    # a refund that lands after the cancel ended (an operator's retry): annotation only
+    **{(name, S.CANCELED): S.CANCELED for name in (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED)},
 }
 
 # A refund status only moves forward (REFUND_FAILED -> REFUND_DONE is an operator's retry succeeding).
@@ -90,12 +114,21 @@ def _payment_fail_reason(wire: str | None) -> FailReason:
     return FailReason.INSUFFICIENT_FUNDS if wire == ev.INSUFFICIENT_FUND else FailReason.PAYMENT_ERROR
 
 
+_REFUND_OF = {
+    ev.REFUND_INITIATED: Refund.REFUND_INITIATED,
+    ev.REFUND_DONE: Refund.REFUND_DONE,
+    ev.REFUND_FAILED: Refund.REFUND_FAILED,
+}
+
+
 def apply(state: OrderState, inp: Input) -> OrderState | None:
     """The order after `inp`, or None when `inp` does not apply (stale, duplicate, out of order)."""
     name = ev.ALIASES.get(inp.name, inp.name)
     to = TRANSITIONS.get((name, state.status))
     if to is None:
         return None
+    if state.status in (S.CANCELING, S.CANCELED):
+        return _after_cancel(state, name, inp)
     new = replace(state, status=to)
     if inp.transaction_id and not state.transaction_id:
         new = replace(new, transaction_id=inp.transaction_id)
@@ -149,6 +182,160 @@ def apply(state: OrderState, inp: Input) -> OrderState | None:
     raise AssertionError(f"transition without effect: {name}")  # pragma: no cover
 
 
+_CANCELING_INFO = {
+    ev.PAYMENT_DONE: "the payment went through as the order was canceled; it is being refunded",
+    ev.INVENTORY_RESERVED: "the stock was reserved as the order was canceled; it is being given back",
+    ev.REFUND_INITIATED: "canceling: refund initiated",
+    ev.PAYMENT_FAIL: "canceling: nothing was charged",
+    ev.PAYMENT_VOIDED: "canceling: nothing was charged",
+    ev.REFUND_DONE: "canceling: the payment was refunded to the wallet",
+    ev.REFUND_FAILED: "canceling: the refund FAILED: an operator must act",
+    ev.INVENTORY_RELEASED: "canceling: no stock is held for the order any more",
+    ev.INVENTORY_INSUFFICIENT: "canceling: no stock was reserved",
+}
+
+
+def canceled_info(refund: Refund | None) -> str:
+    """What a CANCELED order tells its user, by its refund status."""
+    return {
+        None: "canceled: nothing was charged and no stock is held",
+        Refund.REFUND_INITIATED: "canceled: refund initiated",
+        Refund.REFUND_DONE: "canceled: the payment was refunded to the wallet and no stock is held",
+        Refund.REFUND_FAILED: "canceled: the refund FAILED: an operator must act",
+    }[refund]
+
+
+def _after_cancel(state: OrderState, name: str, inp: Input) -> OrderState | None:
+    """CANCELING: record what the answer says (a side settled, a transaction id, a refund status)
+    and end CANCELED once both sides are settled. CANCELED: only a refund moving forward. None when
+    nothing changes (a duplicate, or a late outcome on a side already settled)."""
+    new = state
+    if inp.transaction_id and not state.transaction_id:
+        new = replace(new, transaction_id=inp.transaction_id)
+    refund = _REFUND_OF.get(name)
+    if refund is not None and _REFUND_ORDER[refund] > _REFUND_ORDER[state.refund_status]:
+        new = replace(new, refund_status=refund)
+    if state.status == S.CANCELED:
+        if new.refund_status == state.refund_status:
+            return None
+        return replace(new, status_info=canceled_info(new.refund_status))
+    new = replace(
+        new,
+        payment_settled=state.payment_settled or name in PAYMENT_SIDE,
+        stock_settled=state.stock_settled or name in STOCK_SIDE,
+    )
+    if new.payment_settled and new.stock_settled:
+        return replace(new, status=S.CANCELED, status_info=canceled_info(new.refund_status))
+    if name in LATE:
+        if not (state.stock_settled if name == ev.INVENTORY_RESERVED else state.payment_settled):
+            new = replace(new, status_info=_CANCELING_INFO[name])  # recorded even without a new field
+    elif new != state:
+        new = replace(new, status_info=_CANCELING_INFO[name])
+    return None if new == state else new
+
+
+# ---- requests: cancel, ship, deliver (ADR 13) ----------------------------------------------------
+
+
+class Request(StrEnum):
+    """A request that moves an order; the values are the saga's step names."""
+
+    CANCEL = "cancel_order"
+    SHIP = "ship"
+    DELIVER = "deliver"
+
+
+class Decision(StrEnum):
+    CANCEL = "CANCEL"  # the order becomes CANCELING (202)
+    MOVE = "MOVE"  # ship or deliver: the order moves on (200)
+    ALREADY = "ALREADY"  # the order is already there: answered as it is, nothing done
+    REFUSED = "REFUSED"  # not from this status (409)
+
+
+CANCELABLE = (S.INITIATED, S.PAYMENT_DONE, S.PLACED)
+
+# (request, from) -> to
+REQUESTS: dict[tuple[Request, Status], Status] = {
+    **{(Request.CANCEL, s): S.CANCELING for s in CANCELABLE},
+    (Request.SHIP, S.PLACED): S.ON_THE_WAY,
+    (Request.DELIVER, S.ON_THE_WAY): S.DELIVERED,
+}
+# Where a repeat of the request finds the order: answered as it is.
+ALREADY_THERE: dict[Request, frozenset[Status]] = {
+    Request.CANCEL: frozenset({S.CANCELING, S.CANCELED}),
+    Request.SHIP: frozenset({S.ON_THE_WAY}),
+    Request.DELIVER: frozenset({S.DELIVERED}),
+}
+# The event each request publishes with its change (the saga definition's outcome of its step).
+ANNOUNCES: dict[Request, str] = {
+    Request.CANCEL: ev.ORDER_CANCEL_REQUESTED,
+    Request.SHIP: ev.ORDER_SHIPPED,
+    Request.DELIVER: ev.ORDER_DELIVERED,
+}
+_REQUEST_INFO = {
+    Request.CANCEL: "cancel requested: undoing the payment and the reservation",
+    Request.SHIP: "shipped: the order is on the way",
+    Request.DELIVER: "delivered",
+}
+# What Payment and Inventory may ask Order it really requested, before compensating.
+ASKABLE = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED})
+
+
+def decide(request: Request, status: Status) -> Decision:
+    if (request, status) in REQUESTS:
+        return Decision.CANCEL if request == Request.CANCEL else Decision.MOVE
+    if status in ALREADY_THERE[request]:
+        return Decision.ALREADY
+    return Decision.REFUSED
+
+
+def decide_cancel(status: Status) -> Decision:
+    """CANCEL from INITIATED, PAYMENT_DONE, PLACED; ALREADY when CANCELING or CANCELED; else REFUSED."""
+    return decide(Request.CANCEL, status)
+
+
+def decide_ship(status: Status) -> Decision:
+    return decide(Request.SHIP, status)
+
+
+def decide_deliver(status: Status) -> Decision:
+    return decide(Request.DELIVER, status)
+
+
+def requested(state: OrderState, request: Request) -> OrderState:
+    """The order once `request` is accepted (a cancel starts with neither side settled)."""
+    to = REQUESTS.get((request, state.status))
+    if to is None:
+        raise ValueError(f"{request} is not allowed from {state.status}")
+    return replace(state, status=to, status_info=_REQUEST_INFO[request], payment_settled=False, stock_settled=False)
+
+
+def refusal(request: Request, status: Status) -> str:
+    """Why `request` is refused from `status`, for the 409 answer."""
+    if request == Request.CANCEL:
+        why = {
+            S.ON_THE_WAY: "it has been shipped",
+            S.DELIVERED: "it has been delivered",
+            S.FAILED: "it has failed",
+            S.REFUND_INITIATED: "it has failed and is being refunded",
+        }.get(status, "not from this status")
+        return f"the order is {status}: it can no longer be canceled ({why})"
+    need = {Request.SHIP: "a PLACED order can be shipped", Request.DELIVER: "an ON_THE_WAY order can be delivered"}
+    return f"only {need[request]}; this one is {status}"
+
+
+class UnknownOrder(LookupError):
+    """No such order (or, for the owner's routes, someone else's)."""
+
+
+class Refused(Exception):
+    """The request is not allowed from the order's status."""
+
+    def __init__(self, request: Request, status: Status) -> None:
+        super().__init__(refusal(request, status))
+        self.request, self.status = request, status
+
+
 # ---- the rest of an order's rules ----------------------------------------------------------------
 
 
@@ -197,8 +384,10 @@ def deadline(now: datetime, timeout_seconds: float) -> datetime:
 
 
 def stream_done(status: str, refund_status: str | None) -> bool:
-    """A live status stream ends when the order has ended and no refund is still on its way."""
-    return status in TERMINAL and refund_status != Refund.REFUND_INITIATED
+    """A live status stream ends once no step is in flight for the order: after PLACED, FAILED,
+    CANCELED, ON_THE_WAY or DELIVERED, with no refund still on its way. It stays open through
+    CANCELING."""
+    return status in AT_REST and refund_status != Refund.REFUND_INITIATED
 
 
 def needs_alert(state: OrderState) -> bool:

@@ -1,6 +1,8 @@
 """Order's steps of the saga: `create_order` (from the API), `track` (moves the order on the saga's
-outcomes) and `time_out` (the sweeper, when a saga passes its deadline). Each takes what it needs
-explicitly: a repository factory (a unit of work -> its OrderRepository), clients, config values."""
+outcomes, and to CANCELED once both sides of a cancel are settled), `time_out` (the sweeper, when a
+saga passes its deadline), and the requests `cancel_order`, `ship`, `deliver` (ADR 13). Each takes
+what it needs explicitly: a repository factory (a unit of work -> its OrderRepository), clients,
+config values."""
 
 from __future__ import annotations
 
@@ -31,11 +33,34 @@ RepositoryFactory = Callable[[Any], OrderRepository]  # a unit of work -> the re
 Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its own -> its unit of work
 
 
-async def _save(repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str) -> None:
-    """Save a transition; count it, and raise the alarm on a failed refund."""
-    await repo.save_change(row, new, event_name)
+def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
+    """Order's event for the change of the order in `row` to `new` (ORDER_CANCEL_REQUESTED,
+    ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED)."""
+    return ev.make_event(
+        name,
+        correlation_id=str(row["order_id"]),
+        orderId=str(row["order_id"]),
+        userId=row["user_id"],
+        orderStatus=new.status,
+        paymentType=row["payment_type"],
+        productId=row["product_id"],
+        productQuantity=row["product_quantity"],
+        price=row["price"],
+        totalAmount=row["total_amount"],
+        currency=row["currency"],
+        transactionId=new.transaction_id,
+    )
+
+
+async def _save(
+    repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+) -> None:
+    """Save a transition (with the event that announces it, if any); count it, and raise the alarm
+    when the refund has just failed (once per order: a canceled order's later changes keep
+    REFUND_FAILED and raise nothing again)."""
+    await repo.save_change(row, new, event_name, announce)
     TRANSITIONS.labels(new.status).inc()
-    if domain.needs_alert(new):
+    if domain.needs_alert(new) and not domain.needs_alert(state_of(row)):
         REFUND_FAILED_ALERTS.inc()
         log.error(
             "ALERT refund failed for order %s (user %s, %s %s): an operator must refund it",
@@ -124,12 +149,89 @@ class CreateOrder:
         return row
 
 
+# ---- cancel_order, ship, deliver ------------------------------------------------------------------
+
+
+class OrderRequest:
+    """A request that moves an order (`domain.Request`): decided on the order as read, then written
+    with its event in one statement guarded by the status it was read in; if the order moved on
+    meanwhile (a saga outcome landed), it is read and decided again. Answers the order: changed,
+    or as it is when it is already there (a repeat). Raises domain.UnknownOrder (no such order,
+    or not `owner`'s) and domain.Refused (not from its status)."""
+
+    request: domain.Request
+    attempts = 8  # each retry follows a change of status, and statuses only move forward
+
+    def __init__(
+        self,
+        *,
+        reader: OrderRepository,
+        writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
+        raise NotImplementedError
+
+    async def __call__(self, order_id: uuid.UUID, owner: str | None = None) -> Row:
+        for _ in range(self.attempts):
+            row = await self.reader.get(order_id)
+            if row is None or (owner is not None and row["user_id"] != owner):
+                raise domain.UnknownOrder(str(order_id))
+            state = state_of(row)
+            decision = domain.decide(self.request, state.status)
+            if decision == domain.Decision.ALREADY:
+                return row
+            if decision == domain.Decision.REFUSED:
+                raise domain.Refused(self.request, state.status)
+            new = domain.requested(state, self.request)
+            event = announcement(domain.ANNOUNCES[self.request], row, new)
+            async with self.writer() as repo:
+                changed = await self._write(repo, row, new, event)
+            if changed is not None:
+                TRANSITIONS.labels(new.status).inc()
+                log.info("order %s: %s (was %s)", order_id, new.status, state.status, extra={"orderId": str(order_id)})
+                return changed
+        raise RuntimeError(f"order {order_id} kept changing under {self.request}")  # pragma: no cover
+
+
+class CancelOrder(OrderRequest):
+    """`cancel_order` (the owner): INITIATED, PAYMENT_DONE, PLACED -> CANCELING with
+    ORDER_CANCEL_REQUESTED; Payment and Inventory undo what was done and `track` ends it CANCELED."""
+
+    request = domain.Request.CANCEL
+
+    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
+        return await repo.cancel(row, new, event)
+
+
+class ShipOrder(OrderRequest):
+    """`ship` (an admin): PLACED -> ON_THE_WAY with ORDER_SHIPPED."""
+
+    request = domain.Request.SHIP
+
+    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
+        return await repo.ship(row, new, event)
+
+
+class DeliverOrder(OrderRequest):
+    """`deliver` (an admin): ON_THE_WAY -> DELIVERED with ORDER_DELIVERED."""
+
+    request = domain.Request.DELIVER
+
+    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
+        return await repo.deliver(row, new, event)
+
+
 # ---- track ---------------------------------------------------------------------------------------
 
 
 class Track:
-    """`track`: applies a saga outcome (PAYMENT_*, INVENTORY_*, REFUND_*) to the order's state
-    machine. A stale or duplicate event, or one for an unknown order, leaves it as it is (counted)."""
+    """`track`: applies a saga outcome (PAYMENT_*, INVENTORY_*, REFUND_*, and a cancel's
+    PAYMENT_VOIDED, INVENTORY_RELEASED) to the order's state machine; the change that makes the
+    order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
+    order, leaves it as it is (counted)."""
 
     def __init__(self, repository: RepositoryFactory) -> None:
         self.repository = repository
@@ -148,7 +250,8 @@ class Track:
                 log.warning("event %s for unknown order %s ignored", event.eventName, event.orderId)
                 IGNORED.labels(name).inc()
                 return
-            new = domain.apply(state_of(row), domain.Input(name, event.failReason, event.transactionId))
+            before = state_of(row)
+            new = domain.apply(before, domain.Input(name, event.failReason, event.transactionId))
             if new is None:
                 log.info(
                     "event %s left order %s in %s (stale or duplicate)",
@@ -158,7 +261,12 @@ class Track:
                 )
                 IGNORED.labels(name).inc()
                 return
-            await _save(repo, row, new, name)
+            if new.status == domain.Status.CANCELED and before.status != domain.Status.CANCELED:
+                announce = announcement(ev.ORDER_CANCELED, row, new)
+                await _save(repo, row, new, name, announce)
+                log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
+            else:
+                await _save(repo, row, new, name)
 
 
 def handlers(repository: RepositoryFactory = OrderRepository.of) -> dict[str, Handler]:
@@ -171,8 +279,9 @@ def handlers(repository: RepositoryFactory = OrderRepository.of) -> dict[str, Ha
 
 class TimeOut:
     """`time_out`: the sweeper. Fails the in-flight sagas past their deadline (ORDER_TIMED_OUT in
-    the state machine) and publishes ORDER_TIMED_OUT so that they are compensated. The repository
-    skips orders another sweeper holds, so one per replica is safe."""
+    the state machine) and publishes ORDER_TIMED_OUT so that they are compensated. A CANCELING
+    order is not in flight for it (`domain.IN_FLIGHT`): its compensations are already requested.
+    The repository skips orders another sweeper holds, so one per replica is safe."""
 
     def __init__(
         self, *, begin: Begin, repository: RepositoryFactory, interval_seconds: float, limit: int = 100

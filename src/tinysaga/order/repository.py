@@ -30,6 +30,8 @@ def state_of(row: Row) -> domain.OrderState:
         refund_status=domain.Refund(row["refund_status"]) if row["refund_status"] else None,
         status_info=row["status_info"],
         transaction_id=row["transaction_id"],
+        payment_settled=row["payment_settled"],
+        stock_settled=row["stock_settled"],
     )
 
 
@@ -93,14 +95,14 @@ class OrderRepository:
             order_id,
         )
 
-    async def was_timed_out(self, order_id: uuid.UUID) -> bool | None:
-        """Whether the sweeper timed the order out (its history holds ORDER_TIMED_OUT); None when
-        there is no such order."""
+    async def requested(self, order_id: uuid.UUID, event_name: str) -> bool | None:
+        """Whether Order asked for this compensation (the order's history holds `event_name`:
+        ORDER_TIMED_OUT, ORDER_CANCEL_REQUESTED); None when there is no such order."""
         return await self.db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM order_history WHERE order_id=$1 AND event_name=$2)"
             " FROM orders WHERE order_id=$1",
             order_id,
-            ev.ORDER_TIMED_OUT,
+            event_name,
         )
 
     async def recent(self, status: str | None, limit: int) -> list[asyncpg.Record]:
@@ -157,13 +159,16 @@ class OrderRepository:
         assert row is not None  # an INSERT ... VALUES writes its row or raises
         return row
 
-    async def save_change(self, row: Row, new: domain.OrderState, event_name: str) -> None:
+    async def save_change(
+        self, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+    ) -> None:
         """A transition with its history row, and the NOTIFY of live streams at commit (one
-        statement); with a failed refund, the operator's alert too (once per order)."""
+        statement); with a failed refund, the operator's alert too (once per order); `announce`
+        (ORDER_CANCELED) staged in the same transaction."""
         await self.db.execute(
             "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
-            " transaction_id=$6, version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1"
-            " RETURNING order_id),"
+            " transaction_id=$6, payment_settled=$9, stock_settled=$10, version = version + 1,"
+            " updated_at = clock_timestamp() WHERE order_id=$1 RETURNING order_id),"
             " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
             " SELECT order_id, $2, $5, $7 FROM u)"
             " SELECT pg_notify($8, order_id::text) FROM u",
@@ -175,7 +180,11 @@ class OrderRepository:
             new.transaction_id,
             event_name,
             STATUS_CHANNEL,
+            new.payment_settled,
+            new.stock_settled,
         )
+        if announce is not None:
+            await self._uow().stage(announce)
         if domain.needs_alert(new):
             await self.db.execute(
                 "INSERT INTO alerts(order_id, user_id, kind, detail) VALUES ($1,$2,'REFUND_FAILED',$3)"
@@ -184,6 +193,45 @@ class OrderRepository:
                 row["user_id"],
                 domain.refund_failed_detail(row["total_amount"], row["currency"]),
             )
+
+    async def _requested_change(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """A request's change: the new status (a cancel also resets the settled flags), its
+        history row under the event's name, the event staged, the NOTIFY of live streams: one
+        statement, done only if the order is still in the status it was read in. The new row, or
+        None when the order moved on meanwhile (nothing written, nothing staged)."""
+        return await self._uow().change_with_event(
+            "u AS (UPDATE orders SET order_status=$2, status_info=$3, payment_settled=$4, stock_settled=$5,"
+            " version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1 AND order_status=$6"
+            " RETURNING *),"
+            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+            " SELECT order_id, $2, $3, $7 FROM u),"
+            " s AS (SELECT u.*, pg_notify($8, u.order_id::text)::text AS notified FROM u)",
+            "s",
+            [
+                row["order_id"],
+                new.status,
+                new.status_info,
+                new.payment_settled,
+                new.stock_settled,
+                row["order_status"],
+                event.eventName,
+                STATUS_CHANNEL,
+            ],
+            event,
+            returning="s.*",
+        )
+
+    async def cancel(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """CANCELING with ORDER_CANCEL_REQUESTED (see `_requested_change`)."""
+        return await self._requested_change(row, new, event)
+
+    async def ship(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """ON_THE_WAY with ORDER_SHIPPED (see `_requested_change`)."""
+        return await self._requested_change(row, new, event)
+
+    async def deliver(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """DELIVERED with ORDER_DELIVERED (see `_requested_change`)."""
+        return await self._requested_change(row, new, event)
 
     async def overdue(self, limit: int) -> list[asyncpg.Record]:
         """In-flight orders past their deadline, oldest deadline first, locked; rows another

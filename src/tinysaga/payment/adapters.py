@@ -1,5 +1,5 @@
 """Payment's clients of other services: the Wallet (the only synchronous call of the saga) and Order
-(did it time this order out?). Each is behind a small Protocol, so the handlers can take fakes.
+(did it ask for this compensation?). Each is behind a small Protocol, so the handlers can take fakes.
 
 Wallet calls: each attempt has a timeout; attempts are retried with exponential backoff and full
 jitter, within a total deadline; a 4xx answer is not retried. Debit and refund are idempotent by
@@ -40,7 +40,7 @@ class Wallet(Protocol):
 
 
 class Orders(Protocol):
-    async def timed_out(self, order_id: str) -> bool: ...
+    async def requested(self, order_id: str, event_name: str) -> bool: ...
 
 
 class WalletClient:
@@ -109,13 +109,15 @@ class OrderClient:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    async def timed_out(self, order_id: str) -> bool:
-        """Did Order's sweeper time this order out? Compensation for ORDER_TIMED_OUT happens only
-        then: one for an order that is placed, still in flight or unknown is not Order's. Raises
-        Unreachable (an outage: the consumer waits it out) when Order does not answer."""
-        status, body = await get_from_any(self.rt, "order", routes.path(routes.ORDER_TIMED_OUT, orderId=order_id))
+    async def requested(self, order_id: str, event_name: str) -> bool:
+        """Did Order ask for this compensation (its history holds `event_name`, ORDER_TIMED_OUT or
+        ORDER_CANCEL_REQUESTED)? Compensation happens only then: one for an order Order did not
+        time out or cancel, or does not know, is not Order's. Raises Unreachable (an outage: the
+        consumer waits it out) when Order does not answer."""
+        route = routes.path(routes.ORDER_REQUESTED, orderId=order_id, eventName=event_name)
+        status, body = await get_from_any(self.rt, "order", route)
         if status == 404:
             return False
         if status != 200:
             raise Unreachable(f"order answered {status}")
-        return bool(body.get("timedOut"))
+        return bool(body.get("requested"))

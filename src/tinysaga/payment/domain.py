@@ -32,14 +32,18 @@ class Happened(StrEnum):
 
     CHARGE_COMPLETED = "CHARGE_COMPLETED"  # the wallet was debited
     CHARGE_FAILED = "CHARGE_FAILED"  # insufficient funds: nothing moved
-    CHARGE_REFUSED = "CHARGE_REFUSED"  # the order was voided first (it timed out): nothing moved
+    CHARGE_REFUSED = "CHARGE_REFUSED"  # the order was voided first (timed out or canceled): nothing moved
     CHARGE_UNANSWERED = "CHARGE_UNANSWERED"  # no answer (or an error): a debit may have landed
-    REFUND_WANTED = "REFUND_WANTED"  # out of stock, or the saga timed out
+    REFUND_WANTED = "REFUND_WANTED"  # out of stock, the saga timed out, or the order was canceled
     REFUND_DONE = "REFUND_DONE"  # the wallet gave the money back (or had nothing to give back)
     REFUND_UNANSWERED = "REFUND_UNANSWERED"  # the wallet could not or would not refund
     VOID_REFUNDED = "VOID_REFUNDED"  # a void: the debit had landed, and was given back
     VOID_NOTHING = "VOID_NOTHING"  # a void: nothing had been taken (a late debit is now refused)
     VOID_UNANSWERED = "VOID_UNANSWERED"  # a void the wallet did not answer
+    # the same three answers to the void of a canceled order, which Order waits for
+    CANCEL_VOID_REFUNDED = "CANCEL_VOID_REFUNDED"
+    CANCEL_VOID_NOTHING = "CANCEL_VOID_NOTHING"
+    CANCEL_VOID_UNANSWERED = "CANCEL_VOID_UNANSWERED"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ TRANSITIONS: dict[tuple[Status | None, Happened], Transition] = {
     (None, H.VOID_REFUNDED): Transition(S.VOIDED),
     (None, H.VOID_NOTHING): Transition(S.VOIDED),
     (None, H.VOID_UNANSWERED): Transition(S.VOID_PENDING),  # the voider retries it
+    # a canceled order never charged here: voided the same way, and the cancel answered (ADR 13)
+    (None, H.CANCEL_VOID_REFUNDED): Transition(S.VOIDED, ev.REFUND_DONE),
+    (None, H.CANCEL_VOID_NOTHING): Transition(S.VOIDED, ev.PAYMENT_VOIDED),
+    (None, H.CANCEL_VOID_UNANSWERED): Transition(S.VOID_PENDING),  # the voider retries it, and answers
     # the refund: asked for (REFUND_INITIATED), then answered by the wallet
     (S.CHARGED, H.REFUND_WANTED): Transition(S.REFUND_PENDING, ev.REFUND_INITIATED),
     (S.REFUND_PENDING, H.REFUND_DONE): Transition(S.REFUNDED, ev.REFUND_DONE),
@@ -68,6 +76,9 @@ TRANSITIONS: dict[tuple[Status | None, Happened], Transition] = {
     # the voider: a charge whose outcome was unknown
     (S.VOID_PENDING, H.VOID_REFUNDED): Transition(S.VOIDED, ev.REFUND_DONE),
     (S.VOID_PENDING, H.VOID_NOTHING): Transition(S.VOIDED),
+    # ... and a canceled order's void the wallet did not answer at first
+    (S.VOID_PENDING, H.CANCEL_VOID_REFUNDED): Transition(S.VOIDED, ev.REFUND_DONE),
+    (S.VOID_PENDING, H.CANCEL_VOID_NOTHING): Transition(S.VOIDED, ev.PAYMENT_VOIDED),
 }
 
 FINAL = frozenset({S.DECLINED, S.VOIDED, S.REFUNDED, S.REFUND_FAILED})  # no way out (an operator acts)
@@ -76,7 +87,11 @@ PAYMENT_TYPES = ("WALLET",)
 DETAIL_MAX = 500  # characters of the wallet's answer kept in the row's detail
 FAIL_REASON_MAX = 200  # ... and in a REFUND_FAILED's failReason
 EARLY_VOID_DETAIL = "voided before any charge: the saga timed out"
+CANCEL_VOID_DETAIL = "voided before any charge: the order was canceled"  # the voider answers the cancel
 VOID_REASON = "void after a payment error"
+CANCEL_REASON = "order canceled"
+# The compensations Order asks for: Payment acts on one only once Order confirms it asked.
+REQUESTED_BY_ORDER = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED})
 
 
 def apply(status: Status | None, happened: Happened) -> Transition | None:
@@ -104,11 +119,14 @@ def refund_answer(status: str | None) -> Happened:
     return H.REFUND_DONE if status in ("REFUNDED", "NOTHING_TO_REFUND") else H.REFUND_UNANSWERED
 
 
-def void_answer(status: str | None) -> Happened:
-    """A void's answer (a refund call): the wallet's status, or None when it could not be reached."""
+def void_answer(status: str | None, canceled: bool = False) -> Happened:
+    """A void's answer (a refund call): the wallet's status, or None when it could not be reached;
+    `canceled` for the void of a canceled order (its answers are events)."""
     if status is None:
-        return H.VOID_UNANSWERED
-    return H.VOID_REFUNDED if status == "REFUNDED" else H.VOID_NOTHING
+        return H.CANCEL_VOID_UNANSWERED if canceled else H.VOID_UNANSWERED
+    if status == "REFUNDED":
+        return H.CANCEL_VOID_REFUNDED if canceled else H.VOID_REFUNDED
+    return H.CANCEL_VOID_NOTHING if canceled else H.VOID_NOTHING
 
 
 def fail_reason(transition: Transition, detail: str) -> str | None:
@@ -129,21 +147,46 @@ def void_detail(status: str) -> str:
 class RefundStep(StrEnum):
     """What a refund request does to the order's payment."""
 
-    VOID_FIRST = "VOID_FIRST"  # timed out before any charge: void at the wallet, remember it
+    VOID_FIRST = "VOID_FIRST"  # timed out or canceled before any charge: void at the wallet, remember it
     NOTHING = "NOTHING"  # never charged, declined, voided, refunded or failed: nothing to give back
     ASK = "ASK"  # refund asked for (CHARGED -> REFUND_PENDING with REFUND_INITIATED)
     REFUND = "REFUND"  # refund pending: ask the wallet
 
 
 def refund_reason(event_name: str) -> str:
-    return "out of stock" if ev.ALIASES.get(event_name, event_name) == ev.INVENTORY_INSUFFICIENT else "order timed out"
+    """The reason the wallet writes in its ledger for a refund or void asked for by `event_name`."""
+    name = ev.ALIASES.get(event_name, event_name)
+    if name == ev.INVENTORY_INSUFFICIENT:
+        return "out of stock"
+    return CANCEL_REASON if name == ev.ORDER_CANCEL_REQUESTED else "order timed out"
 
 
-def refund_step(status: Status | None, timed_out: bool) -> RefundStep:
+def is_cancel(event_name: str) -> bool:
+    return event_name == ev.ORDER_CANCEL_REQUESTED
+
+
+def early_void_detail(event_name: str) -> str:
+    """The detail of a row voided before any charge: why (the voider answers a cancel's)."""
+    return CANCEL_VOID_DETAIL if is_cancel(event_name) else EARLY_VOID_DETAIL
+
+
+def voided_for_cancel(payment: Payment) -> bool:
+    """A VOID_PENDING row the voider must answer for: a canceled order's void."""
+    return payment.detail == CANCEL_VOID_DETAIL
+
+
+def voider_reason(payment: Payment) -> str:
+    """The reason the voider gives the wallet."""
+    return CANCEL_REASON if voided_for_cancel(payment) else VOID_REASON
+
+
+def refund_step(status: Status | None, requested: bool) -> RefundStep:
     """The next step of a refund for a payment in `status` (None: no row), for an
-    INVENTORY_INSUFFICIENT or (`timed_out`) an ORDER_TIMED_OUT that Order confirmed."""
+    INVENTORY_INSUFFICIENT or (`requested`) an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED that Order
+    confirmed. A payment declined, voided (or being voided), refunded or failed has nothing new to
+    do: its own event already settled the order."""
     if status is None:
-        return RefundStep.VOID_FIRST if timed_out else RefundStep.NOTHING
+        return RefundStep.VOID_FIRST if requested else RefundStep.NOTHING
     if apply(status, H.REFUND_WANTED) is not None:
         return RefundStep.ASK
     if status == S.REFUND_PENDING:

@@ -1,6 +1,7 @@
 """Payment's side of the saga: the `charge` step (ORDER_INITIATED, a poll's orders in one wallet
-call), the `refund` step (INVENTORY_INSUFFICIENT, or an ORDER_TIMED_OUT that Order confirms), and
-the voider (charges whose outcome was unknown). The rules are in `domain`, the SQL in `repository`."""
+call), the `refund` step (INVENTORY_INSUFFICIENT, or an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED
+that Order confirms), and the voider (charges whose outcome was unknown, and voids the wallet did
+not answer). The rules are in `domain`, the SQL in `repository`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ ALREADY = object()  # what `prepare` gives for an order that has a payment row: 
 REFUND_TRIGGERS: dict[str, type[ev.Event]] = {
     ev.INVENTORY_INSUFFICIENT: ev.InventoryInsufficient,
     ev.ORDER_TIMED_OUT: ev.OrderTimedOut,
+    ev.ORDER_CANCEL_REQUESTED: ev.OrderCancelRequested,
 }
 
 
@@ -40,7 +42,7 @@ class Payments(Protocol):
 
     async def add(self, p: Payment, event: ev.Event) -> bool: ...
 
-    async def add_unless_exists(self, p: Payment) -> None: ...
+    async def add_unless_exists(self, p: Payment, event: ev.Event | None = None) -> None: ...
 
     async def move(
         self, order_id: str, from_status: Status, to: Status, detail: str, event: ev.Event | None = None
@@ -172,23 +174,25 @@ class PaymentHandlers:
     # ---- refund --------------------------------------------------------------------------------
 
     async def refund(self, event: ev.Event, ctx: HandlerContext) -> None:
-        """INVENTORY_INSUFFICIENT or ORDER_TIMED_OUT: give the money back if it was taken (a void
-        when the order timed out before any charge)."""
+        """INVENTORY_INSUFFICIENT, ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED: give the money back if
+        it was taken (a void when the order timed out or was canceled before any charge). The last
+        two only once Order confirms it asked for them."""
         model = REFUND_TRIGGERS.get(event.name_canonical)
         if model is None:
             raise ValueError(f"{event.eventName} does not start a refund")
         wanted = ev.typed_as(event, model)
-        timed_out = wanted.name_canonical == ev.ORDER_TIMED_OUT
-        if timed_out and not await self.orders.timed_out(wanted.orderId):
-            log.warning("ORDER_TIMED_OUT for order %s, which Order did not time out: ignored", wanted.orderId)
+        name = wanted.name_canonical
+        requested = name in domain.REQUESTED_BY_ORDER
+        if requested and not await self.orders.requested(wanted.orderId, name):
+            log.warning("%s for order %s, which Order did not ask for: ignored", name, wanted.orderId)
             return await _handled(ctx)
         payment = await self.reader.get(wanted.orderId)
-        step = domain.refund_step(_status(payment), timed_out)
+        step = domain.refund_step(_status(payment), requested)
         if step == RefundStep.VOID_FIRST:
             return await self._void_before_charge(wanted, ctx)
         if step == RefundStep.ASK:
             payment = await self._ask_refund(wanted, payment)
-            step = domain.refund_step(_status(payment), timed_out)
+            step = domain.refund_step(_status(payment), requested)
         if step == RefundStep.REFUND:
             return await self._refund_at_wallet(wanted, payment, ctx)
         if payment is None:
@@ -215,11 +219,13 @@ class PaymentHandlers:
         }
 
     async def _void_before_charge(self, wanted: ev.Event, ctx: HandlerContext) -> None:
-        """Never charged here, and the saga timed out: make sure a late debit is refused (the voider
-        retries if the wallet is down), and remember it."""
+        """Never charged here, and the saga timed out or the order was canceled: make sure a late
+        debit is refused (the voider retries if the wallet is down), and remember it; a cancel is
+        answered with the row (PAYMENT_VOIDED, or REFUND_DONE if a debit had landed)."""
         assert wanted.orderId is not None and wanted.userId is not None
-        status, _ = await self._wallet_refund(wanted.orderId, wanted.userId, domain.refund_reason(wanted.eventName))
-        change = domain.apply(None, domain.void_answer(status))
+        name = wanted.name_canonical
+        status, _ = await self._wallet_refund(wanted.orderId, wanted.userId, domain.refund_reason(name))
+        change = domain.apply(None, domain.void_answer(status, canceled=domain.is_cancel(name)))
         assert change is not None
         payment = Payment(
             wanted.orderId,
@@ -227,10 +233,11 @@ class PaymentHandlers:
             wanted.totalAmount or Decimal(0),
             wanted.currency or self.currency,
             change.to,
-            detail=domain.EARLY_VOID_DETAIL,
+            detail=domain.early_void_detail(name),
         )
+        out = None if change.event is None else outgoing(change.event, wanted)
         async with ctx.transaction() as uow:
-            await self.repo(uow).add_unless_exists(payment)
+            await self.repo(uow).add_unless_exists(payment, out)
 
     async def _ask_refund(self, wanted: ev.Event, payment: Payment | None) -> Payment | None:
         """CHARGED -> REFUND_PENDING with REFUND_INITIATED, in a transaction of its own (so the
@@ -273,14 +280,15 @@ class PaymentHandlers:
 
     async def void_pending(self) -> int:
         """Payments whose debit outcome was unknown: void them at the wallet (refund if it landed,
-        with REFUND_DONE, or record that nothing was taken so that a late debit is refused). Stops at
-        the first the wallet does not answer; the number voided."""
+        with REFUND_DONE, or record that nothing was taken so that a late debit is refused; a
+        canceled order's void is answered with PAYMENT_VOIDED then). Stops at the first the wallet
+        does not answer; the number voided."""
         done = 0
         for p in await self.reader.void_pending():
-            status, _ = await self._wallet_refund(p.order_id, p.user_id, domain.VOID_REASON)
+            status, _ = await self._wallet_refund(p.order_id, p.user_id, domain.voider_reason(p))
             if status is None:
                 return done
-            change = domain.apply(p.status, domain.void_answer(status))
+            change = domain.apply(p.status, domain.void_answer(status, canceled=domain.voided_for_cancel(p)))
             assert change is not None
             out = None if change.event is None else outgoing(change.event, p)
             async with self.begin() as uow:

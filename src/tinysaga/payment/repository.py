@@ -73,18 +73,18 @@ class PaymentRepository:
         )
         return row is not None
 
-    async def add_unless_exists(self, p: Payment) -> None:
-        """A payment row without an event (a void before any charge); nothing if the order has one."""
-        await self.db.execute(
+    async def add_unless_exists(self, p: Payment, event: Event | None = None) -> None:
+        """A payment row of a void before any charge, and `event` (a cancel's answer) staged in the
+        same statement, only if the row was written; nothing if the order has one."""
+        insert = (
             "INSERT INTO payments(order_id, user_id, amount, currency, status, detail)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
-            p.order_id,
-            p.user_id,
-            p.amount,
-            p.currency,
-            p.status.value,
-            p.detail,
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING"
         )
+        args = (p.order_id, p.user_id, p.amount, p.currency, p.status.value, p.detail)
+        if event is None:
+            await self.db.execute(insert, *args)
+        else:
+            await self._uow().change_with_event(f"p AS ({insert} RETURNING 1)", "p", args, event)
 
     async def move(
         self, order_id: str, from_status: Status, to: Status, detail: str, event: Event | None = None
