@@ -27,7 +27,16 @@ def gateway_config_path(settings: Settings) -> str:
 def processes(settings: Settings) -> list[ProcSpec]:
     py = sys.executable
     procs = [
-        ProcSpec("kafka", kafka.command(settings), settings.kafka_port, f"tcp:{settings.kafka_port}", stop_order=9),
+        ProcSpec(
+            kafka.node_name(settings, i),
+            kafka.command(settings, i),
+            settings.kafka_node_port(i),
+            f"tcp:{settings.kafka_node_port(i)}",
+            stop_order=9,
+        )
+        for i in kafka.node_ids(settings)
+    ]
+    procs += [
         ProcSpec("relay", [py, "-m", "tinysaga.platform.relay"], None, None, stop_order=5),
         ProcSpec(
             "smtp-sink",
