@@ -1,4 +1,4 @@
-"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, bench."""
+"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, bench, audit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sys
 import time
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
+
+import asyncpg
 
 from tinysaga.infra import kafka, postgres, supervisor, system
 from tinysaga.infra.postgres import SetupError
@@ -266,6 +268,26 @@ def cmd_test(s: Settings, pytest_args: list[str]) -> int:
     return code
 
 
+def cmd_audit(s: Settings, wait: float) -> int:
+    """SPEC section 4 on the running stack: 0 when every invariant holds, 1 when one does not, 2
+    when the stack cannot be read."""
+    import asyncio  # noqa: PLC0415
+
+    from tinysaga.ops.audit import audit, wait_at_rest  # noqa: PLC0415
+
+    try:
+        if wait > 0:
+            left = asyncio.run(wait_at_rest(s, wait))
+            if any(left.values()):
+                say(f"not at rest after {wait:.0f} s: " + ", ".join(f"{k} {v}" for k, v in left.items() if v))
+        report = asyncio.run(audit(s))
+    except (OSError, asyncpg.PostgresError) as e:
+        say(f"tiny-saga audit: cannot read the stack's databases ({type(e).__name__}: {e}); is it up?")
+        return 2
+    say(report.render())
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiny-saga", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -285,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    au = sub.add_parser("audit", help="check SPEC section 4 on the running stack (exit 0 only when all hold)")
+    au.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="first wait up to this long to be at rest")
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("test", "bench"):  # everything after is the runner's own arguments
         args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:])
@@ -306,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_hold(s, args.name, args.cmd == "stop")
         if args.cmd == "test":
             return cmd_test(s, args.pytest_args)
+        if args.cmd == "audit":
+            return cmd_audit(s, args.wait)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 
