@@ -7,7 +7,7 @@ it, and the audit must name it, and only it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 
 import asyncpg
@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.support import run_sync
 from tinysaga.ops.audit import OUTBOX_DATABASES, AuditReport, audit
 from tinysaga.platform.migrations import apply_migrations
 from tinysaga.platform.secrets import superuser_dsn
@@ -131,17 +132,19 @@ class Scratch:
 
 
 @pytest.fixture
-async def scratch(settings: Settings) -> AsyncIterator[Scratch]:
+def scratch(settings: Settings) -> Iterator[Scratch]:
+    # sync tests that run their coroutines with run_sync: the browser tests' Playwright keeps an
+    # event loop running on the main thread
     sc = Scratch(settings)
     try:
-        await sc.create()
+        run_sync(sc.create())
         yield sc
     finally:
-        await sc.drop()
+        run_sync(sc.drop())
 
 
-async def test_a_consistent_shop_has_no_violation(scratch: Scratch) -> None:
-    report = await scratch.audit()
+def test_a_consistent_shop_has_no_violation(scratch: Scratch) -> None:
+    report = run_sync(scratch.audit())
     assert report.ok, report.render()
     assert report.orders_by_status == {"PLACED": 1, "FAILED": 1}
     assert report.checked["consumer groups"] >= 1
@@ -212,11 +215,11 @@ async def _balance_drifted(sc: Scratch) -> None:
     ],
     ids=lambda v: getattr(v, "__name__", "").strip("_") or None,
 )
-async def test_the_audit_names_each_violation(
+def test_the_audit_names_each_violation(
     scratch: Scratch, breakage: Callable[[Scratch], Awaitable[None]], kinds: set[str]
 ) -> None:
-    await breakage(scratch)
-    report = await scratch.audit()
+    run_sync(breakage(scratch))
+    report = run_sync(scratch.audit())
     assert not report.ok
     assert report.kinds() == kinds, report.render()
     assert all(k in report.render() for k in kinds)
