@@ -1,4 +1,4 @@
-"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, bench, audit."""
+"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, bench, audit, chaos."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from urllib.request import Request, urlopen
 
 import asyncpg
 
-from tinysaga.infra import kafka, postgres, supervisor, system
+from tinysaga.infra import kafka, postgres, supervisor, system, toxiproxy
 from tinysaga.infra.postgres import SetupError
 from tinysaga.infra.supervisor import pid_file
 from tinysaga.infra.topology import processes
@@ -92,6 +92,9 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
     postgres.start(s)
     postgres.provision(s)
     kafka.ensure_configured(s)
+    if s.fault_proxy:
+        toxiproxy.ensure_installed(s)
+        toxiproxy.write_config(s)
     system.write_gateway_config(s)
     if supervisor_pid(s) is None:
         taken = [f"{p.name} needs port {p.port}" for p in processes(s) if p.port and not _port_free(p.port)]
@@ -199,7 +202,7 @@ def cmd_logs(s: Settings, name: str | None, follow: bool, lines: int) -> int:
     return subprocess.call(argv)
 
 
-STATE_FOLDERS = ("pg", "kafka", "logs", "run", "secrets", "gateway", "mail")
+STATE_FOLDERS = ("pg", "kafka", "logs", "run", "secrets", "gateway", "mail", "toxiproxy")
 
 
 def cmd_reset(s: Settings) -> int:
@@ -268,6 +271,44 @@ def cmd_test(s: Settings, pytest_args: list[str]) -> int:
     return code
 
 
+CHAOS_ENV = {
+    "TINYSAGA_HOME": str(REPO_ROOT / ".tinysaga" / "chaos-stack"),
+    "TINYSAGA_GATEWAY_PORT": "17080",
+    "TINYSAGA_KAFKA_PORT": "17092",
+    "TINYSAGA_KAFKA_CONTROLLER_PORT": "17093",
+    "TINYSAGA_PG_PORT": "17544",
+    "TINYSAGA_SERVICE_PORT_BASE": "16100",
+    "TINYSAGA_SAGA_TIMEOUT_SECONDS": "60",
+    "TINYSAGA_SWEEPER_INTERVAL_SECONDS": "2",
+    "TINYSAGA_RATE_AUTH_PER_MIN": "6000",
+}
+
+
+def cmd_chaos(s: Settings, chaos_args: list[str]) -> int:
+    """`tinysaga.ops.chaos` on a stack of its own (own ports and state dir, the services behind
+    Toxiproxy), then clean up."""
+    env = {**os.environ, **{k: v for k, v in CHAOS_ENV.items() if k not in os.environ}}
+    env["TINYSAGA_FAULT_PROXY"] = "1"
+    env.setdefault("TINYSAGA_CACHE", str(s.cache))
+    env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    me = [sys.executable, "-m", "tinysaga.cli"]
+    driver = [sys.executable, "-m", "tinysaga.ops.chaos", *chaos_args]
+    if any(a in ("-h", "--help", "--schedule-only") for a in chaos_args):
+        return subprocess.call(driver, env=env)
+    code = 1
+    try:
+        if subprocess.call([*me, "reset"], env=env) != 0:
+            return 1
+        if subprocess.call([*me, "up"], env=env) != 0:
+            say("the chaos stack did not come up")
+            return 1
+        code = subprocess.call(driver, env=env)
+    finally:
+        if not os.environ.get("TINYSAGA_KEEP_CHAOS_STACK"):
+            subprocess.call([*me, "reset"], env=env)
+    return code
+
+
 def cmd_audit(s: Settings, wait: float) -> int:
     """SPEC section 4 on the running stack: 0 when every invariant holds, 1 when one does not, 2
     when the stack cannot be read."""
@@ -309,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     au = sub.add_parser("audit", help="check SPEC section 4 on the running stack (exit 0 only when all hold)")
     au.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="first wait up to this long to be at rest")
+    ch = sub.add_parser("chaos", help="orders under injected faults on a stack of its own, then the audit")
+    ch.add_argument("chaos_args", nargs=argparse.REMAINDER, help="--seed N --orders N --minutes M (see chaos --help)")
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("test", "bench"):  # everything after is the runner's own arguments
-        args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:])
+    if argv and argv[0] in ("test", "bench", "chaos"):  # everything after is the runner's own arguments
+        args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:], chaos_args=argv[1:])
     else:
         args = parser.parse_args(argv)
     s = get_settings()
@@ -330,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_hold(s, args.name, args.cmd == "stop")
         if args.cmd == "test":
             return cmd_test(s, args.pytest_args)
+        if args.cmd == "chaos":
+            return cmd_chaos(s, args.chaos_args)
         if args.cmd == "audit":
             return cmd_audit(s, args.wait)
         if args.cmd == "bench":
