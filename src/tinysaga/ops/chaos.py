@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import os
 import random
@@ -509,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.orders < 1 or args.orders > 100_000 or not 0.5 <= args.minutes <= 120:
         p.error("--orders must be 1..100000 and --minutes 0.5..120")
+    # the report is the output: a client's reconnect warnings while a node is down are expected
+    logging.basicConfig(level=logging.ERROR, format="  (%(name)s) %(message)s")
     s = get_settings()
     if args.schedule_only:
         print(format_schedule(build_schedule(args.seed, args.minutes, s.kafka_nodes)))
