@@ -4,7 +4,8 @@ Toxiproxy between the services and PostgreSQL, Kafka and Wallet (`TINYSAGA_FAULT
 
 The schedule comes from `--seed` alone (with `--minutes` and the number of Kafka nodes): the same
 seed gives the same faults, targets, times and lengths. One fault at a time, each in a window of its
-own, so that the sagas begun in a window tell what that fault cost:
+own, so that the sagas begun in a window tell what that fault cost (before each fault the driver
+waits, bounded, until every process is back and healthy and the gateway sees every replica up):
 - kill -9 of each service process and of the relay (the supervisor restarts it);
 - kill -9 of a Kafka node, and with three nodes of the active controller (a Kafka fault waits until
   every partition has all its replicas in sync again, so at most one node is ever lost);
@@ -42,6 +43,8 @@ import asyncpg
 import httpx
 
 from tinysaga.infra import kafka, postgres, toxiproxy
+from tinysaga.infra.gateway import server_states
+from tinysaga.infra.topology import ProcSpec, processes
 from tinysaga.ops.audit import AT_REST, audit, superuser_dsns, wait_at_rest
 from tinysaga.platform.settings import Settings, get_settings
 
@@ -140,6 +143,39 @@ class Injector:
             await asyncio.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
         return f"killed {name} (pid {pid})"
+
+    async def healthy(self, spec: ProcSpec) -> bool:
+        if self.pid(spec.name) is None:
+            return False
+        if spec.health is None:
+            return True
+        if spec.health.startswith("tcp:"):
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", int(spec.health[4:])), 2)
+                w.close()
+                return True
+            except (OSError, TimeoutError):
+                return False
+        try:
+            return (await self.http.get(spec.health, timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def stack_whole(self, timeout: float = 90) -> list[str]:
+        """Wait (bounded) until every process is up and healthy and the gateway sees every replica
+        up: one fault at a time, never two replicas of a service down together by accident. Returns
+        what was still down at the end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            down = [p.name for p in processes(self.s) if not await self.healthy(p)]
+            try:
+                states = await asyncio.to_thread(server_states, self.s.port_of("gateway-stats"))
+                down += [name for name, st in states.items() if not st.startswith("UP")]
+            except OSError:
+                down.append("gateway")
+            if not down or time.monotonic() > deadline:
+                return down
+            await asyncio.sleep(0.5)
 
     async def kafka_whole(self, timeout: float = 90) -> None:
         """Every partition of the saga topic with all its replicas in sync (at most one node is ever
@@ -470,11 +506,14 @@ async def run(settings: Settings, seed: int, orders: int, minutes: float, rest_t
                 delay = t0 + f.at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                down = await injector.stack_whole()
                 started = time.time()
                 try:
                     outcome = await injector.apply(f)
                 except Exception as e:  # a fault that could not be made is reported, not hidden
                     outcome = f"NOT APPLIED: {type(e).__name__}: {e}"
+                if down:
+                    outcome += f" (while still down from before: {', '.join(down)})"
                 ran.append((f, started, outcome))
                 print(f"  t+{started - t0_wall:6.1f} s  {f.describe()}: {outcome}", flush=True)
 
