@@ -19,7 +19,8 @@
   (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
   replays it, it comes back with a `replayFor` header, and only the service named there takes it;
 - a consumer whose idle polls bring nothing while records wait in its partitions (checked twice)
-  is restarted, as is one whose offset commit gets no answer (ADR 11).
+  is restarted, as is one whose offset commit gets no answer (ADR 11), or that cannot join its
+  group within JOIN_TIMEOUT (ADR 33).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ COMMIT_EVERY = 1.0  # seconds
 IDLE_WAIT = 30.0  # seconds: how long a poll waits when there is no offset to commit
 RECHECK_WAIT = 5.0  # seconds: the poll after one that found the consumer behind
 BROKER_TIMEOUT = 15.0  # seconds: for an offset commit, a stall check, or stopping the consumer
+# seconds: for a new consumer to join its group (aiokafka's start() waits for the assignment, forever
+# if the group coordinator stays lost; several session timeouts and a rebalance fit in it)
+JOIN_TIMEOUT = 60.0
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -166,7 +170,7 @@ class ConsumerLoop:
                     heartbeat_interval_ms=3000,
                     metadata_max_age_ms=30000,
                 )
-                await self.consumer.start()
+                await asyncio.wait_for(self.consumer.start(), JOIN_TIMEOUT)
                 self.connected = True
                 await self._poll_forever()
             except asyncio.CancelledError:

@@ -37,7 +37,12 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(t, settings.topic_partitions, 1)
+            NewTopic(
+                t,
+                settings.topic_partitions,
+                settings.replication_factor,
+                topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)},
+            )
             for t in (settings.topic, settings.user_topic, settings.dead_letter_topic)
             if t not in existing
         ]
