@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 from tinysaga.order import domain
 from tinysaga.order.adapters import CatalogueClient
 from tinysaga.order.repository import OrderRepository, Row, state_of
@@ -28,6 +29,40 @@ log = logging.getLogger("tinysaga.order")
 REFUND_FAILED_ALERTS = Counter("tinysaga_refund_failed_total", "orders whose refund failed (critical)")
 TRANSITIONS = Counter("tinysaga_order_transitions_total", "order status changes", ["to"])
 IGNORED = Counter("tinysaga_order_events_ignored_total", "stale or duplicate events left without effect", ["event"])
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+SAGA_SECONDS = Histogram(
+    "tinysaga_saga_duration_seconds",
+    "from the order's creation to the end of its saga, by outcome (PLACED, FAILED, CANCELED)",
+    ["outcome"],
+    buckets=_BUCKETS,
+)
+STEP_SECONDS = Histogram(
+    "tinysaga_saga_step_seconds",
+    "how long an order waited for a step: from its previous change to the change the step's event made",
+    ["step"],
+    buckets=_BUCKETS,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def step_of(event_name: str) -> str:
+    """The saga step whose outcome `event_name` is (the event's name when no step publishes it)."""
+    steps = saga.producers_of(ev.ALIASES.get(event_name, event_name))
+    return steps[0].name if steps else event_name
+
+
+def observe(row: Row, new: domain.OrderState, event_name: str, now: datetime) -> None:
+    """The time the order waited for this step's outcome (since its last change) and, when the
+    change ends the saga, the saga's duration by outcome."""
+    STEP_SECONDS.labels(step_of(event_name)).observe(max(0.0, (now - row["updated_at"]).total_seconds()))
+    if new.status in domain.TERMINAL and row["order_status"] not in domain.TERMINAL:
+        SAGA_SECONDS.labels(new.status.value).observe(max(0.0, (now - row["created_at"]).total_seconds()))
+
 
 RepositoryFactory = Callable[[Any], OrderRepository]  # a unit of work -> the repository on it
 Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its own -> its unit of work
@@ -53,12 +88,19 @@ def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
 
 
 async def _save(
-    repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+    repo: OrderRepository,
+    row: Row,
+    new: domain.OrderState,
+    event_name: str,
+    announce: ev.Event | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Save a transition (with the event that announces it, if any); count it, and raise the alarm
-    on a failed refund."""
+    """Save a transition (with the event that announces it, if any); count it and time it (when
+    `now` is given), and raise the alarm on a failed refund."""
     await repo.save_change(row, new, event_name, announce)
     TRANSITIONS.labels(new.status).inc()
+    if now is not None:
+        observe(row, new, event_name, now)
     if domain.needs_alert(new):
         REFUND_FAILED_ALERTS.inc()
         log.error(
@@ -232,8 +274,9 @@ class Track:
     order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
     order, leaves it as it is (counted)."""
 
-    def __init__(self, repository: RepositoryFactory) -> None:
+    def __init__(self, repository: RepositoryFactory, clock: Clock = utc_now) -> None:
         self.repository = repository
+        self.clock = clock
 
     async def __call__(self, event: ev.Event, ctx: HandlerContext) -> None:
         event = ev.typed_as(event, ev.OrderEvent)
@@ -262,15 +305,15 @@ class Track:
                 return
             if new.status == domain.Status.CANCELED and before.status != domain.Status.CANCELED:
                 announce = announcement(ev.ORDER_CANCELED, row, new)
-                await _save(repo, row, new, name, announce)
+                await _save(repo, row, new, name, announce, now=self.clock())
                 log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
             else:
-                await _save(repo, row, new, name)
+                await _save(repo, row, new, name, now=self.clock())
 
 
-def handlers(repository: RepositoryFactory = OrderRepository.of) -> dict[str, Handler]:
+def handlers(repository: RepositoryFactory = OrderRepository.of, clock: Clock = utc_now) -> dict[str, Handler]:
     """Order's consumer handlers, by step name."""
-    return {"track": Track(repository)}
+    return {"track": Track(repository, clock)}
 
 
 # ---- time_out ------------------------------------------------------------------------------------
@@ -283,12 +326,19 @@ class TimeOut:
     The repository skips orders another sweeper holds, so one per replica is safe."""
 
     def __init__(
-        self, *, begin: Begin, repository: RepositoryFactory, interval_seconds: float, limit: int = 100
+        self,
+        *,
+        begin: Begin,
+        repository: RepositoryFactory,
+        interval_seconds: float,
+        limit: int = 100,
+        clock: Clock = utc_now,
     ) -> None:
         self.begin = begin
         self.repository = repository
         self.interval_seconds = interval_seconds
         self.limit = limit
+        self.clock = clock
 
     async def sweep_once(self) -> int:
         """One transaction over at most `limit` overdue orders; how many there were."""
@@ -299,7 +349,7 @@ class TimeOut:
                 new = domain.apply(state_of(row), domain.Input(ev.ORDER_TIMED_OUT))
                 if new is None:
                     continue
-                await _save(repo, row, new, ev.ORDER_TIMED_OUT)
+                await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
                 await uow.stage(
                     ev.make_event(
                         ev.ORDER_TIMED_OUT,
