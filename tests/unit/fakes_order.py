@@ -148,6 +148,35 @@ class FakeOrderRepository:
         """The history rows of these orders, in the order written."""
         return [dict(h) for h in self.db.history if h["order_id"] in set(order_ids)]
 
+    async def stuck(self, after: dict[str, float], limit: int) -> list[dict[str, Any]]:
+        """Orders whose status is in `after` and that entered it (updated_at) more than its seconds
+        before the clock, longest first, with age_seconds, last_event and last_at."""
+        out = []
+        for r in sorted(self.db.orders.values(), key=lambda r: r["updated_at"]):
+            age = (self.db.now - r["updated_at"]).total_seconds()
+            if r["order_status"] in after and age > after[r["order_status"]]:
+                last = [h for h in self.db.history if h["order_id"] == r["order_id"]][-1:]
+                out.append(
+                    {
+                        **r,
+                        "age_seconds": age,
+                        "last_event": last[0]["event_name"] if last else None,
+                        "last_at": last[0]["at"] if last else None,
+                    }
+                )
+        return out[:limit]
+
+    async def saga_counts(self, after: dict[str, float]) -> dict[str, tuple[int, int]]:
+        """For each status of `after`: (orders in it, those of them past its seconds)."""
+        stuck = {str(r["order_id"]) for r in await self.stuck(after, len(self.db.orders))}
+        return {
+            status: (
+                sum(1 for r in self.db.orders.values() if r["order_status"] == status),
+                sum(1 for r in self.db.orders.values() if r["order_status"] == status and str(r["order_id"]) in stuck),
+            )
+            for status in after
+        }
+
     async def alerts(self, limit: int = 500) -> list[dict[str, Any]]:
         """The alerts, newest first."""
         return sorted(self.db.alert_rows.values(), key=lambda a: a["created_at"], reverse=True)[:limit]

@@ -20,7 +20,7 @@ from tinysaga.contracts import events as ev
 from tinysaga.order import api
 from tinysaga.order.bootstrap import OrderDeps
 from tinysaga.order.domain import Status
-from tinysaga.order.handlers import CancelOrder, DeliverOrder, ShipOrder
+from tinysaga.order.handlers import CancelOrder, DeliverOrder, ShipOrder, StuckSagas
 from tinysaga.platform.web import install
 
 USER = {"x-user-id": "user-1"}
@@ -58,6 +58,7 @@ async def client(db: FakeOrders, uow: FakeUnitOfWork) -> AsyncIterator[httpx.Asy
         wallets=None,  # type: ignore[arg-type]
         currency="USD",
         begin=uow.transaction,
+        stuck=StuckSagas(reader=reader, timeout_seconds=60),  # type: ignore[arg-type]
     )
     app = FastAPI()
     install(app, internal_secret=None)

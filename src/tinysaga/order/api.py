@@ -295,6 +295,14 @@ async def recent_sagas(
     return [{**order_json(r), "steps": steps[r["order_id"]]} for r in rows]
 
 
+@router.get("/api/admin/sagas/stuck")
+async def stuck_sagas(
+    request: Request, limit: int = Query(100, ge=1, le=500), _: Identity = Depends(admin_user)
+) -> list[dict[str, Any]]:
+    """The sagas past their status's deadline (ADR 40), longest in their status first."""
+    return await deps(request).stuck.list(limit)
+
+
 @router.get("/api/admin/alerts")
 async def alerts(request: Request, _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
     rows = await deps(request).orders.alerts(500)

@@ -11,7 +11,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from tinysaga.order.adapters import CatalogueClient, StatusFanout, WalletClient
-from tinysaga.order.handlers import Begin, CancelOrder, CreateOrder, DeliverOrder, ShipOrder, TimeOut, handlers
+from tinysaga.order.handlers import (
+    Begin,
+    CancelOrder,
+    CreateOrder,
+    DeliverOrder,
+    ShipOrder,
+    StuckSagas,
+    TimeOut,
+    handlers,
+)
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository
 from tinysaga.platform.service import Runtime, create_service_app, runtime
 from tinysaga.platform.settings import Settings
@@ -33,6 +42,7 @@ class OrderDeps:
     wallets: WalletClient
     currency: str
     begin: Begin  # a transaction of its own -> its unit of work
+    stuck: StuckSagas
 
 
 def deps(request: Any) -> OrderDeps:
@@ -73,7 +83,9 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         wallets=WalletClient(rt),
         currency=settings.currency,
         begin=begin,
+        stuck=StuckSagas(reader=orders, timeout_seconds=settings.saga_timeout_seconds),
     )
+    rt.scrape_hooks.append(rt.deps.stuck.refresh_gauges)
     rt.consume(handlers(OrderRepository.of))
     sweeper = TimeOut(begin=begin, repository=OrderRepository.of, interval_seconds=settings.sweeper_interval_seconds)
 

@@ -8,12 +8,14 @@ the order's other rules: its price, stock, deadline, live stream."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 
 
 class Status(StrEnum):
@@ -397,3 +399,41 @@ def needs_alert(state: OrderState) -> bool:
 
 def refund_failed_detail(total_amount: Decimal, currency: str) -> str:
     return f"refund of {total_amount} {currency} failed; the user was charged for nothing"
+
+
+# ---- stuck sagas (ADR 40) ------------------------------------------------------------------------
+
+# The statuses a saga is still in flight in (the sweeper's, and a cancel waiting for its answers).
+UNSETTLED = (*IN_FLIGHT, Status.CANCELING)
+# A stuck saga is listed at the latest at this share of the saga timeout, so an operator sees it
+# before the sweeper fails it.
+STUCK_SHARE = 0.5
+
+
+def declared_stays() -> dict[Status, float]:
+    """How long an order may stay in a status, as the saga definition says (the `stay_seconds` of
+    the step that leads to it)."""
+    return {Status(s.leads_to): float(s.stay_seconds) for s in saga.STEPS if s.leads_to and s.stay_seconds}
+
+
+def stuck_after(timeout_seconds: float, stays: Mapping[Status, float] | None = None) -> dict[Status, float]:
+    """Seconds an order may stay in each unsettled status before it counts as stuck: the declared
+    stays, all scaled down together when the longest is over STUCK_SHARE of the saga timeout; a
+    status without a declared stay gets STUCK_SHARE of the timeout."""
+    stays = declared_stays() if stays is None else stays
+    ceiling = STUCK_SHARE * timeout_seconds
+    scale = min(1.0, ceiling / max(stays.values())) if stays else 1.0
+    return {s: stays[s] * scale if s in stays else ceiling for s in UNSETTLED}
+
+
+def waiting_for(status: Status, last_event: str | None, payment_settled: bool, stock_settled: bool) -> list[str]:
+    """The saga steps a stuck order waits for: a cancel's sides not yet settled (refund, release);
+    otherwise the steps its last event starts (a tracking or notification step aside), or else the
+    step that published it (a compensation still at work)."""
+    if status == Status.CANCELING:
+        return [name for name, settled in (("refund", payment_settled), ("release", stock_settled)) if not settled]
+    if last_event is None:
+        return []
+    name = ev.ALIASES.get(last_event, last_event)
+    started = [s.name for s in saga.STEPS if name in s.handled_events and s.kind not in ("tracking", "notification")]
+    return started or [s.name for s in saga.producers_of(name)]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
@@ -41,6 +41,11 @@ STEP_SECONDS = Histogram(
     "how long an order waited for a step: from its previous change to the change the step's event made",
     ["step"],
     buckets=_BUCKETS,
+)
+
+IN_FLIGHT_SAGAS = Gauge("tinysaga_sagas_in_flight", "orders whose saga is not settled yet, by status", ["status"])
+STUCK_SAGAS = Gauge(
+    "tinysaga_sagas_stuck", "orders that stayed in their status past its deadline (ADR 40), by status", ["status"]
 )
 
 Clock = Callable[[], datetime]
@@ -263,6 +268,51 @@ class DeliverOrder(OrderRequest):
 
     async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
         return await repo.deliver(row, new, event)
+
+
+# ---- stuck sagas (ADR 40) --------------------------------------------------------------------------
+
+
+class StuckSagas:
+    """The sagas that stayed in their status past its deadline (`domain.stuck_after`, from the saga
+    definition's stays, scaled to the saga timeout), before the sweeper fails them: listed for the
+    operator, and counted in gauges at each scrape (every replica reads the same database, so they
+    agree; the rules take the max)."""
+
+    def __init__(self, *, reader: OrderRepository, timeout_seconds: float) -> None:
+        self.reader = reader
+        self.after = {status.value: secs for status, secs in domain.stuck_after(timeout_seconds).items()}
+
+    async def list(self, limit: int) -> list[dict[str, Any]]:
+        """The stuck sagas, longest in their status first: the order, its status, the steps it waits
+        for, how long it has been there and may be, its last event."""
+        out = []
+        for r in await self.reader.stuck(self.after, limit):
+            status = domain.Status(r["order_status"])
+            steps = domain.waiting_for(status, r["last_event"], r["payment_settled"], r["stock_settled"])
+            out.append(
+                {
+                    "orderId": str(r["order_id"]),
+                    "userId": r["user_id"],
+                    "orderStatus": status.value,
+                    "step": steps[0] if steps else None,
+                    "waitingFor": steps,
+                    "ageSeconds": round(float(r["age_seconds"]), 3),
+                    "deadlineSeconds": self.after[status.value],
+                    "lastEvent": r["last_event"],
+                    "lastEventAt": r["last_at"].isoformat() if r["last_at"] else None,
+                    "enteredAt": r["updated_at"].isoformat(),
+                    "createdAt": r["created_at"].isoformat(),
+                    # when the sweeper fails it (a CANCELING order is not swept: ADR 13)
+                    "timesOutAt": r["deadline_at"].isoformat() if status in domain.IN_FLIGHT else None,
+                }
+            )
+        return out
+
+    async def refresh_gauges(self) -> None:
+        for status, (n, stuck) in (await self.reader.saga_counts(self.after)).items():
+            IN_FLIGHT_SAGAS.labels(status).set(n)
+            STUCK_SAGAS.labels(status).set(stuck)
 
 
 # ---- track ---------------------------------------------------------------------------------------

@@ -121,6 +121,36 @@ class OrderRepository:
             list(order_ids),
         )
 
+    async def stuck(self, after: Mapping[str, float], limit: int) -> list[asyncpg.Record]:
+        """The orders that stayed in their status longer than `after` allows (status -> seconds),
+        longest first, each with `age_seconds` (since it entered its status), `last_event` and
+        `last_at` (its latest history row)."""
+        return await self.db.fetch(
+            "SELECT o.*, extract(epoch FROM clock_timestamp() - o.updated_at)::float8 AS age_seconds,"
+            " h.event_name AS last_event, h.at AS last_at"
+            " FROM orders o JOIN unnest($1::text[], $2::float8[]) AS l(status, secs) ON o.order_status = l.status"
+            " LEFT JOIN LATERAL (SELECT event_name, at FROM order_history WHERE order_id = o.order_id"
+            " ORDER BY id DESC LIMIT 1) h ON true"
+            " WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second'"
+            " ORDER BY o.updated_at LIMIT $3",
+            list(after),
+            list(after.values()),
+            limit,
+        )
+
+    async def saga_counts(self, after: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+        """For each status of `after` (status -> seconds): how many orders are in it, and how many
+        of them stayed longer than it allows (one query)."""
+        rows = await self.db.fetch(
+            "SELECT l.status, count(o.order_id) AS n, count(o.order_id) FILTER"
+            " (WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second') AS stuck"
+            " FROM unnest($1::text[], $2::float8[]) AS l(status, secs)"
+            " LEFT JOIN orders o ON o.order_status = l.status GROUP BY l.status",
+            list(after),
+            list(after.values()),
+        )
+        return {r["status"]: (r["n"], r["stuck"]) for r in rows}
+
     async def alerts(self, limit: int = 500) -> list[asyncpg.Record]:
         return await self.db.fetch("SELECT * FROM alerts ORDER BY created_at DESC LIMIT $1", limit)
 
