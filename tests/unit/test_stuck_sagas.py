@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.unit.fakes_order import T0, FakeOrderRepository, FakeOrders
-from tests.unit.test_order_api import ADMIN, USER, client, db, is_problem, uow  # noqa: F401 - fixtures
+from tests.unit.test_order_api import ADMIN, USER, client, db, is_problem, letters, uow  # noqa: F401 - fixtures
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
 from tinysaga.order.domain import Status

@@ -16,6 +16,8 @@ from tinysaga.order.handlers import (
     CancelOrder,
     CreateOrder,
     DeliverOrder,
+    ReplayDeadLetters,
+    RetryRefund,
     ShipOrder,
     StuckSagas,
     TimeOut,
@@ -43,6 +45,8 @@ class OrderDeps:
     currency: str
     begin: Begin  # a transaction of its own -> its unit of work
     stuck: StuckSagas
+    retry_refund: RetryRefund
+    replay_dead_letters: ReplayDeadLetters
 
 
 def deps(request: Any) -> OrderDeps:
@@ -63,11 +67,12 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         return OrderRepository.outside_transaction(rt.pool, settings.topic)
 
     orders = OrderRepository(rt.pool)
+    dead_letters = DeadLetterRepository(rt.pool)
     catalogue = CatalogueClient(rt)
     fanout = StatusFanout()
     rt.deps = OrderDeps(
         orders=orders,
-        dead_letters=DeadLetterRepository(rt.pool),
+        dead_letters=dead_letters,
         create_order=CreateOrder(
             reader=orders,
             writer=writer,
@@ -84,6 +89,8 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         currency=settings.currency,
         begin=begin,
         stuck=StuckSagas(reader=orders, timeout_seconds=settings.saga_timeout_seconds),
+        retry_refund=RetryRefund(reader=orders, writer=writer),
+        replay_dead_letters=ReplayDeadLetters(reader=dead_letters, begin=begin, repository=DeadLetterRepository.of),
     )
     rt.scrape_hooks.append(rt.deps.stuck.refresh_gauges)
     rt.consume(handlers(OrderRepository.of))

@@ -7,6 +7,7 @@ the order's other rules: its price, stock, deadline, live stream."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -280,7 +281,7 @@ _REQUEST_INFO = {
     Request.DELIVER: "delivered",
 }
 # What Payment and Inventory may ask Order it really requested, before compensating.
-ASKABLE = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED})
+ASKABLE = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED, ev.REFUND_RETRY_REQUESTED})
 
 
 def decide(request: Request, status: Status) -> Decision:
@@ -336,6 +337,50 @@ class Refused(Exception):
     def __init__(self, request: Request, status: Status) -> None:
         super().__init__(refusal(request, status))
         self.request, self.status = request, status
+
+
+# ---- an operator's retry of a failed refund (issue 17) ------------------------------------------
+
+
+class NothingToRetry(Exception):
+    """Only an order whose refund failed has a refund to retry."""
+
+
+RETRY_INFO = "the refund FAILED: an operator is retrying it"
+
+
+def refund_retry(state: OrderState) -> OrderState:
+    """The order once an operator asks for its failed refund again: its status and refund status
+    stay (REFUND_DONE, when it comes, moves it on); it says so. NothingToRetry otherwise."""
+    if state.refund_status != Refund.REFUND_FAILED:
+        what = "has no refund" if state.refund_status is None else f"has its refund {state.refund_status}"
+        raise NothingToRetry(f"only a refund that failed can be retried; this order {what}")
+    return replace(state, status_info=RETRY_INFO)
+
+
+# ---- dead letters (issue 17) --------------------------------------------------------------------
+
+_EVENT_NAME = re.compile(r'"eventName"\s*:\s*"([A-Za-z_]{1,64})"')
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters an operator replays together (None: any)."""
+
+    service: str | None = None
+    event_name: str | None = None
+    error_contains: str | None = None
+    include_replayed: bool = False  # also those replayed before (each replay that fails again is a new letter)
+    limit: int = 100
+
+
+def dead_letter_event_name(payload: str, encoding: str) -> str | None:
+    """The eventName a dead letter's original message carries, if it can be read (the same
+    pattern the migration used for the letters kept before)."""
+    if encoding != "utf-8":
+        return None
+    found = _EVENT_NAME.search(payload)
+    return found.group(1) if found else None
 
 
 # ---- the rest of an order's rules ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
 from tinysaga.order import domain
 from tinysaga.order.adapters import CatalogueClient
-from tinysaga.order.repository import OrderRepository, Row, state_of
+from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
 from tinysaga.platform.consumer import Handler, HandlerContext
 
 log = logging.getLogger("tinysaga.order")
@@ -71,6 +71,7 @@ def observe(row: Row, new: domain.OrderState, event_name: str, now: datetime) ->
 
 RepositoryFactory = Callable[[Any], OrderRepository]  # a unit of work -> the repository on it
 Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its own -> its unit of work
+DeadLettersFactory = Callable[[Any], DeadLetterRepository]  # a unit of work -> the dead letters on it
 
 
 def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
@@ -240,6 +241,81 @@ class OrderRequest:
                 log.info("order %s: %s (was %s)", order_id, new.status, state.status, extra={"orderId": str(order_id)})
                 return changed
         raise RuntimeError(f"order {order_id} kept changing under {self.request}")  # pragma: no cover
+
+
+class RetryRefund:
+    """`retry_refund` (an operator): for an order whose refund failed, stages REFUND_RETRY_REQUESTED
+    with a history row; Payment's `refund` step retries at the wallet and answers REFUND_DONE (the
+    order's refund status moves on) or REFUND_FAILED again. Raises domain.UnknownOrder and
+    domain.NothingToRetry."""
+
+    attempts = 8
+
+    def __init__(
+        self,
+        *,
+        reader: OrderRepository,
+        writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def __call__(self, order_id: uuid.UUID) -> Row:
+        for _ in range(self.attempts):
+            row = await self.reader.get(order_id)
+            if row is None:
+                raise domain.UnknownOrder(str(order_id))
+            new = domain.refund_retry(state_of(row))
+            event = ev.make_event(
+                ev.REFUND_RETRY_REQUESTED,
+                correlation_id=str(row["order_id"]),
+                orderId=str(row["order_id"]),
+                userId=row["user_id"],
+                orderStatus=row["order_status"],
+                paymentType=row["payment_type"],
+                productId=row["product_id"],
+                productQuantity=row["product_quantity"],
+                totalAmount=row["total_amount"],
+                currency=row["currency"],
+                transactionId=row["transaction_id"],
+            )
+            async with self.writer() as repo:
+                changed = await repo.retry_refund(row, new, event)
+            if changed is not None:
+                log.warning("order %s: an operator retries its refund", order_id, extra={"orderId": str(order_id)})
+                return changed
+        raise RuntimeError(f"order {order_id} kept changing under a refund retry")  # pragma: no cover
+
+
+class ReplayDeadLetters:
+    """An operator's bulk replay: the dead letters a filter selects, each with how often it was
+    replayed before; unless `dry_run`, each is put back on its topic for the service that
+    dead-lettered it (one transaction for them all) and its replay counted."""
+
+    def __init__(self, *, reader: DeadLetterRepository, begin: Begin, repository: DeadLettersFactory) -> None:
+        self.reader = reader
+        self.begin = begin
+        self.repository = repository
+
+    async def __call__(self, f: domain.DeadLetterFilter, dry_run: bool) -> list[Row]:
+        if dry_run:
+            return await self.reader.matching(f)
+        async with self.begin() as uow:
+            repo = self.repository(uow)
+            rows = await repo.matching(f, lock=True)
+            for row in rows:
+                await repo.replay(row)
+        log.warning("%d dead letters replayed (%s)", len(rows), f)
+        return rows
+
+    async def one(self, dead_letter_id: int) -> Row | None:
+        """Replay one dead letter (None: no such letter)."""
+        async with self.begin() as uow:
+            repo = self.repository(uow)
+            row = await repo.get_for_update(dead_letter_id)
+            if row is not None:
+                await repo.replay(row)
+        return row
 
 
 class CancelOrder(OrderRequest):

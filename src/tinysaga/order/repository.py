@@ -263,6 +263,11 @@ class OrderRepository:
         """DELIVERED with ORDER_DELIVERED (see `_requested_change`)."""
         return await self._requested_change(row, new, event)
 
+    async def retry_refund(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """An operator's REFUND_RETRY_REQUESTED, its history row and the new status info (see
+        `_requested_change`: only if the order is still in the status it was read in)."""
+        return await self._requested_change(row, new, event)
+
     async def overdue(self, limit: int) -> list[asyncpg.Record]:
         """In-flight orders past their deadline, oldest deadline first, locked; rows another
         sweeper holds are skipped (SKIP LOCKED), so several sweepers are safe."""
@@ -286,11 +291,13 @@ class DeadLetterRepository:
         return cls(uow.conn, uow)
 
     async def add(self, dlt_partition: int, dlt_offset: int, letter: Mapping[str, Any]) -> None:
-        """Keep a dead letter (its place in the dead-letter topic makes it once only)."""
+        """Keep a dead letter (its place in the dead-letter topic makes it once only), with the
+        event name its message carries."""
+        payload, encoding = str(letter.get("payload", "")), str(letter.get("payloadEncoding", "utf-8"))
         await self.db.execute(
             "INSERT INTO dead_letters(dlt_partition, dlt_offset, service, error, source_topic,"
-            " source_partition, source_offset, message_key, payload, payload_encoding)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
+            " source_partition, source_offset, message_key, payload, payload_encoding, event_name)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT DO NOTHING",
             dlt_partition,
             dlt_offset,
             str(letter.get("service", "?")),
@@ -299,8 +306,9 @@ class DeadLetterRepository:
             int(letter.get("partition", -1)),
             int(letter.get("offset", -1)),
             str(letter.get("key", "")),
-            str(letter.get("payload", "")),
-            str(letter.get("payloadEncoding", "utf-8")),
+            payload,
+            encoding,
+            domain.dead_letter_event_name(payload, encoding),
         )
 
     async def latest(self, limit: int) -> list[asyncpg.Record]:
@@ -308,6 +316,22 @@ class DeadLetterRepository:
 
     async def get_for_update(self, dead_letter_id: int) -> asyncpg.Record | None:
         return await self.db.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
+
+    async def matching(self, f: domain.DeadLetterFilter, lock: bool = False) -> list[asyncpg.Record]:
+        """The dead letters `f` selects, oldest first, at most `f.limit`: of a service, of an event
+        name, whose error contains a text (case-insensitive), and only those never replayed unless
+        `f.include_replayed`. `lock`: locked for a replay, skipping those another replay holds."""
+        return await self.db.fetch(
+            "SELECT * FROM dead_letters WHERE ($1::text IS NULL OR service = $1)"
+            " AND ($2::text IS NULL OR event_name = $2)"
+            " AND ($3::text IS NULL OR strpos(lower(error), lower($3)) > 0)"
+            " AND ($4 OR replay_count = 0) ORDER BY id LIMIT $5" + (" FOR UPDATE SKIP LOCKED" if lock else ""),
+            f.service,
+            f.event_name,
+            f.error_contains,
+            f.include_replayed,
+            f.limit,
+        )
 
     async def replay(self, row: Row) -> None:
         """Put a dead letter's original bytes back on its topic (through the outbox; the unit of
@@ -323,4 +347,6 @@ class DeadLetterRepository:
             raw,
             {"replayOf": str(row["id"]), "replayFor": row["service"]},
         )
-        await self.db.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", row["id"])
+        await self.db.execute(
+            "UPDATE dead_letters SET replayed_at=now(), replay_count = replay_count + 1 WHERE id=$1", row["id"]
+        )
