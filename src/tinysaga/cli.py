@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     sg = sub.add_parser("saga", help="the saga as declared in the code: a table and a Mermaid diagram")
     sg.add_argument("--format", choices=("all", "table", "mermaid"), default="all")
     sg.add_argument("--write", action="store_true", help="regenerate the README's saga section and docs/events/")
+    tp = sub.add_parser("top", help="a live view of the running stack (sagas/s, latency, stuck sagas, lag)")
+    tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    tp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     argv = sys.argv[1:] if argv is None else argv
@@ -330,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_test(s, args.pytest_args)
         if args.cmd == "saga":
             return cmd_saga(args.format, args.write)
+        if args.cmd == "top":
+            from tinysaga.infra import top  # noqa: PLC0415
+
+            return top.run(s, args.once, args.interval)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 

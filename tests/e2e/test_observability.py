@@ -227,3 +227,41 @@ def test_a_failed_refund_is_retried_by_an_operator(rich_user: ApiUser, product, 
     import uuid
 
     assert admin.post(f"/api/admin/orders/{uuid.uuid4()}/refund-retry").status_code == 404
+
+
+def test_top_once_prints_the_figures_of_the_running_stack(
+    rich_user: ApiUser, product, admin: ApiUser, settings: Settings
+) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    pid = product(stock=5, price="3.00")
+    for oid in [rich_user.place(pid) for _ in range(2)]:
+        assert rich_user.wait_terminal(oid)["orderStatus"] == "PLACED"
+    summary = admin.get("/api/admin/sagas/summary")
+    assert summary.status_code == 200, summary.text
+    body = summary.json()
+    assert body["ended"]["PLACED"] >= 2 and 0 < body["p50Seconds"] <= body["p99Seconds"] < 60
+    assert body["sagasPerSecond"] > 0 and set(body["inFlight"]) == {
+        "INITIATED",
+        "PAYMENT_DONE",
+        "REFUND_INITIATED",
+        "CANCELING",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "tinysaga.cli", "top", "--once"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "sagas/s" in out and "p50 (60 s)" in out and "consumer lag" in out, out
+    placed = re.search(r"PLACED (\d+), FAILED (\d+)", out)
+    assert placed and int(placed.group(1)) >= 2, out
+    for group in ("payment", "inventory", "notification", "order"):
+        assert re.search(rf"^\W*{group}\W", out, re.M), f"no lag line for {group}:\n{out}"
+    assert "down:" not in out

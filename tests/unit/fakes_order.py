@@ -177,6 +177,18 @@ class FakeOrderRepository:
             for status in after
         }
 
+    async def ended_within(self, seconds: float) -> list[dict[str, Any]]:
+        """For each order whose first PLACED/FAILED/CANCELED history row is within `seconds` of the
+        clock: that status (outcome) and the seconds from the order's creation to it."""
+        out = []
+        for order_id, row in self.db.orders.items():
+            ends = [h for h in self.db.history if h["order_id"] == order_id and h["order_status"] in domain.TERMINAL]
+            if ends and ends[0]["at"] > self.db.now - timedelta(seconds=seconds):
+                out.append(
+                    {"outcome": ends[0]["order_status"], "seconds": (ends[0]["at"] - row["created_at"]).total_seconds()}
+                )
+        return out
+
     async def alerts(self, limit: int = 500) -> list[dict[str, Any]]:
         """The alerts, newest first."""
         return sorted(self.db.alert_rows.values(), key=lambda a: a["created_at"], reverse=True)[:limit]
@@ -373,6 +385,10 @@ class FakeDeadLetterRepository:
     async def latest(self, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
         return [dict(r) for r in sorted(self.db.rows.values(), key=lambda r: -r["id"])[:limit]]
+
+    async def counts(self) -> tuple[int, int]:
+        """(kept, never replayed)."""
+        return len(self.db.rows), sum(1 for r in self.db.rows.values() if r["replay_count"] == 0)
 
     async def get_for_update(self, dead_letter_id: int) -> dict[str, Any] | None:
         row = self.db.rows.get(dead_letter_id)

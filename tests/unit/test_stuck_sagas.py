@@ -5,6 +5,7 @@ repository; and the gauges a scrape refreshes."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -103,3 +104,53 @@ async def test_a_scrape_counts_the_sagas_in_flight_and_the_stuck_ones_by_status(
     assert gauge("tinysaga_sagas_in_flight", "REFUND_INITIATED") == 1
     assert gauge("tinysaga_sagas_stuck", "REFUND_INITIATED") == 0  # 30 s allowed there
     assert gauge("tinysaga_sagas_in_flight", "CANCELING") == 0
+
+
+def test_percentiles_by_nearest_rank() -> None:
+    assert domain.percentile([], 0.5) is None
+    assert domain.percentile([3.0], 0.99) == 3.0
+    values = [float(i) for i in range(1, 101)]
+    assert (domain.percentile(values, 0.5), domain.percentile(values, 0.99)) == (50.0, 99.0)
+    assert domain.percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+
+
+async def test_the_summary_counts_the_sagas_ended_in_the_window(
+    client: httpx.AsyncClient,  # noqa: F811
+    db: FakeOrders,  # noqa: F811
+    letters: Any,  # noqa: F811
+) -> None:
+    from tests.unit.test_operator_actions import three_letters
+
+    placed = [db.put(Status.INITIATED) for _ in range(3)]
+    failed = db.put(Status.INITIATED)
+    db.put(Status.INITIATED)  # still in flight
+    old = db.put(Status.INITIATED)
+    for i, oid in enumerate([*placed, failed, old]):
+        status = "FAILED" if oid == failed else "PLACED"
+        at = T0 + timedelta(seconds=(100 if oid == old else 0) + i + 1)
+        db.orders[oid].update(order_status=status)
+        db.history.append({"order_id": oid, "order_status": status, "status_info": "", "event_name": "X", "at": at})
+    db.orders[old]["created_at"] = T0 + timedelta(seconds=100)
+    db.history.append(  # a later annotation of a FAILED order does not end its saga again
+        {
+            "order_id": failed,
+            "order_status": "FAILED",
+            "status_info": "",
+            "event_name": "REFUND_DONE",
+            "at": T0 + timedelta(seconds=140),
+        }
+    )
+    db.now = T0 + timedelta(seconds=150)  # the old one ended 45 s ago, the others 145 s ago
+    three_letters(letters)
+    r = await client.get("/api/admin/sagas/summary?windowSeconds=60", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ended"] == {"PLACED": 1, "FAILED": 0, "CANCELED": 0}
+    assert body["sagasPerSecond"] == round(1 / 60, 3)
+    db.now = T0 + timedelta(seconds=110)
+    body = (await client.get("/api/admin/sagas/summary?windowSeconds=120", headers=ADMIN)).json()
+    assert body["ended"] == {"PLACED": 4, "FAILED": 1, "CANCELED": 0}
+    assert body["p50Seconds"] == pytest.approx(3.0, abs=0.01) and body["p99Seconds"] == pytest.approx(5.0, abs=0.01)
+    assert body["inFlight"]["INITIATED"] == 1 and body["deadLetters"] == {"kept": 3, "notReplayed": 3}
+    is_problem(await client.get("/api/admin/sagas/summary?windowSeconds=0", headers=ADMIN), 422)
+    is_problem(await client.get("/api/admin/sagas/summary", headers=USER), 403)

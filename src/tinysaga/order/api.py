@@ -317,6 +317,18 @@ async def stuck_sagas(
     return await deps(request).stuck.list(limit)
 
 
+@router.get("/api/admin/sagas/summary")
+async def sagas_summary(
+    request: Request,
+    windowSeconds: float = Query(60, gt=0, le=3600),  # noqa: N803 - the query parameter's name
+    _: Identity = Depends(admin_user),
+) -> dict[str, Any]:
+    """The figures of the operations view (`./tiny-saga top`): sagas per second, p50 and p99 of the
+    sagas that ended in the window, in flight and stuck by status, dead letters."""
+    d = deps(request)
+    return await d.stuck.summary(windowSeconds, d.dead_letters)
+
+
 @router.get("/api/admin/alerts")
 async def alerts(request: Request, _: Identity = Depends(admin_user)) -> list[dict[str, Any]]:
     rows = await deps(request).orders.alerts(500)

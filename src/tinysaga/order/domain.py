@@ -7,6 +7,7 @@ the order's other rules: its price, stock, deadline, live stream."""
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -482,3 +483,30 @@ def waiting_for(status: Status, last_event: str | None, payment_settled: bool, s
     name = ev.ALIASES.get(last_event, last_event)
     started = [s.name for s in saga.STEPS if name in s.handled_events and s.kind not in ("tracking", "notification")]
     return started or [s.name for s in saga.producers_of(name)]
+
+
+# ---- the operations summary (issue 17) -----------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile of `values` by nearest rank (None for none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
+    return ordered[rank - 1]
+
+
+def saga_summary(ended: list[tuple[str, float]], window_seconds: float) -> dict[str, object]:
+    """Throughput and latency of the sagas that ended in a window: (outcome, seconds) of each."""
+    durations = [s for _, s in ended]
+    by_outcome = {s.value: 0 for s in (Status.PLACED, Status.FAILED, Status.CANCELED)}
+    for outcome, _ in ended:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    return {
+        "windowSeconds": window_seconds,
+        "ended": by_outcome,
+        "sagasPerSecond": round(len(ended) / window_seconds, 3),
+        "p50Seconds": percentile(durations, 0.5),
+        "p99Seconds": percentile(durations, 0.99),
+    }

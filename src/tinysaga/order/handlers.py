@@ -385,6 +385,19 @@ class StuckSagas:
             )
         return out
 
+    async def summary(self, window_seconds: float, dead_letters: DeadLetterRepository) -> dict[str, Any]:
+        """The operations view's figures: the sagas that ended in the window (per second, p50, p99,
+        by outcome), the sagas in flight and stuck by status, the dead letters kept and not replayed."""
+        ended = [(r["outcome"], float(r["seconds"])) for r in await self.reader.ended_within(window_seconds)]
+        counts = await self.reader.saga_counts(self.after)
+        kept, fresh = await dead_letters.counts()
+        return {
+            **domain.saga_summary(ended, window_seconds),
+            "inFlight": {status: n for status, (n, _) in counts.items()},
+            "stuck": {status: stuck for status, (_, stuck) in counts.items()},
+            "deadLetters": {"kept": kept, "notReplayed": fresh},
+        }
+
     async def refresh_gauges(self) -> None:
         for status, (n, stuck) in (await self.reader.saga_counts(self.after)).items():
             IN_FLIGHT_SAGAS.labels(status).set(n)

@@ -151,6 +151,22 @@ class OrderRepository:
         )
         return {r["status"]: (r["n"], r["stuck"]) for r in rows}
 
+    async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
+        """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or
+        CANCELED history row is that recent, that status (`outcome`) and the seconds from the order's
+        creation to it (`seconds`)."""
+        return await self.db.fetch(
+            "WITH ended AS (SELECT DISTINCT ON (h.order_id) h.order_id, h.order_status, h.at FROM order_history h"
+            " WHERE h.order_status = ANY($1::text[]) AND h.at > clock_timestamp() - $2 * interval '1 second'"
+            " ORDER BY h.order_id, h.id)"
+            " SELECT e.order_status AS outcome, extract(epoch FROM e.at - o.created_at)::float8 AS seconds"
+            " FROM ended e JOIN orders o USING (order_id)"
+            " WHERE NOT EXISTS (SELECT 1 FROM order_history x WHERE x.order_id = e.order_id"
+            " AND x.order_status = ANY($1::text[]) AND x.at < e.at)",
+            [s.value for s in domain.TERMINAL],
+            seconds,
+        )
+
     async def alerts(self, limit: int = 500) -> list[asyncpg.Record]:
         return await self.db.fetch("SELECT * FROM alerts ORDER BY created_at DESC LIMIT $1", limit)
 
@@ -313,6 +329,14 @@ class DeadLetterRepository:
 
     async def latest(self, limit: int) -> list[asyncpg.Record]:
         return await self.db.fetch("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
+
+    async def counts(self) -> tuple[int, int]:
+        """How many dead letters are kept, and how many of them were never replayed."""
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE replay_count = 0) AS fresh FROM dead_letters"
+        )
+        assert row is not None
+        return row["n"], row["fresh"]
 
     async def get_for_update(self, dead_letter_id: int) -> asyncpg.Record | None:
         return await self.db.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
