@@ -285,6 +285,19 @@ def cmd_saga(fmt: str, write: bool) -> int:
     return 0
 
 
+def cmd_prometheus(s: Settings, write: bool) -> int:
+    """Print the scrape configuration of the stack these settings describe; `--write` regenerates
+    the checked-in one (deploy/prometheus/prometheus.yml, every setting at its default)."""
+    from tinysaga.infra import prometheus  # noqa: PLC0415
+
+    if write:
+        prometheus.CONFIG.write_text(prometheus.default_config())
+        say(f"wrote {prometheus.CONFIG.relative_to(REPO_ROOT)}")
+        return 0
+    print(prometheus.scrape_config(s), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiny-saga", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -308,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     tp = sub.add_parser("top", help="a live view of the running stack (sagas/s, latency, stuck sagas, lag)")
     tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
     tp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    pm = sub.add_parser("prometheus", help="the scrape configuration of this stack for Prometheus")
+    pm.add_argument(
+        "--write", action="store_true", help="regenerate deploy/prometheus/prometheus.yml (default settings)"
+    )
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     argv = sys.argv[1:] if argv is None else argv
@@ -337,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             from tinysaga.infra import top  # noqa: PLC0415
 
             return top.run(s, args.once, args.interval)
+        if args.cmd == "prometheus":
+            return cmd_prometheus(s, args.write)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 
