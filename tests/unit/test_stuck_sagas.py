@@ -106,6 +106,15 @@ async def test_a_scrape_counts_the_sagas_in_flight_and_the_stuck_ones_by_status(
     assert gauge("tinysaga_sagas_in_flight", "CANCELING") == 0
 
 
+def test_each_unsettled_status_waits_for_the_steps_the_saga_says() -> None:
+    assert {s: domain.awaited_steps(s) for s in domain.UNSETTLED} == {
+        Status.INITIATED: ["charge"],
+        Status.PAYMENT_DONE: ["reserve"],
+        Status.REFUND_INITIATED: ["refund"],
+        Status.CANCELING: ["refund", "release"],
+    }
+
+
 def test_percentiles_by_nearest_rank() -> None:
     assert domain.percentile([], 0.5) is None
     assert domain.percentile([3.0], 0.99) == 3.0
@@ -152,5 +161,6 @@ async def test_the_summary_counts_the_sagas_ended_in_the_window(
     assert body["ended"] == {"PLACED": 4, "FAILED": 1, "CANCELED": 0}
     assert body["p50Seconds"] == pytest.approx(3.0, abs=0.01) and body["p99Seconds"] == pytest.approx(5.0, abs=0.01)
     assert body["inFlight"]["INITIATED"] == 1 and body["deadLetters"] == {"kept": 3, "notReplayed": 3}
+    assert body["awaiting"]["PAYMENT_DONE"] == ["reserve"]
     is_problem(await client.get("/api/admin/sagas/summary?windowSeconds=0", headers=ADMIN), 422)
     is_problem(await client.get("/api/admin/sagas/summary", headers=USER), 403)

@@ -81,6 +81,12 @@ def test_the_view_shows_the_figures_the_stuck_sagas_and_what_is_down() -> None:
             "inFlight": {"INITIATED": 2, "PAYMENT_DONE": 5, "REFUND_INITIATED": 0, "CANCELING": 1},
             "stuck": {"INITIATED": 0, "PAYMENT_DONE": 4, "REFUND_INITIATED": 0, "CANCELING": 0},
             "deadLetters": {"kept": 9, "notReplayed": 2},
+            "awaiting": {
+                "INITIATED": ["charge"],
+                "PAYMENT_DONE": ["reserve"],
+                "REFUND_INITIATED": ["refund"],
+                "CANCELING": ["refund", "release"],
+            },
         },
         stuck=[
             {
@@ -111,7 +117,9 @@ def test_the_view_shows_the_figures_the_stuck_sagas_and_what_is_down() -> None:
         "400 ms",  # the payment outbox's oldest row
     ):
         assert expected in text, f"{expected!r} not in\n{text}"
-    assert "PAYMENT_DONE" in text and " 4 " in text  # stuck in PAYMENT_DONE
+    row = next(line for line in text.splitlines() if "PAYMENT_DONE" in line and "reserve" in line)
+    assert [c.strip() for c in row.split("│") if c.strip()] == ["reserve", "PAYMENT_DONE", "5", "4"], row
+    assert any("refund, release" in line and "CANCELING" in line for line in text.splitlines())
 
 
 def test_without_order_the_view_says_so() -> None:

@@ -136,12 +136,14 @@ def render(snap: Snapshot, title: str = "Tiny-Saga") -> Group:
             Text(f"{dl['notReplayed']} new / {dl['kept']} kept", style="yellow" if dl["notReplayed"] else ""),
         )
         parts += [Text(title, style="bold"), head]
-        flight = Table(title="sagas in flight, by status", title_justify="left")
+        flight = Table(title="sagas in flight, by step", title_justify="left")
+        flight.add_column("waiting for")
         flight.add_column("status")
         flight.add_column("in flight", justify="right")
         flight.add_column("stuck", justify="right")
         for status, n in s["inFlight"].items():
-            flight.add_row(status, str(n), str(s["stuck"].get(status, 0)))
+            steps = ", ".join(s.get("awaiting", {}).get(status, [])) or "-"
+            flight.add_row(steps, status, str(n), str(s["stuck"].get(status, 0)))
         parts.append(flight)
     lag = Table(title="consumer lag", title_justify="left")
     lag.add_column("group")

@@ -485,6 +485,22 @@ def waiting_for(status: Status, last_event: str | None, payment_settled: bool, s
     return started or [s.name for s in saga.producers_of(name)]
 
 
+def awaited_steps(status: Status) -> list[str]:
+    """The steps an order in an unsettled status waits for, from the saga definition and the state
+    machine: what the events that bring an order into it start (a cancel: both its compensations)."""
+    if status == Status.CANCELING:
+        return waiting_for(status, None, False, False)
+    entering = [name for (name, frm), to in TRANSITIONS.items() if to == status and frm != status]
+    entering += [out for s in saga.STEPS if s.leads_to == status for out in s.outcomes]
+    started = [
+        s.name
+        for s in saga.STEPS
+        if s.kind not in ("tracking", "notification") and any(n in s.handled_events for n in entering)
+    ]
+    # none started: a compensation is still at work (REFUND_INITIATED: the refund)
+    return started or list(dict.fromkeys(p.name for n in entering for p in saga.producers_of(n)))
+
+
 # ---- the operations summary (issue 17) -----------------------------------------------------------
 
 

@@ -394,6 +394,7 @@ class StuckSagas:
         return {
             **domain.saga_summary(ended, window_seconds),
             "inFlight": {status: n for status, (n, _) in counts.items()},
+            "awaiting": {status: domain.awaited_steps(domain.Status(status)) for status in counts},
             "stuck": {status: stuck for status, (_, stuck) in counts.items()},
             "deadLetters": {"kept": kept, "notReplayed": fresh},
         }
