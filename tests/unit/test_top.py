@@ -124,3 +124,9 @@ def test_the_view_shows_the_figures_the_stuck_sagas_and_what_is_down() -> None:
 
 def test_without_order_the_view_says_so() -> None:
     assert "Order does not answer" in drawn(top.Snapshot(down=["order-1", "order-2"]))
+
+
+def test_without_a_stack_top_says_so(tmp_path) -> None:  # noqa: ANN001
+    console = Console(record=True, width=100, color_system=None)
+    assert top.run(Settings.model_construct(home=tmp_path), once=True, console=console) == 1
+    assert "no stack here" in console.export_text()

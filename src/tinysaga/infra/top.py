@@ -184,6 +184,11 @@ def render(snap: Snapshot, title: str = "Tiny-Saga") -> Group:
 
 def run(settings: Settings, once: bool, interval: float = 2.0, console: Console | None = None) -> int:
     console = console or Console()
+    try:
+        internal_secret(settings)
+    except OSError:
+        console.print(f"no stack here ({settings.home}): start it with ./tiny-saga up", style="red")
+        return 1
     with httpx.Client(timeout=5) as http:
         if once:
             snap = collect(settings, http)
