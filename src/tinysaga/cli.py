@@ -1,5 +1,5 @@
-"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, saga, bench, audit,
-chaos."""
+"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, saga, top, prometheus,
+bench, audit, chaos."""
 
 from __future__ import annotations
 
@@ -349,6 +349,19 @@ def cmd_audit(s: Settings, wait: float) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_prometheus(s: Settings, write: bool) -> int:
+    """Print the scrape configuration of the stack these settings describe; `--write` regenerates
+    the checked-in one (deploy/prometheus/prometheus.yml, every setting at its default)."""
+    from tinysaga.infra import prometheus  # noqa: PLC0415
+
+    if write:
+        prometheus.CONFIG.write_text(prometheus.default_config())
+        say(f"wrote {prometheus.CONFIG.relative_to(REPO_ROOT)}")
+        return 0
+    print(prometheus.scrape_config(s), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiny-saga", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -369,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     sg = sub.add_parser("saga", help="the saga as declared in the code: a table and a Mermaid diagram")
     sg.add_argument("--format", choices=("all", "table", "mermaid"), default="all")
     sg.add_argument("--write", action="store_true", help="regenerate the README's saga section and docs/events/")
+    tp = sub.add_parser("top", help="a live view of the running stack (sagas/s, latency, stuck sagas, lag)")
+    tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    tp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    pm = sub.add_parser("prometheus", help="the scrape configuration of this stack for Prometheus")
+    pm.add_argument(
+        "--write", action="store_true", help="regenerate deploy/prometheus/prometheus.yml (default settings)"
+    )
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     au = sub.add_parser("audit", help="check SPEC section 4 on the running stack (exit 0 only when all hold)")
@@ -402,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_chaos(s, args.chaos_args)
         if args.cmd == "audit":
             return cmd_audit(s, args.wait)
+        if args.cmd == "top":
+            from tinysaga.infra import top  # noqa: PLC0415
+
+            return top.run(s, args.once, args.interval)
+        if args.cmd == "prometheus":
+            return cmd_prometheus(s, args.write)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 
