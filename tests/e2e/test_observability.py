@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ApiUser, Stack, register
+from tests.support import ApiUser, Stack, register, run_sync
 from tinysaga.platform.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -135,7 +135,6 @@ def test_stuck_sagas_are_for_admins_only(user: ApiUser) -> None:
 def _poison(settings: Settings, order_id: str) -> None:
     """A PAYMENT_DONE without what Inventory needs to reserve, straight onto the saga topic: Inventory
     fails it and dead-letters it (Order ignores it: no such order)."""
-    import asyncio
 
     from aiokafka import AIOKafkaProducer
 
@@ -152,7 +151,7 @@ def _poison(settings: Settings, order_id: str) -> None:
         finally:
             await producer.stop()
 
-    asyncio.run(send())
+    run_sync(send())  # a thread of its own: the browser tests leave an event loop running here
 
 
 def test_dead_letters_are_replayed_in_bulk_after_a_dry_run(admin: ApiUser, settings: Settings) -> None:
