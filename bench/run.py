@@ -375,7 +375,11 @@ def verdicts(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         default=None,
     )
     sat = best["completedPerSecond"] if best else 0.0
-    py = {k: v for k, v in report["peakRssMb"].items() if k not in ("kafka", "postgres", "gateway", "supervisor")}
+    py = {
+        k: v
+        for k, v in report["peakRssMb"].items()
+        if k not in ("postgres", "gateway", "supervisor") and not k.startswith("kafka")
+    }
     worst_py = max(py.values()) if py else 0.0
     idle = report["idleCpuPercentOfOneCore"]
 

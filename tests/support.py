@@ -1,5 +1,5 @@
 """Test helpers: a client of the public API through the gateway, the stack's processes, and the
-invariants of SPEC section 4 checked on the databases."""
+invariants of SPEC section 4 checked on the databases and Kafka by `tinysaga.ops.audit`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 
 from tinysaga.infra import supervisor
+from tinysaga.ops import audit
 from tinysaga.platform.secrets import superuser_dsn
 from tinysaga.platform.settings import Settings
 
@@ -218,167 +219,26 @@ async def fetch(settings: Settings, service: str, sql: str, *args: Any) -> list[
         await conn.close()
 
 
-async def consumer_lag(settings: Settings) -> int:
-    """Records on the saga topics that a consumer group has not committed yet (a terminal order can
-    still have its compensation on the way, e.g. the refund after a timeout, waiting in Kafka)."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await admin.start()
-    await probe.start()
-    try:
-        committed = {}
-        for group, *_ in await admin.list_consumer_groups():
-            for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
-                if tp.topic in (settings.topic, settings.user_topic):
-                    committed[(group, tp)] = meta.offset
-        ends = await probe.end_offsets(list({tp for _, tp in committed}))
-        return sum(max(0, ends[tp] - off) for (_, tp), off in committed.items())
-    finally:
-        await probe.stop()
-        await admin.close()
-
-
 async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
-    """No saga in flight, nothing left in any outbox or unconsumed in Kafka, no payment pending."""
-    deadline = time.monotonic() + timeout
-    while True:
-        in_flight = await fetch(
-            settings,
-            "order",
-            "SELECT count(*) AS n FROM orders WHERE NOT order_status = ANY($1::text[])",
-            list(AT_REST),
-        )
-        outboxes = 0
-        for svc in ("order", "payment", "inventory", "wallet", "auth"):
-            outboxes += (await fetch(settings, svc, "SELECT count(*) AS n FROM outbox"))[0]["n"]
-        pending = await fetch(
-            settings, "payment", "SELECT count(*) AS n FROM payments WHERE status IN ('VOID_PENDING','REFUND_PENDING')"
-        )
-        lag = await consumer_lag(settings) if in_flight[0]["n"] == 0 and outboxes == 0 else -1
-        if in_flight[0]["n"] == 0 and outboxes == 0 and pending[0]["n"] == 0 and lag == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"not at rest after {timeout}s: {in_flight[0]['n']} sagas in flight, {outboxes} outbox rows, "
-                f"{pending[0]['n']} payments pending, consumer lag {lag}"
-            )
-        await _sleep(0.5)
-
-
-async def _sleep(t: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(t)
+    """No saga in flight, nothing left in any outbox or unconsumed in Kafka, no payment pending
+    (the same wait as `tiny-saga audit --wait` and `chaos`)."""
+    left = await audit.wait_at_rest(settings, timeout)
+    if any(left.values()):
+        raise AssertionError(f"not at rest after {timeout}s: {left}")
 
 
 async def check_invariants(
     settings: Settings, user_ids: list[str] | None = None, product_ids: list[str] | None = None
 ) -> dict[str, int]:
-    """Assert SPEC section 4 on the data at rest; returns counts for the report. With `user_ids`,
-    only those users' orders are checked, and the stock only of `product_ids` (products that no one
-    else orders)."""
-    orders = await fetch(settings, "order", "SELECT * FROM orders")
-    if user_ids is not None:
-        orders = [o for o in orders if o["user_id"] in set(user_ids)]
-    ledger = await fetch(settings, "wallet", "SELECT * FROM transactions")
-    wallets = {r["user_id"]: r["balance"] for r in await fetch(settings, "wallet", "SELECT * FROM wallets")}
-    reservations = {r["order_id"]: r for r in await fetch(settings, "inventory", "SELECT * FROM reservations")}
-    alerted = {
-        str(r["order_id"])
-        for r in await fetch(settings, "order", "SELECT order_id FROM alerts WHERE kind = 'REFUND_FAILED'")
+    """Assert SPEC section 4 on the data at rest with `tiny-saga audit` (only these users' orders
+    and wallets when given, and then the stock of `product_ids`, products no one else orders);
+    returns counts for the report."""
+    report = await audit.audit(settings, users=user_ids, products=product_ids)
+    assert report.ok, report.render()
+    by_status = report.orders_by_status
+    return {
+        "orders": sum(by_status.values()),
+        "placed": sum(by_status.get(st, 0) for st in HOLDS_STOCK),
+        "canceled": by_status.get("CANCELED", 0),
+        "failed": by_status.get("FAILED", 0),
     }
-
-    # 3. every order ended (PLACED, FAILED or CANCELED; a placed one may be shipped or delivered since)
-    stuck = [str(o["order_id"]) for o in orders if o["order_status"] not in AT_REST]
-    assert not stuck, f"orders not ended: {stuck[:5]}"
-
-    # 1. money, per user
-    users = {o["user_id"] for o in orders} if user_ids is None else set(user_ids)
-    for uid in users:
-        mine = [t for t in ledger if t["user_id"] == uid]
-        deposits = sum((t["amount"] for t in mine if t["transaction_type"] == "DEPOSIT"), Decimal(0))
-        paid = sum(
-            (t["amount"] for t in mine if t["transaction_type"] == "PAYMENT" and t["payment_status"] == "COMPLETED"),
-            Decimal(0),
-        )
-        refunded = sum(
-            (t["amount"] for t in mine if t["transaction_type"] == "REFUND" and t["payment_status"] == "REFUNDED"),
-            Decimal(0),
-        )
-        balance = wallets.get(uid, Decimal(0))
-        assert balance == deposits - paid + refunded, (
-            f"user {uid}: balance {balance} != {deposits} - {paid} + {refunded}"
-        )
-        assert balance >= 0
-    by_order: dict[str, dict[str, asyncpg.Record]] = {}
-    for t in ledger:
-        if t["order_id"]:
-            rows = by_order.setdefault(t["order_id"], {})
-            assert t["transaction_type"] not in rows, f"order {t['order_id']}: two {t['transaction_type']} rows"
-            rows[t["transaction_type"]] = t
-    counts = {"orders": len(orders), "placed": 0, "failed": 0, "canceled": 0}
-    for o in orders:
-        oid = str(o["order_id"])
-        rows = by_order.get(oid, {})
-        pay, ref = rows.get("PAYMENT"), rows.get("REFUND")
-        charged = pay is not None and pay["payment_status"] == "COMPLETED"
-        refunded = ref is not None and ref["payment_status"] == "REFUNDED"
-        if refunded:
-            assert charged and ref["amount"] == pay["amount"], f"order {oid}: refund without matching charge"
-        if o["order_status"] in HOLDS_STOCK:
-            counts["placed"] += 1
-            status = o["order_status"]
-            assert charged and pay["amount"] == o["total_amount"], f"{status} order {oid} not charged its total"
-            assert not refunded, f"{status} order {oid} was refunded"
-        elif o["order_status"] == "CANCELED":
-            # like FAILED: it costs its user nothing unless its refund failed (alerted); and its
-            # refundStatus says what happened: REFUND_DONE when charged (and refunded), null when not
-            counts["canceled"] += 1
-            if o["refund_status"] != "REFUND_FAILED":
-                assert not charged or refunded, f"CANCELED order {oid} cost its user money"
-            if o["refund_status"] == "REFUND_DONE":
-                assert charged and refunded, f"CANCELED order {oid} says REFUND_DONE without a charge refunded"
-            if o["refund_status"] is None:
-                assert not charged, f"CANCELED order {oid} was charged but its refundStatus is null"
-            if o["refund_status"] == "REFUND_FAILED":
-                assert oid in alerted, f"CANCELED order {oid}: its refund failed and no alert was raised"
-        else:
-            counts["failed"] += 1
-            if o["refund_status"] != "REFUND_FAILED":
-                assert not charged or refunded, f"FAILED order {oid} cost its user money ({o['fail_reason']})"
-
-    # 2. stock: reserved exactly for PLACED orders (and those shipped or delivered since), each its
-    # quantity; so available = admin stock - quantities of PLACED, ON_THE_WAY and DELIVERED orders
-    placed = {str(o["order_id"]) for o in orders if o["order_status"] in HOLDS_STOCK}
-    considered = {str(o["order_id"]) for o in orders}
-    reserved = {oid for oid, r in reservations.items() if r["status"] == "RESERVED" and oid in considered}
-    assert reserved == placed, f"reservations {len(reserved)} != placed {len(placed)}: {list(reserved ^ placed)[:5]}"
-    for o in orders:
-        r = reservations.get(str(o["order_id"]))
-        if str(o["order_id"]) in placed:
-            assert (r["product_id"], r["quantity"]) == (o["product_id"], o["product_quantity"]), (
-                f"order {o['order_id']}: reserved {r['quantity']} x {r['product_id']}"
-            )
-    if user_ids is None or product_ids:
-        products = await fetch(settings, "inventory", "SELECT * FROM products")
-        if user_ids is not None:
-            products = [p for p in products if p["product_id"] in set(product_ids or ())]
-        changes = await fetch(
-            settings, "inventory", "SELECT DISTINCT ON (product_id) * FROM stock_changes ORDER BY product_id, id DESC"
-        )
-        last = {c["product_id"]: c for c in changes}
-        for p in products:
-            c = last[p["product_id"]]
-            taken = sum(
-                r["quantity"]
-                for r in reservations.values()
-                if r["product_id"] == p["product_id"]
-                and r["status"] == "RESERVED"
-                and r["created_at"] > c["changed_at"]
-            )
-            assert p["available_count"] == c["new_count"] - taken, f"stock of {p['product_id']} drifted"
-            assert p["available_count"] >= 0
-    return counts

@@ -1,4 +1,5 @@
-"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, saga, bench."""
+"""The `tiny-saga` command: up, down, status, logs, reset, test, stop/start NAME, saga, top, prometheus,
+bench, audit, chaos."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tinysaga.infra import kafka, postgres, supervisor, system
+import asyncpg
+
+from tinysaga.infra import kafka, postgres, supervisor, system, toxiproxy
 from tinysaga.infra.postgres import SetupError
 from tinysaga.infra.supervisor import pid_file
 from tinysaga.infra.topology import processes
@@ -90,6 +93,9 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
     postgres.start(s)
     postgres.provision(s)
     kafka.ensure_configured(s)
+    if s.fault_proxy:
+        toxiproxy.ensure_installed(s)
+        toxiproxy.write_config(s)
     system.write_gateway_config(s)
     if supervisor_pid(s) is None:
         taken = [f"{p.name} needs port {p.port}" for p in processes(s) if p.port and not _port_free(p.port)]
@@ -197,7 +203,7 @@ def cmd_logs(s: Settings, name: str | None, follow: bool, lines: int) -> int:
     return subprocess.call(argv)
 
 
-STATE_FOLDERS = ("pg", "kafka", "logs", "run", "secrets", "gateway", "mail")
+STATE_FOLDERS = ("pg", "kafka", "logs", "run", "secrets", "gateway", "mail", "toxiproxy")
 
 
 def cmd_reset(s: Settings) -> int:
@@ -285,6 +291,77 @@ def cmd_saga(fmt: str, write: bool) -> int:
     return 0
 
 
+CHAOS_ENV = {
+    "TINYSAGA_HOME": str(REPO_ROOT / ".tinysaga" / "chaos-stack"),
+    "TINYSAGA_GATEWAY_PORT": "17080",
+    "TINYSAGA_KAFKA_PORT": "17092",
+    "TINYSAGA_KAFKA_CONTROLLER_PORT": "17093",
+    "TINYSAGA_PG_PORT": "17544",
+    "TINYSAGA_SERVICE_PORT_BASE": "16100",
+    "TINYSAGA_SAGA_TIMEOUT_SECONDS": "60",
+    "TINYSAGA_SWEEPER_INTERVAL_SECONDS": "2",
+    "TINYSAGA_RATE_AUTH_PER_MIN": "6000",
+}
+
+
+def cmd_chaos(s: Settings, chaos_args: list[str]) -> int:
+    """`tinysaga.ops.chaos` on a stack of its own (own ports and state dir, the services behind
+    Toxiproxy), then clean up."""
+    env = {**os.environ, **{k: v for k, v in CHAOS_ENV.items() if k not in os.environ}}
+    env["TINYSAGA_FAULT_PROXY"] = "1"
+    env.setdefault("TINYSAGA_CACHE", str(s.cache))
+    env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    me = [sys.executable, "-m", "tinysaga.cli"]
+    driver = [sys.executable, "-m", "tinysaga.ops.chaos", *chaos_args]
+    if any(a in ("-h", "--help", "--schedule-only") for a in chaos_args):
+        return subprocess.call(driver, env=env)
+    code = 1
+    try:
+        if subprocess.call([*me, "reset"], env=env) != 0:
+            return 1
+        if subprocess.call([*me, "up"], env=env) != 0:
+            say("the chaos stack did not come up")
+            return 1
+        code = subprocess.call(driver, env=env)
+    finally:
+        if not os.environ.get("TINYSAGA_KEEP_CHAOS_STACK"):
+            subprocess.call([*me, "reset"], env=env)
+    return code
+
+
+def cmd_audit(s: Settings, wait: float) -> int:
+    """SPEC section 4 on the running stack: 0 when every invariant holds, 1 when one does not, 2
+    when the stack cannot be read."""
+    import asyncio  # noqa: PLC0415
+
+    from tinysaga.ops.audit import audit, wait_at_rest  # noqa: PLC0415
+
+    try:
+        if wait > 0:
+            left = asyncio.run(wait_at_rest(s, wait))
+            if any(left.values()):
+                say(f"not at rest after {wait:.0f} s: " + ", ".join(f"{k} {v}" for k, v in left.items() if v))
+        report = asyncio.run(audit(s))
+    except (OSError, asyncpg.PostgresError) as e:
+        say(f"tiny-saga audit: cannot read the stack's databases ({type(e).__name__}: {e}); is it up?")
+        return 2
+    say(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_prometheus(s: Settings, write: bool) -> int:
+    """Print the scrape configuration of the stack these settings describe; `--write` regenerates
+    the checked-in one (deploy/prometheus/prometheus.yml, every setting at its default)."""
+    from tinysaga.infra import prometheus  # noqa: PLC0415
+
+    if write:
+        prometheus.CONFIG.write_text(prometheus.default_config())
+        say(f"wrote {prometheus.CONFIG.relative_to(REPO_ROOT)}")
+        return 0
+    print(prometheus.scrape_config(s), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiny-saga", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -305,11 +382,22 @@ def main(argv: list[str] | None = None) -> int:
     sg = sub.add_parser("saga", help="the saga as declared in the code: a table and a Mermaid diagram")
     sg.add_argument("--format", choices=("all", "table", "mermaid"), default="all")
     sg.add_argument("--write", action="store_true", help="regenerate the README's saga section and docs/events/")
+    tp = sub.add_parser("top", help="a live view of the running stack (sagas/s, latency, stuck sagas, lag)")
+    tp.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    tp.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    pm = sub.add_parser("prometheus", help="the scrape configuration of this stack for Prometheus")
+    pm.add_argument(
+        "--write", action="store_true", help="regenerate deploy/prometheus/prometheus.yml (default settings)"
+    )
     b = sub.add_parser("bench", help="the benchmark (see bench/README.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    au = sub.add_parser("audit", help="check SPEC section 4 on the running stack (exit 0 only when all hold)")
+    au.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="first wait up to this long to be at rest")
+    ch = sub.add_parser("chaos", help="orders under injected faults on a stack of its own, then the audit")
+    ch.add_argument("chaos_args", nargs=argparse.REMAINDER, help="--seed N --orders N --minutes M (see chaos --help)")
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("test", "bench"):  # everything after is the runner's own arguments
-        args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:])
+    if argv and argv[0] in ("test", "bench", "chaos"):  # everything after is the runner's own arguments
+        args = argparse.Namespace(cmd=argv[0], pytest_args=argv[1:], bench_args=argv[1:], chaos_args=argv[1:])
     else:
         args = parser.parse_args(argv)
     s = get_settings()
@@ -330,6 +418,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_test(s, args.pytest_args)
         if args.cmd == "saga":
             return cmd_saga(args.format, args.write)
+        if args.cmd == "chaos":
+            return cmd_chaos(s, args.chaos_args)
+        if args.cmd == "audit":
+            return cmd_audit(s, args.wait)
+        if args.cmd == "top":
+            from tinysaga.infra import top  # noqa: PLC0415
+
+            return top.run(s, args.once, args.interval)
+        if args.cmd == "prometheus":
+            return cmd_prometheus(s, args.write)
         if args.cmd == "bench":
             from bench.run import main as bench_main  # noqa: PLC0415
 

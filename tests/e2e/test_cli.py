@@ -71,3 +71,24 @@ def test_up_says_what_cannot_start_and_exits_non_zero() -> None:
         shutil.rmtree(home, ignore_errors=True)
     assert r.returncode == 1
     assert f"port {port}" in r.stdout and "TINYSAGA_PG_PORT" in r.stdout
+
+
+def test_audit_reports_what_it_checked_and_exits_by_its_verdict(settings: Settings) -> None:
+    r = run(["audit", "--wait", "120"])
+    assert "checked orders:" in r.stdout and "checked consumer groups:" in r.stdout, r.stdout + r.stderr
+    # the test stack holds the other tests' orders, at rest: every invariant holds
+    assert r.returncode == 0 and "No violation" in r.stdout, r.stdout
+
+
+def test_audit_of_a_stack_that_is_not_there_says_so(settings: Settings, tmp_path) -> None:
+    home = tmp_path / "nothing-here"
+    (home / "secrets").mkdir(parents=True)
+    (home / "secrets" / "db.json").write_text('{"superuser": "x"}')
+    r = run(["audit"], env={"TINYSAGA_HOME": str(home), "TINYSAGA_PG_PORT": str(_free_port())})
+    assert r.returncode == 2 and "cannot read" in r.stdout, r.stdout + r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

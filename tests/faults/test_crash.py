@@ -1,4 +1,5 @@
-"""Faults: kill -9 in the middle of a burst, then check SPEC section 4 on the data."""
+"""Faults: kill -9 in the middle of a burst (a service, the relay, the broker; with three Kafka nodes the
+node leading the most partitions and the active controller), then check SPEC section 4 on the data."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.support import ApiUser, Stack, check_invariants, register, run_sync, wait_at_rest
-from tinysaga.platform.settings import Settings
+from tinysaga.infra import kafka
+from tinysaga.platform.settings import Settings, get_settings
 
 
 def test_supervisor_restarts_a_killed_service_and_nothing_else_moves(stack: Stack, gateway: str) -> None:
@@ -130,19 +133,35 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
             assert final["orderStatus"] == "FAILED", final
 
 
-def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, settings: Settings) -> None:
-    """The broker dies with sagas in flight: orders are still accepted (they wait in the outbox),
-    and once it is back every saga ends and nothing is lost or doubled."""
+def _broker_to_kill(settings: Settings, which: str) -> str:
+    """The process to kill: the one broker, or in a three-node cluster the node that leads the most
+    partitions of the saga topic, or the active controller."""
+    if which == "broker":
+        return kafka.node_name(settings, 1)
+    if which == "partition leader":
+        leaders = run_sync(kafka.partition_leaders(settings))
+        return kafka.node_name(settings, max(leaders, key=leaders.__getitem__))
+    return kafka.node_name(settings, kafka.active_controller(settings))
+
+
+@pytest.mark.parametrize(
+    "which", ["broker"] if get_settings().kafka_nodes == 1 else ["partition leader", "active controller"]
+)
+def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, settings: Settings, which: str) -> None:
+    """The broker dies with sagas in flight: orders are still accepted (they wait in the outbox, or
+    with three nodes go on through the others), and once it is back every saga ends and nothing is
+    lost or doubled."""
     pid = product(stock=500, price="1.50")
     users = [register(gateway, tag=f"broker{i}") for i in range(5)]
     for u in users:
         u.deposit(30)
+    victim = _broker_to_kill(settings, which)
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         first = list(pool.map(lambda i: users[i % 5].order(pid, 1).status_code, range(20)))
-        old = stack.kill9("kafka")
+        old = stack.kill9(victim)
         during = list(pool.map(lambda i: users[i % 5].order(pid, 1).status_code, range(20)))
     assert set(first) == {202} and set(during) == {202}
-    stack.wait_restarted("kafka", old, timeout=90)
+    stack.wait_restarted(victim, old, timeout=90)
     run_sync(wait_at_rest(settings, timeout=180))
     counts = run_sync(check_invariants(settings, [u.user_id for u in users]))
     assert counts["orders"] == 40
@@ -153,3 +172,22 @@ def test_kill9_the_broker_during_a_burst(stack: Stack, gateway: str, product, se
             assert o["orderStatus"] == "PLACED" or (
                 o["failReason"] == "TIMEOUT" and o["refundStatus"] in (None, "REFUND_DONE")
             ), o
+
+
+@pytest.mark.skipif(get_settings().kafka_nodes != 3, reason="needs TINYSAGA_KAFKA_NODES=3 (CI's three-node phase)")
+def test_the_saga_goes_on_while_one_kafka_node_is_stopped(stack: Stack, gateway: str, product, settings) -> None:
+    """`tiny-saga stop kafka-2`: with two nodes of three (min.insync.replicas 2) every saga still
+    ends PLACED, none waits for the node to come back."""
+    pid = product(stock=100, price="1.00")
+    users = [register(gateway, tag=f"twonodes{i}") for i in range(3)]
+    for u in users:
+        u.deposit(20)
+    stack.hold("kafka-2")
+    try:
+        orders = [(u, u.place(pid)) for u in users for _ in range(4)]
+        for u, oid in orders:
+            assert u.wait_terminal(oid, timeout=60)["orderStatus"] == "PLACED"
+    finally:
+        stack.release("kafka-2")
+    run_sync(wait_at_rest(settings, timeout=120))
+    assert run_sync(check_invariants(settings, [u.user_id for u in users]))["placed"] == 12

@@ -148,6 +148,47 @@ class FakeOrderRepository:
         """The history rows of these orders, in the order written."""
         return [dict(h) for h in self.db.history if h["order_id"] in set(order_ids)]
 
+    async def stuck(self, after: dict[str, float], limit: int) -> list[dict[str, Any]]:
+        """Orders whose status is in `after` and that entered it (updated_at) more than its seconds
+        before the clock, longest first, with age_seconds, last_event and last_at."""
+        out = []
+        for r in sorted(self.db.orders.values(), key=lambda r: r["updated_at"]):
+            age = (self.db.now - r["updated_at"]).total_seconds()
+            if r["order_status"] in after and age > after[r["order_status"]]:
+                last = [h for h in self.db.history if h["order_id"] == r["order_id"]][-1:]
+                out.append(
+                    {
+                        **r,
+                        "age_seconds": age,
+                        "last_event": last[0]["event_name"] if last else None,
+                        "last_at": last[0]["at"] if last else None,
+                    }
+                )
+        return out[:limit]
+
+    async def saga_counts(self, after: dict[str, float]) -> dict[str, tuple[int, int]]:
+        """For each status of `after`: (orders in it, those of them past its seconds)."""
+        stuck = {str(r["order_id"]) for r in await self.stuck(after, len(self.db.orders))}
+        return {
+            status: (
+                sum(1 for r in self.db.orders.values() if r["order_status"] == status),
+                sum(1 for r in self.db.orders.values() if r["order_status"] == status and str(r["order_id"]) in stuck),
+            )
+            for status in after
+        }
+
+    async def ended_within(self, seconds: float) -> list[dict[str, Any]]:
+        """For each order whose first PLACED/FAILED/CANCELED history row is within `seconds` of the
+        clock: that status (outcome) and the seconds from the order's creation to it."""
+        out = []
+        for order_id, row in self.db.orders.items():
+            ends = [h for h in self.db.history if h["order_id"] == order_id and h["order_status"] in domain.TERMINAL]
+            if ends and ends[0]["at"] > self.db.now - timedelta(seconds=seconds):
+                out.append(
+                    {"outcome": ends[0]["order_status"], "seconds": (ends[0]["at"] - row["created_at"]).total_seconds()}
+                )
+        return out
+
     async def alerts(self, limit: int = 500) -> list[dict[str, Any]]:
         """The alerts, newest first."""
         return sorted(self.db.alert_rows.values(), key=lambda a: a["created_at"], reverse=True)[:limit]
@@ -283,6 +324,10 @@ class FakeOrderRepository:
         """DELIVERED with ORDER_DELIVERED (as `_requested_change`)."""
         return await self._requested_change(row, new, event)
 
+    async def retry_refund(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+        """REFUND_RETRY_REQUESTED with its history row (as `_requested_change`)."""
+        return await self._requested_change(row, new, event)
+
     async def overdue(self, limit: int) -> list[dict[str, Any]]:
         """In-flight orders whose deadline is before the clock, oldest deadline first, at most `limit`."""
         rows = sorted(
@@ -294,3 +339,85 @@ class FakeOrderRepository:
             key=lambda r: r["deadline_at"],
         )
         return [dict(r) for r in rows[:limit]]
+
+
+@dataclass
+class FakeDeadLetters:
+    """Order's copy of the dead-letter topic, with the messages replays put back (`replayed`:
+    (topic, key, raw bytes, headers); like the orders, not rolled back with a failed unit of work)."""
+
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    replayed: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
+    now: datetime = T0
+
+    def of(self, uow: FakeUnitOfWork) -> FakeDeadLetterRepository:
+        return FakeDeadLetterRepository(self, uow)
+
+    def put(self, service: str, error: str, payload: str, **columns: Any) -> int:
+        """A dead letter as the collector keeps it (the event name read from its payload)."""
+        i = len(self.rows) + 1
+        self.rows[i] = {
+            "id": i,
+            "dlt_partition": 0,
+            "dlt_offset": i,
+            "service": service,
+            "error": error,
+            "source_topic": "order-topic",
+            "source_partition": 1,
+            "source_offset": 100 + i,
+            "message_key": f"key-{i}",
+            "payload": payload,
+            "payload_encoding": "utf-8",
+            "event_name": domain.dead_letter_event_name(payload, "utf-8"),
+            "received_at": self.now,
+            "replayed_at": None,
+            "replay_count": 0,
+            **columns,
+        }
+        return i
+
+
+@dataclass
+class FakeDeadLetterRepository:
+    db: FakeDeadLetters
+    uow: FakeUnitOfWork | None = None
+
+    async def latest(self, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        return [dict(r) for r in sorted(self.db.rows.values(), key=lambda r: -r["id"])[:limit]]
+
+    async def counts(self) -> tuple[int, int]:
+        """(kept, never replayed)."""
+        return len(self.db.rows), sum(1 for r in self.db.rows.values() if r["replay_count"] == 0)
+
+    async def get_for_update(self, dead_letter_id: int) -> dict[str, Any] | None:
+        row = self.db.rows.get(dead_letter_id)
+        return dict(row) if row is not None else None
+
+    async def matching(self, f: domain.DeadLetterFilter, lock: bool = False) -> list[dict[str, Any]]:
+        """Oldest first: the service, event name, error text (case-insensitive) and never-replayed
+        conditions of the filter, at most f.limit."""
+        out = [
+            dict(r)
+            for r in sorted(self.db.rows.values(), key=lambda r: r["id"])
+            if (f.service is None or r["service"] == f.service)
+            and (f.event_name is None or r["event_name"] == f.event_name)
+            and (f.error_contains is None or f.error_contains.lower() in r["error"].lower())
+            and (f.include_replayed or r["replay_count"] == 0)
+        ]
+        return out[: f.limit]
+
+    async def replay(self, row: dict[str, Any]) -> None:
+        """The original bytes back on their topic for the service that dead-lettered them (a unit of
+        work is needed); replayed_at set and the replay counted."""
+        assert self.uow is not None
+        self.db.replayed.append(
+            (
+                row["source_topic"],
+                row["message_key"],
+                row["payload"].encode(),
+                {"replayOf": str(row["id"]), "replayFor": row["service"]},
+            )
+        )
+        current = self.db.rows[row["id"]]
+        current.update(replayed_at=self.db.now, replay_count=current["replay_count"] + 1)

@@ -138,11 +138,16 @@ class FakeOrders:
 
     timed_out_orders: set[str] = field(default_factory=set)
     canceled_orders: set[str] = field(default_factory=set)
+    retried_orders: set[str] = field(default_factory=set)  # an operator asked to retry the refund
     asked: list[tuple[str, str]] = field(default_factory=list)
 
     async def requested(self, order_id: str, event_name: str) -> bool:
         self.asked.append((order_id, event_name))
-        held = {ev.ORDER_TIMED_OUT: self.timed_out_orders, ev.ORDER_CANCEL_REQUESTED: self.canceled_orders}
+        held = {
+            ev.ORDER_TIMED_OUT: self.timed_out_orders,
+            ev.ORDER_CANCEL_REQUESTED: self.canceled_orders,
+            ev.REFUND_RETRY_REQUESTED: self.retried_orders,
+        }
         return order_id in held.get(event_name, set())
 
 

@@ -304,3 +304,22 @@ def test_backends_must_be_the_six_services_each_with_a_server(cfg: GatewayConfig
 def test_numbers_must_be_positive(cfg: GatewayConfig, field: str) -> None:
     with pytest.raises(ValueError):
         render_config(replace(cfg, **{field: 0}))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/admin/sagas/stuck",
+        "/api/admin/dead-letters/replay",
+        "/api/admin/orders/6f1c2a1e-0000-4000-8000-000000000000/refund-retry",
+    ],
+)
+def test_the_operators_routes_go_to_order(cfg: GatewayConfig, path: str) -> None:
+    import re
+
+    text = render_config(cfg)
+    (to_order,) = lines_with(text, "acl to_order")
+    (internal,) = lines_with(text, "acl internal_route")
+    assert re.search(to_order.split(" -m reg ")[1].strip(), path)
+    assert not re.search(internal.split(" -m reg ")[1].strip(), path)
+    assert re.search(internal.split(" -m reg ")[1].strip(), "/metrics")  # never routed: internal only

@@ -15,12 +15,19 @@ import pytest
 from fastapi import FastAPI
 
 from tests.unit.fakes import FakeUnitOfWork
-from tests.unit.fakes_order import FakeOrderRepository, FakeOrders
+from tests.unit.fakes_order import FakeDeadLetterRepository, FakeDeadLetters, FakeOrderRepository, FakeOrders
 from tinysaga.contracts import events as ev
-from tinysaga.order import api
+from tinysaga.order import api, dead_letters
 from tinysaga.order.bootstrap import OrderDeps
 from tinysaga.order.domain import Status
-from tinysaga.order.handlers import CancelOrder, DeliverOrder, ShipOrder
+from tinysaga.order.handlers import (
+    CancelOrder,
+    DeliverOrder,
+    ReplayDeadLetters,
+    RetryRefund,
+    ShipOrder,
+    StuckSagas,
+)
 from tinysaga.platform.web import install
 
 USER = {"x-user-id": "user-1"}
@@ -38,7 +45,12 @@ def uow() -> FakeUnitOfWork:
 
 
 @pytest.fixture
-async def client(db: FakeOrders, uow: FakeUnitOfWork) -> AsyncIterator[httpx.AsyncClient]:
+def letters() -> FakeDeadLetters:
+    return FakeDeadLetters()
+
+
+@pytest.fixture
+async def client(db: FakeOrders, uow: FakeUnitOfWork, letters: FakeDeadLetters) -> AsyncIterator[httpx.AsyncClient]:
     @asynccontextmanager
     async def writer() -> AsyncIterator[FakeOrderRepository]:
         async with uow.transaction():
@@ -48,7 +60,7 @@ async def client(db: FakeOrders, uow: FakeUnitOfWork) -> AsyncIterator[httpx.Asy
     made: dict[str, Any] = {"reader": reader, "writer": writer}
     deps: Any = OrderDeps(
         orders=reader,  # type: ignore[arg-type]
-        dead_letters=None,  # type: ignore[arg-type]
+        dead_letters=FakeDeadLetterRepository(letters),  # type: ignore[arg-type]
         create_order=None,  # type: ignore[arg-type]
         cancel_order=CancelOrder(**made),
         ship_order=ShipOrder(**made),
@@ -58,10 +70,18 @@ async def client(db: FakeOrders, uow: FakeUnitOfWork) -> AsyncIterator[httpx.Asy
         wallets=None,  # type: ignore[arg-type]
         currency="USD",
         begin=uow.transaction,
+        stuck=StuckSagas(reader=reader, timeout_seconds=60),  # type: ignore[arg-type]
+        retry_refund=RetryRefund(**made),
+        replay_dead_letters=ReplayDeadLetters(
+            reader=FakeDeadLetterRepository(letters),  # type: ignore[arg-type]
+            begin=uow.transaction,
+            repository=letters.of,  # type: ignore[arg-type]
+        ),
     )
     app = FastAPI()
     install(app, internal_secret=None)
     app.include_router(api.router)
+    app.include_router(dead_letters.router)
     app.state.rt = SimpleNamespace(deps=deps)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://order") as c:
         yield c

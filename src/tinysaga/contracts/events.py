@@ -31,6 +31,8 @@ INVENTORY_RELEASED = "INVENTORY_RELEASED"
 ORDER_CANCELED = "ORDER_CANCELED"
 ORDER_SHIPPED = "ORDER_SHIPPED"
 ORDER_DELIVERED = "ORDER_DELIVERED"
+# An operator's action (issue 17)
+REFUND_RETRY_REQUESTED = "REFUND_RETRY_REQUESTED"
 
 ALIASES = {INVENTORY_RESERVED_SEED_ALIAS: INVENTORY_RESERVED}
 
@@ -50,8 +52,10 @@ STEP_OUTCOMES = (
 CANCEL_OUTCOMES = (PAYMENT_VOIDED, INVENTORY_RELEASED)
 # Order's own announcements of a change the user is told about.
 ORDER_CHANGES = (ORDER_CANCEL_REQUESTED, ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED)
+# What Order asks for on an operator's behalf: Payment acts on it (the user is told the outcome).
+OPERATOR_REQUESTS = (REFUND_RETRY_REQUESTED,)
 # The events of the order saga, as published (the seed's alias is only read).
-SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT, *CANCEL_OUTCOMES, *ORDER_CHANGES)
+SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT, *CANCEL_OUTCOMES, *ORDER_CHANGES, *OPERATOR_REQUESTS)
 # Every event name that may be on the wire, the seed's alias included.
 ALL_NAMES = (*SAGA_EVENTS, INVENTORY_RESERVED_SEED_ALIAS, USER_REGISTERED)
 
@@ -242,6 +246,15 @@ class OrderChange(OrderEvent):
     currency: str = Field(min_length=3, max_length=3)
 
 
+class RefundRetryRequested(OrderEvent):
+    """An operator asks Payment to retry the refund of an order whose refund failed: what the
+    ledger charged is given back, through the wallet, once."""
+
+    orderStatus: str
+    totalAmount: Decimal = Field(max_digits=14, decimal_places=2)
+    currency: str = Field(min_length=3, max_length=3)
+
+
 class UserRegistered(Event):
     userId: str = Field(min_length=1, max_length=64)
     email: str = Field(min_length=3, max_length=320)
@@ -264,6 +277,7 @@ TYPES: dict[str, type[Event]] = {
     ORDER_CANCELED: OrderChange,
     ORDER_SHIPPED: OrderChange,
     ORDER_DELIVERED: OrderChange,
+    REFUND_RETRY_REQUESTED: RefundRetryRequested,
     USER_REGISTERED: UserRegistered,
 }
 

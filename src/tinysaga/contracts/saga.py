@@ -39,7 +39,8 @@ API_CALL = "POST /api/orders"
 CANCEL_CALL = "POST /api/orders/{orderId}/cancel"
 SHIP_CALL = "POST /api/admin/orders/{orderId}/ship"
 DELIVER_CALL = "POST /api/admin/orders/{orderId}/deliver"
-REQUESTS = (API_CALL, CANCEL_CALL, SHIP_CALL, DELIVER_CALL)
+REFUND_RETRY_CALL = "POST /api/admin/orders/{orderId}/refund-retry"
+REQUESTS = (API_CALL, CANCEL_CALL, SHIP_CALL, DELIVER_CALL, REFUND_RETRY_CALL)
 DEADLINE = "the saga's deadline passes"
 
 
@@ -102,7 +103,7 @@ STEPS: tuple[Step, ...] = (
         "refund",
         PAYMENT,
         "gives back what the ledger says was charged (a void when nothing was)",
-        (ev.INVENTORY_INSUFFICIENT, ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED),
+        (ev.INVENTORY_INSUFFICIENT, ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED, ev.REFUND_RETRY_REQUESTED),
         (ev.REFUND_INITIATED, ev.REFUND_DONE, ev.REFUND_FAILED, ev.PAYMENT_VOIDED),
         leads_to="FAILED",
         kind="compensation",
@@ -123,6 +124,14 @@ STEPS: tuple[Step, ...] = (
         (DEADLINE,),
         (ev.ORDER_TIMED_OUT,),
         leads_to="FAILED",
+        kind="compensation",
+    ),
+    Step(
+        "retry_refund",
+        ORDER,
+        "an operator retries the refund of an order whose refund failed (issue 17)",
+        (REFUND_RETRY_CALL,),
+        (ev.REFUND_RETRY_REQUESTED,),
         kind="compensation",
     ),
     # ---- the order's life after the saga (ADR 13) ----------------------------------------------
@@ -315,6 +324,7 @@ def mermaid() -> str:
     lines.append("  client -.->|POST .../cancel| cancel_order")
     lines.append("  admin([admin]) -->|POST .../ship| ship")
     lines.append("  admin -->|POST .../deliver| deliver")
+    lines.append("  admin -.->|POST .../refund-retry| retry_refund")
     lines.append("  clock([deadline]) -.-> time_out")
     for s in STEPS:
         if s.topic != ORDER_TOPIC:

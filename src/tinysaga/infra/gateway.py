@@ -46,6 +46,14 @@ class GatewayConfig:
     max_body_bytes: int = 65536
     maxconn: int = 2000
     stats_port: int | None = 8180  # HAProxy's stats page (CSV at /stats;csv) on 127.0.0.1; None: none
+    # Off one machine (deploy/k8s): the public address to bind; the internal secret read by HAProxy
+    # from this environment variable when it starts (then `internal_secret` must be empty, and the
+    # rendered config holds no secret); and, when > 0, each backend's one (host, port) is a DNS name
+    # with one address per replica (a headless Service), resolved at run time into up to this many
+    # servers.
+    bind_host: str = "127.0.0.1"
+    internal_secret_env: str | None = None
+    discover_servers: int = 0
 
 
 def haproxy_binary() -> str:
@@ -120,16 +128,50 @@ def _backends(cfg: GatewayConfig) -> str:
             "    balance roundrobin",
             "    option httpchk",
             "    http-check send meth GET uri /health/ready ver HTTP/1.1 hdr Host 127.0.0.1"
-            f" hdr X-Internal-Secret {cfg.internal_secret}",
+            f" hdr X-Internal-Secret {_secret_value(cfg)}",
             "    http-check expect status 200",
         ]
-        lines += [
-            f"    server {name}-{i} {_server_address(host, port)} check inter 3s fastinter 250ms downinter 1s"
-            " fall 2 rise 1 observe layer4 error-limit 1 on-error fastinter"
-            for i, (host, port) in enumerate(cfg.backends[name], 1)
-        ]
+        check = (
+            "check inter 3s fastinter 250ms downinter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error fastinter"
+        )
+        if cfg.discover_servers:
+            ((host, port),) = cfg.backends[name]
+            lines.append(
+                f"    server-template {name}- {cfg.discover_servers} {_server_address(host, port)} {check}"
+                " resolvers dns resolve-prefer ipv4 init-addr none"
+            )
+        else:
+            lines += [
+                f"    server {name}-{i} {_server_address(host, port)} {check}"
+                for i, (host, port) in enumerate(cfg.backends[name], 1)
+            ]
         out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _secret_value(cfg: GatewayConfig) -> str:
+    """The secret as written in the config: itself, or HAProxy's reference to an environment variable
+    (expanded when the config is read; only inside double quotes)."""
+    return f'"${{{cfg.internal_secret_env}}}"' if cfg.internal_secret_env else cfg.internal_secret
+
+
+def _resolvers(cfg: GatewayConfig) -> str:
+    if not cfg.discover_servers:
+        return "# (no DNS resolvers: every server is a fixed address)"
+    return "\n".join(
+        [
+            "# The replicas behind each backend name, from the cluster's DNS (the pod's resolv.conf);",
+            "# a replica that comes or goes is picked up within seconds, without a reload.",
+            "resolvers dns",
+            "    parse-resolv-conf",
+            "    accepted_payload_size 8192",
+            "    resolve_retries 3",
+            "    timeout resolve 1s",
+            "    timeout retry 1s",
+            "    hold valid 10s",
+            "    hold obsolete 30s",
+        ]
+    )
 
 
 def _stats(cfg: GatewayConfig) -> str:
@@ -148,13 +190,18 @@ def _stats(cfg: GatewayConfig) -> str:
 
 
 def _validate(cfg: GatewayConfig) -> None:
-    for label, value in (
-        ("issuer", cfg.issuer),
-        ("internal_secret", cfg.internal_secret),
-        ("public_key_path", cfg.public_key_path),
-    ):
+    checked = [("issuer", cfg.issuer), ("public_key_path", cfg.public_key_path)]
+    if cfg.internal_secret_env is None:
+        checked.append(("internal_secret", cfg.internal_secret))
+    elif cfg.internal_secret or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", cfg.internal_secret_env):
+        raise ValueError("with internal_secret_env, internal_secret is empty and the name an environment variable's")
+    for label, value in checked:
         if not isinstance(value, str) or not _SAFE_TOKEN.match(value):
             raise ValueError(f"unsafe or empty {label} for the gateway config: {value!r}")
+    if not _SAFE_HOST.match(cfg.bind_host):
+        raise ValueError(f"unsafe bind_host for the gateway config: {cfg.bind_host!r}")
+    if cfg.discover_servers and any(len(servers) != 1 for servers in cfg.backends.values()):
+        raise ValueError("with discover_servers, every backend is one DNS name (host, port)")
     if set(cfg.backends) != set(SERVICES):
         raise ValueError(f"the gateway needs backends for exactly {sorted(SERVICES)}, got {sorted(cfg.backends)}")
     for name, servers in cfg.backends.items():
@@ -167,6 +214,7 @@ def _validate(cfg: GatewayConfig) -> None:
         ("rate_auth_per_min", cfg.rate_auth_per_min),
         ("max_body_bytes", cfg.max_body_bytes),
         ("maxconn", cfg.maxconn),
+        ("discover_servers", cfg.discover_servers or 1),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
@@ -181,13 +229,14 @@ def render_config(cfg: GatewayConfig) -> str:
     bufsize = max(131072, -(-(limit + 32768) // 16384) * 16384)
     too_many = "Too Many Requests"
     return Template(TEMPLATE.read_text()).substitute(
+        bind_host=cfg.bind_host,
         port=cfg.port,
         maxconn=cfg.maxconn,
         global_maxconn=cfg.maxconn + 100,
         bufsize=bufsize,
         public_key_path=os.path.abspath(cfg.public_key_path),
         issuer=cfg.issuer,
-        internal_secret=cfg.internal_secret,
+        internal_secret=_secret_value(cfg),
         rate_user_per_10s=cfg.rate_user_per_10s,
         rate_ip_per_10s=cfg.rate_ip_per_10s,
         rate_auth_per_min=cfg.rate_auth_per_min,
@@ -196,6 +245,7 @@ def render_config(cfg: GatewayConfig) -> str:
         http_errors=_http_errors(),
         backends=_backends(cfg),
         stats=_stats(cfg),
+        resolvers=_resolvers(cfg),
         backend_empty_acls="\n".join(f"    acl some_backend_empty nbsrv({name}) lt 1" for name in SERVICES),
         backend_counts=",".join(f'"{name}":%[nbsrv({name})]' for name in SERVICES),
         problem_bad_path=_problem_return(404, "Not Found", "no such route"),

@@ -89,44 +89,78 @@ def ensure_installed(settings: Settings) -> Path:
     return libs
 
 
-def data_dir(settings: Settings) -> Path:
-    return settings.home / "kafka" / "data"
+def node_ids(settings: Settings) -> list[int]:
+    return list(range(1, settings.kafka_nodes + 1))
 
 
-def config_path(settings: Settings) -> Path:
-    return settings.home / "kafka" / "server.properties"
+def node_name(settings: Settings, node: int) -> str:
+    """The process name: `kafka` for the one node, `kafka-1`..`kafka-3` in a cluster."""
+    return "kafka" if settings.kafka_nodes == 1 else f"kafka-{node}"
+
+
+def _node_dir(settings: Settings, node: int) -> Path:
+    # one node keeps the layout it always had; a cluster has a folder per node
+    return settings.home / "kafka" if settings.kafka_nodes == 1 else settings.home / "kafka" / f"node-{node}"
+
+
+def data_dir(settings: Settings, node: int = 1) -> Path:
+    return _node_dir(settings, node) / "data"
+
+
+def config_path(settings: Settings, node: int = 1) -> Path:
+    return _node_dir(settings, node) / "server.properties"
+
+
+def client_listener_port(settings: Settings, node: int) -> int:
+    """On a chaos stack, the node's listener for the services, reached through its fault proxy."""
+    return settings.kafka_node_port(node) + 5
+
+
+def proxy_port(settings: Settings, node: int) -> int:
+    return settings.port_of("proxy-kafka", node)
+
+
+def render_config(settings: Settings, node: int) -> str:
+    """The node's server.properties: its listeners, the quorum of every node, the replication."""
+    voters = ",".join(f"{i}@127.0.0.1:{settings.kafka_node_controller_port(i)}" for i in node_ids(settings))
+    port, cport = settings.kafka_node_port(node), settings.kafka_node_controller_port(node)
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{cport}"]
+    advertised = [f"PLAINTEXT://127.0.0.1:{port}"]
+    if settings.fault_proxy:
+        listeners.append(f"CLIENT://127.0.0.1:{client_listener_port(settings, node)}")
+        advertised.append(f"CLIENT://127.0.0.1:{proxy_port(settings, node)}")
+    return Template((DEPLOY / "server.properties.tmpl").read_text()).substitute(
+        node_id=node,
+        voters=voters,
+        listeners=",".join(listeners),
+        advertised=",".join(advertised),
+        log_dirs=data_dir(settings, node),
+        partitions=settings.topic_partitions,
+        replication=settings.replication_factor,
+        min_isr=settings.min_insync_replicas,
+    )
 
 
 def ensure_configured(settings: Settings) -> None:
-    cfg = config_path(settings)
-    cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(
-        Template((DEPLOY / "server.properties.tmpl").read_text()).substitute(
-            port=settings.kafka_port,
-            controller_port=settings.kafka_controller_port,
-            log_dirs=data_dir(settings),
-            partitions=settings.topic_partitions,
+    cid_file = settings.home / "kafka" / f"cluster-{settings.kafka_nodes}.id"
+    cid_file.parent.mkdir(parents=True, exist_ok=True)
+    if not cid_file.exists():  # every node of a cluster is formatted with the same id
+        cid_file.write_text(_cluster_id())
+    cluster_id = cid_file.read_text().strip()
+    for node in node_ids(settings):
+        cfg = config_path(settings, node)
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(render_config(settings, node))
+        if (data_dir(settings, node) / "meta.properties").exists():
+            continue
+        r = subprocess.run(
+            ["java", "-cp", f"{libs_dir(settings)}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id]
+            + ["-c", str(cfg)],
+            capture_output=True,
+            text=True,
         )
-    )
-    if (data_dir(settings) / "meta.properties").exists():
-        return
-    r = subprocess.run(
-        [
-            "java",
-            "-cp",
-            f"{libs_dir(settings)}/*",
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            _cluster_id(),
-            "-c",
-            str(cfg),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise SetupError(f"formatting Kafka storage failed:\n{r.stdout}{r.stderr}")
+        if r.returncode != 0:
+            raise SetupError(f"formatting Kafka storage of node {node} failed:\n{r.stdout}{r.stderr}")
 
 
 def _cluster_id() -> str:
@@ -140,7 +174,7 @@ def _cluster_id() -> str:
             return cid
 
 
-def command(settings: Settings) -> list[str]:
+def command(settings: Settings, node: int = 1) -> list[str]:
     heap = settings.kafka_heap_mb
     return [
         "java",
@@ -159,5 +193,46 @@ def command(settings: Settings) -> list[str]:
         "-cp",
         f"{libs_dir(settings)}/*",
         "kafka.Kafka",
-        str(config_path(settings)),
+        str(config_path(settings, node)),
     ]
+
+
+def active_controller(settings: Settings) -> int:
+    """The node id of the active controller (leader of the KRaft quorum), asked with Kafka's own
+    Admin client (`deploy/kafka/QuorumLeader.java`, run from source by the JDK)."""
+    r = subprocess.run(
+        [
+            "java",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={DEPLOY / 'log4j2.properties'}",
+            "-cp",
+            f"{libs_dir(settings)}/*",
+            str(DEPLOY / "QuorumLeader.java"),
+            settings.kafka_bootstrap_direct,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for line in r.stdout.splitlines():
+        if line.startswith("leader="):
+            return int(line.split("=", 1)[1])
+    raise RuntimeError(f"could not ask Kafka for its active controller: {r.stdout[-500:]}{r.stderr[-1500:]}")
+
+
+async def partition_leaders(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    """How many partitions of the saga topic each node leads (node id -> count)."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_direct, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        out: dict[int, int] = {}
+        for t in await admin.describe_topics([topic or settings.topic]):
+            for p in t["partitions"]:
+                if p["leader"] >= 0:
+                    out[p["leader"]] = out.get(p["leader"], 0) + 1
+        return out
+    finally:
+        await admin.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from tinysaga.infra import kafka
+from tinysaga.infra import kafka, toxiproxy
 from tinysaga.platform.settings import REPO_ROOT, Settings
 
 
@@ -26,9 +26,20 @@ def gateway_config_path(settings: Settings) -> str:
 
 def processes(settings: Settings) -> list[ProcSpec]:
     py = sys.executable
+    # a chaos stack: the services and the relay reach PostgreSQL, Kafka and Wallet through Toxiproxy
+    proxied = toxiproxy.service_env(settings) if settings.fault_proxy else {}
     procs = [
-        ProcSpec("kafka", kafka.command(settings), settings.kafka_port, f"tcp:{settings.kafka_port}", stop_order=9),
-        ProcSpec("relay", [py, "-m", "tinysaga.platform.relay"], None, None, stop_order=5),
+        ProcSpec(
+            kafka.node_name(settings, i),
+            kafka.command(settings, i),
+            settings.kafka_node_port(i),
+            f"tcp:{settings.kafka_node_port(i)}",
+            stop_order=9,
+        )
+        for i in kafka.node_ids(settings)
+    ]
+    procs += [
+        ProcSpec("relay", [py, "-m", "tinysaga.platform.relay"], None, None, stop_order=5, env=proxied),
         ProcSpec(
             "smtp-sink",
             [py, "-m", "tinysaga.notification.smtp_sink"],
@@ -44,6 +55,11 @@ def processes(settings: Settings) -> list[ProcSpec]:
             stop_order=0,
         ),
     ]
+    if settings.fault_proxy:
+        port = toxiproxy.api_port(settings)
+        procs.append(
+            ProcSpec("toxiproxy", toxiproxy.command(settings), port, f"http://127.0.0.1:{port}/version", stop_order=8)
+        )
     for service in ("auth", "order", "payment", "wallet", "inventory", "notification", "web"):
         n = settings.replicas(service)
         for i in range(1, n + 1):
@@ -55,6 +71,7 @@ def processes(settings: Settings) -> list[ProcSpec]:
                     [py, "-m", f"tinysaga.{service}", "--port", str(port)],
                     port,
                     f"http://127.0.0.1:{port}/health/ready",
+                    env=proxied,
                 )
             )
     return procs

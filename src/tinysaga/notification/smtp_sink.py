@@ -30,7 +30,7 @@ async def main() -> None:
     handler = MaildirHandler(s.home / "mail")
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="tinysaga-sink"), "127.0.0.1", s.effective_smtp_port
+        lambda: SMTP(handler, hostname="tinysaga-sink"), s.bind_host, s.effective_smtp_port
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -154,6 +154,20 @@ async def deliver_order(order_id: str, request: Request, _: Identity = Depends(a
     return order_json(await _request(deps(request).deliver_order, order_id, None))
 
 
+@router.post("/api/admin/orders/{order_id}/refund-retry", status_code=202)
+async def refund_retry(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> JSON:
+    """An operator retries the refund of an order whose refund failed: 202 with the order (its
+    refund status moves to REFUND_DONE when Payment's retry at the wallet succeeds); 409 when it
+    has no failed refund; 404 for no such order."""
+    try:
+        row = await deps(request).retry_refund(_parse_order_id(order_id))
+    except domain.UnknownOrder as e:
+        raise Problem(404, "Not Found", "no such order") from e
+    except domain.NothingToRetry as e:
+        raise Problem(409, "Conflict", str(e), type_="urn:tinysaga:problem:nothing-to-retry") from e
+    return JSON(order_json(row), status_code=202)
+
+
 def _cursor_encode(row: Row) -> str:
     raw = orjson.dumps([row["created_at"].isoformat(), str(row["order_id"])])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -293,6 +307,26 @@ async def recent_sagas(
             {"orderStatus": h["order_status"], "eventName": h["event_name"], "at": h["at"].isoformat()}
         )
     return [{**order_json(r), "steps": steps[r["order_id"]]} for r in rows]
+
+
+@router.get("/api/admin/sagas/stuck")
+async def stuck_sagas(
+    request: Request, limit: int = Query(100, ge=1, le=500), _: Identity = Depends(admin_user)
+) -> list[dict[str, Any]]:
+    """The sagas past their status's deadline (ADR 40), longest in their status first."""
+    return await deps(request).stuck.list(limit)
+
+
+@router.get("/api/admin/sagas/summary")
+async def sagas_summary(
+    request: Request,
+    windowSeconds: float = Query(60, gt=0, le=3600),  # noqa: N803 - the query parameter's name
+    _: Identity = Depends(admin_user),
+) -> dict[str, Any]:
+    """The figures of the operations view (`./tiny-saga top`): sagas per second, p50 and p99 of the
+    sagas that ended in the window, in flight and stuck by status, dead letters."""
+    d = deps(request)
+    return await d.stuck.summary(windowSeconds, d.dead_letters)
 
 
 @router.get("/api/admin/alerts")

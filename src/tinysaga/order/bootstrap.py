@@ -11,7 +11,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from tinysaga.order.adapters import CatalogueClient, StatusFanout, WalletClient
-from tinysaga.order.handlers import Begin, CancelOrder, CreateOrder, DeliverOrder, ShipOrder, TimeOut, handlers
+from tinysaga.order.handlers import (
+    Begin,
+    CancelOrder,
+    CreateOrder,
+    DeliverOrder,
+    ReplayDeadLetters,
+    RetryRefund,
+    ShipOrder,
+    StuckSagas,
+    TimeOut,
+    handlers,
+)
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository
 from tinysaga.platform.service import Runtime, create_service_app, runtime
 from tinysaga.platform.settings import Settings
@@ -33,6 +44,9 @@ class OrderDeps:
     wallets: WalletClient
     currency: str
     begin: Begin  # a transaction of its own -> its unit of work
+    stuck: StuckSagas
+    retry_refund: RetryRefund
+    replay_dead_letters: ReplayDeadLetters
 
 
 def deps(request: Any) -> OrderDeps:
@@ -53,11 +67,12 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         return OrderRepository.outside_transaction(rt.pool, settings.topic)
 
     orders = OrderRepository(rt.pool)
+    dead_letters = DeadLetterRepository(rt.pool)
     catalogue = CatalogueClient(rt)
     fanout = StatusFanout()
     rt.deps = OrderDeps(
         orders=orders,
-        dead_letters=DeadLetterRepository(rt.pool),
+        dead_letters=dead_letters,
         create_order=CreateOrder(
             reader=orders,
             writer=writer,
@@ -73,7 +88,11 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         wallets=WalletClient(rt),
         currency=settings.currency,
         begin=begin,
+        stuck=StuckSagas(reader=orders, timeout_seconds=settings.saga_timeout_seconds),
+        retry_refund=RetryRefund(reader=orders, writer=writer),
+        replay_dead_letters=ReplayDeadLetters(reader=dead_letters, begin=begin, repository=DeadLetterRepository.of),
     )
+    rt.scrape_hooks.append(rt.deps.stuck.refresh_gauges)
     rt.consume(handlers(OrderRepository.of))
     sweeper = TimeOut(begin=begin, repository=OrderRepository.of, interval_seconds=settings.sweeper_interval_seconds)
 

@@ -11,12 +11,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from tinysaga.order import domain
 from tinysaga.order.bootstrap import deps
 from tinysaga.order.handlers import Begin
-from tinysaga.order.repository import DeadLetterRepository
+from tinysaga.order.repository import DeadLetterRepository, Row
 from tinysaga.platform.settings import Settings
-from tinysaga.platform.web import Identity, Problem, admin_user
+from tinysaga.platform.web import JSON, Identity, Problem, admin_user
 
 log = logging.getLogger("tinysaga.order.dlt")
 router = APIRouter()
@@ -64,33 +66,61 @@ async def list_dead_letters(
     request: Request, limit: int = Query(100, ge=1, le=500), _: Identity = Depends(admin_user)
 ) -> list[dict[str, Any]]:
     rows = await deps(request).dead_letters.latest(limit)
-    return [
-        {
-            "id": r["id"],
-            "service": r["service"],
-            "error": r["error"],
-            "sourceTopic": r["source_topic"],
-            "sourcePartition": r["source_partition"],
-            "sourceOffset": r["source_offset"],
-            "key": r["message_key"],
-            "payload": r["payload"][:4096],
-            "payloadEncoding": r["payload_encoding"],
-            "receivedAt": r["received_at"].isoformat(),
-            "replayedAt": r["replayed_at"].isoformat() if r["replayed_at"] else None,
-        }
-        for r in rows
-    ]
+    return [{**letter_json(r), "payload": r["payload"][:4096], "payloadEncoding": r["payload_encoding"]} for r in rows]
+
+
+class ReplayFilter(BaseModel):
+    """Which dead letters to replay (every field optional; an unknown field is refused, so that a
+    misspelt filter does not replay everything)."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str | None = Field(None, min_length=1, max_length=64)
+    eventName: str | None = Field(None, min_length=1, max_length=64)
+    errorContains: str | None = Field(None, min_length=1, max_length=200)
+    includeReplayed: StrictBool = False
+    dryRun: StrictBool = True
+    limit: StrictInt = Field(100, ge=1, le=500)
+
+
+def letter_json(r: Row) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "service": r["service"],
+        "eventName": r["event_name"],
+        "error": r["error"],
+        "sourceTopic": r["source_topic"],
+        "sourcePartition": r["source_partition"],
+        "sourceOffset": r["source_offset"],
+        "key": r["message_key"],
+        "receivedAt": r["received_at"].isoformat(),
+        "replayedAt": r["replayed_at"].isoformat() if r["replayed_at"] else None,
+        "replayCount": r["replay_count"],
+    }
+
+
+@router.post("/api/admin/dead-letters/replay")
+async def replay_many(body: ReplayFilter, request: Request, _: Identity = Depends(admin_user)) -> JSON:
+    """Replay the dead letters a filter selects, oldest first (`dryRun`, the default: only list
+    them). Each is answered with `earlierReplays`, how often it was replayed before this call.
+    200 for a dry run, 202 when they were put back."""
+    f = domain.DeadLetterFilter(
+        service=body.service,
+        event_name=body.eventName,
+        error_contains=body.errorContains,
+        include_replayed=body.includeReplayed,
+        limit=body.limit,
+    )
+    rows = await deps(request).replay_dead_letters(f, body.dryRun)
+    letters = [{**letter_json(r), "earlierReplays": r["replay_count"]} for r in rows]
+    answer = {"dryRun": body.dryRun, "matched": len(rows), "replayed": 0 if body.dryRun else len(rows)}
+    return JSON({**answer, "deadLetters": letters}, status_code=200 if body.dryRun else 202)
 
 
 @router.post("/api/admin/dead-letters/{dead_letter_id}/replay", status_code=202)
 async def replay(
     request: Request, dead_letter_id: int = Path(ge=1, le=2**63 - 1), _: Identity = Depends(admin_user)
 ) -> dict[str, Any]:
-    async with deps(request).begin() as uow:
-        repo = DeadLetterRepository.of(uow)
-        row = await repo.get_for_update(dead_letter_id)
-        if row is None:
-            raise Problem(404, "Not Found", "no such dead letter")
-        await repo.replay(row)
+    if await deps(request).replay_dead_letters.one(dead_letter_id) is None:
+        raise Problem(404, "Not Found", "no such dead letter")
     log.info("dead letter %s replayed", dead_letter_id)
     return {"id": dead_letter_id, "replayed": True}

@@ -7,13 +7,17 @@ the order's other rules: its price, stock, deadline, live stream."""
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 
 
 class Status(StrEnum):
@@ -278,7 +282,7 @@ _REQUEST_INFO = {
     Request.DELIVER: "delivered",
 }
 # What Payment and Inventory may ask Order it really requested, before compensating.
-ASKABLE = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED})
+ASKABLE = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED, ev.REFUND_RETRY_REQUESTED})
 
 
 def decide(request: Request, status: Status) -> Decision:
@@ -334,6 +338,50 @@ class Refused(Exception):
     def __init__(self, request: Request, status: Status) -> None:
         super().__init__(refusal(request, status))
         self.request, self.status = request, status
+
+
+# ---- an operator's retry of a failed refund (issue 17) ------------------------------------------
+
+
+class NothingToRetry(Exception):
+    """Only an order whose refund failed has a refund to retry."""
+
+
+RETRY_INFO = "the refund FAILED: an operator is retrying it"
+
+
+def refund_retry(state: OrderState) -> OrderState:
+    """The order once an operator asks for its failed refund again: its status and refund status
+    stay (REFUND_DONE, when it comes, moves it on); it says so. NothingToRetry otherwise."""
+    if state.refund_status != Refund.REFUND_FAILED:
+        what = "has no refund" if state.refund_status is None else f"has its refund {state.refund_status}"
+        raise NothingToRetry(f"only a refund that failed can be retried; this order {what}")
+    return replace(state, status_info=RETRY_INFO)
+
+
+# ---- dead letters (issue 17) --------------------------------------------------------------------
+
+_EVENT_NAME = re.compile(r'"eventName"\s*:\s*"([A-Za-z_]{1,64})"')
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters an operator replays together (None: any)."""
+
+    service: str | None = None
+    event_name: str | None = None
+    error_contains: str | None = None
+    include_replayed: bool = False  # also those replayed before (each replay that fails again is a new letter)
+    limit: int = 100
+
+
+def dead_letter_event_name(payload: str, encoding: str) -> str | None:
+    """The eventName a dead letter's original message carries, if it can be read (the same
+    pattern the migration used for the letters kept before)."""
+    if encoding != "utf-8":
+        return None
+    found = _EVENT_NAME.search(payload)
+    return found.group(1) if found else None
 
 
 # ---- the rest of an order's rules ----------------------------------------------------------------
@@ -397,3 +445,84 @@ def needs_alert(state: OrderState) -> bool:
 
 def refund_failed_detail(total_amount: Decimal, currency: str) -> str:
     return f"refund of {total_amount} {currency} failed; the user was charged for nothing"
+
+
+# ---- stuck sagas (ADR 40) ------------------------------------------------------------------------
+
+# The statuses a saga is still in flight in (the sweeper's, and a cancel waiting for its answers).
+UNSETTLED = (*IN_FLIGHT, Status.CANCELING)
+# A stuck saga is listed at the latest at this share of the saga timeout, so an operator sees it
+# before the sweeper fails it.
+STUCK_SHARE = 0.5
+
+
+def declared_stays() -> dict[Status, float]:
+    """How long an order may stay in a status, as the saga definition says (the `stay_seconds` of
+    the step that leads to it)."""
+    return {Status(s.leads_to): float(s.stay_seconds) for s in saga.STEPS if s.leads_to and s.stay_seconds}
+
+
+def stuck_after(timeout_seconds: float, stays: Mapping[Status, float] | None = None) -> dict[Status, float]:
+    """Seconds an order may stay in each unsettled status before it counts as stuck: the declared
+    stays, all scaled down together when the longest is over STUCK_SHARE of the saga timeout; a
+    status without a declared stay gets STUCK_SHARE of the timeout."""
+    stays = declared_stays() if stays is None else stays
+    ceiling = STUCK_SHARE * timeout_seconds
+    scale = min(1.0, ceiling / max(stays.values())) if stays else 1.0
+    return {s: stays[s] * scale if s in stays else ceiling for s in UNSETTLED}
+
+
+def waiting_for(status: Status, last_event: str | None, payment_settled: bool, stock_settled: bool) -> list[str]:
+    """The saga steps a stuck order waits for: a cancel's sides not yet settled (refund, release);
+    otherwise the steps its last event starts (a tracking or notification step aside), or else the
+    step that published it (a compensation still at work)."""
+    if status == Status.CANCELING:
+        return [name for name, settled in (("refund", payment_settled), ("release", stock_settled)) if not settled]
+    if last_event is None:
+        return []
+    name = ev.ALIASES.get(last_event, last_event)
+    started = [s.name for s in saga.STEPS if name in s.handled_events and s.kind not in ("tracking", "notification")]
+    return started or [s.name for s in saga.producers_of(name)]
+
+
+def awaited_steps(status: Status) -> list[str]:
+    """The steps an order in an unsettled status waits for, from the saga definition and the state
+    machine: what the events that bring an order into it start (a cancel: both its compensations)."""
+    if status == Status.CANCELING:
+        return waiting_for(status, None, False, False)
+    entering = [name for (name, frm), to in TRANSITIONS.items() if to == status and frm != status]
+    entering += [out for s in saga.STEPS if s.leads_to == status for out in s.outcomes]
+    started = [
+        s.name
+        for s in saga.STEPS
+        if s.kind not in ("tracking", "notification") and any(n in s.handled_events for n in entering)
+    ]
+    # none started: a compensation is still at work (REFUND_INITIATED: the refund)
+    return started or list(dict.fromkeys(p.name for n in entering for p in saga.producers_of(n)))
+
+
+# ---- the operations summary (issue 17) -----------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile of `values` by nearest rank (None for none)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered))))
+    return ordered[rank - 1]
+
+
+def saga_summary(ended: list[tuple[str, float]], window_seconds: float) -> dict[str, object]:
+    """Throughput and latency of the sagas that ended in a window: (outcome, seconds) of each."""
+    durations = [s for _, s in ended]
+    by_outcome = {s.value: 0 for s in (Status.PLACED, Status.FAILED, Status.CANCELED)}
+    for outcome, _ in ended:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    return {
+        "windowSeconds": window_seconds,
+        "ended": by_outcome,
+        "sagasPerSecond": round(len(ended) / window_seconds, 3),
+        "p50Seconds": percentile(durations, 0.5),
+        "p99Seconds": percentile(durations, 0.99),
+    }

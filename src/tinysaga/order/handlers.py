@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 from tinysaga.order import domain
 from tinysaga.order.adapters import CatalogueClient
-from tinysaga.order.repository import OrderRepository, Row, state_of
+from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
 from tinysaga.platform.consumer import Handler, HandlerContext
 
 log = logging.getLogger("tinysaga.order")
@@ -28,9 +29,49 @@ log = logging.getLogger("tinysaga.order")
 REFUND_FAILED_ALERTS = Counter("tinysaga_refund_failed_total", "orders whose refund failed (critical)")
 TRANSITIONS = Counter("tinysaga_order_transitions_total", "order status changes", ["to"])
 IGNORED = Counter("tinysaga_order_events_ignored_total", "stale or duplicate events left without effect", ["event"])
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+SAGA_SECONDS = Histogram(
+    "tinysaga_saga_duration_seconds",
+    "from the order's creation to the end of its saga, by outcome (PLACED, FAILED, CANCELED)",
+    ["outcome"],
+    buckets=_BUCKETS,
+)
+STEP_SECONDS = Histogram(
+    "tinysaga_saga_step_seconds",
+    "how long an order waited for a step: from its previous change to the change the step's event made",
+    ["step"],
+    buckets=_BUCKETS,
+)
+
+IN_FLIGHT_SAGAS = Gauge("tinysaga_sagas_in_flight", "orders whose saga is not settled yet, by status", ["status"])
+STUCK_SAGAS = Gauge(
+    "tinysaga_sagas_stuck", "orders that stayed in their status past its deadline (ADR 40), by status", ["status"]
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def step_of(event_name: str) -> str:
+    """The saga step whose outcome `event_name` is (the event's name when no step publishes it)."""
+    steps = saga.producers_of(ev.ALIASES.get(event_name, event_name))
+    return steps[0].name if steps else event_name
+
+
+def observe(row: Row, new: domain.OrderState, event_name: str, now: datetime) -> None:
+    """The time the order waited for this step's outcome (since its last change) and, when the
+    change ends the saga, the saga's duration by outcome."""
+    STEP_SECONDS.labels(step_of(event_name)).observe(max(0.0, (now - row["updated_at"]).total_seconds()))
+    if new.status in domain.TERMINAL and row["order_status"] not in domain.TERMINAL:
+        SAGA_SECONDS.labels(new.status.value).observe(max(0.0, (now - row["created_at"]).total_seconds()))
+
 
 RepositoryFactory = Callable[[Any], OrderRepository]  # a unit of work -> the repository on it
 Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its own -> its unit of work
+DeadLettersFactory = Callable[[Any], DeadLetterRepository]  # a unit of work -> the dead letters on it
 
 
 def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
@@ -53,13 +94,20 @@ def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
 
 
 async def _save(
-    repo: OrderRepository, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+    repo: OrderRepository,
+    row: Row,
+    new: domain.OrderState,
+    event_name: str,
+    announce: ev.Event | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Save a transition (with the event that announces it, if any); count it, and raise the alarm
-    when the refund has just failed (once per order: a canceled order's later changes keep
-    REFUND_FAILED and raise nothing again)."""
+    """Save a transition (with the event that announces it, if any); count it and time it (when
+    `now` is given), and raise the alarm when the refund has just failed (once per order: a canceled
+    order's later changes keep REFUND_FAILED and raise nothing again)."""
     await repo.save_change(row, new, event_name, announce)
     TRANSITIONS.labels(new.status).inc()
+    if now is not None:
+        observe(row, new, event_name, now)
     if domain.needs_alert(new) and not domain.needs_alert(state_of(row)):
         REFUND_FAILED_ALERTS.inc()
         log.error(
@@ -196,6 +244,81 @@ class OrderRequest:
         raise RuntimeError(f"order {order_id} kept changing under {self.request}")  # pragma: no cover
 
 
+class RetryRefund:
+    """`retry_refund` (an operator): for an order whose refund failed, stages REFUND_RETRY_REQUESTED
+    with a history row; Payment's `refund` step retries at the wallet and answers REFUND_DONE (the
+    order's refund status moves on) or REFUND_FAILED again. Raises domain.UnknownOrder and
+    domain.NothingToRetry."""
+
+    attempts = 8
+
+    def __init__(
+        self,
+        *,
+        reader: OrderRepository,
+        writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def __call__(self, order_id: uuid.UUID) -> Row:
+        for _ in range(self.attempts):
+            row = await self.reader.get(order_id)
+            if row is None:
+                raise domain.UnknownOrder(str(order_id))
+            new = domain.refund_retry(state_of(row))
+            event = ev.make_event(
+                ev.REFUND_RETRY_REQUESTED,
+                correlation_id=str(row["order_id"]),
+                orderId=str(row["order_id"]),
+                userId=row["user_id"],
+                orderStatus=row["order_status"],
+                paymentType=row["payment_type"],
+                productId=row["product_id"],
+                productQuantity=row["product_quantity"],
+                totalAmount=row["total_amount"],
+                currency=row["currency"],
+                transactionId=row["transaction_id"],
+            )
+            async with self.writer() as repo:
+                changed = await repo.retry_refund(row, new, event)
+            if changed is not None:
+                log.warning("order %s: an operator retries its refund", order_id, extra={"orderId": str(order_id)})
+                return changed
+        raise RuntimeError(f"order {order_id} kept changing under a refund retry")  # pragma: no cover
+
+
+class ReplayDeadLetters:
+    """An operator's bulk replay: the dead letters a filter selects, each with how often it was
+    replayed before; unless `dry_run`, each is put back on its topic for the service that
+    dead-lettered it (one transaction for them all) and its replay counted."""
+
+    def __init__(self, *, reader: DeadLetterRepository, begin: Begin, repository: DeadLettersFactory) -> None:
+        self.reader = reader
+        self.begin = begin
+        self.repository = repository
+
+    async def __call__(self, f: domain.DeadLetterFilter, dry_run: bool) -> list[Row]:
+        if dry_run:
+            return await self.reader.matching(f)
+        async with self.begin() as uow:
+            repo = self.repository(uow)
+            rows = await repo.matching(f, lock=True)
+            for row in rows:
+                await repo.replay(row)
+        log.warning("%d dead letters replayed (%s)", len(rows), f)
+        return rows
+
+    async def one(self, dead_letter_id: int) -> Row | None:
+        """Replay one dead letter (None: no such letter)."""
+        async with self.begin() as uow:
+            repo = self.repository(uow)
+            row = await repo.get_for_update(dead_letter_id)
+            if row is not None:
+                await repo.replay(row)
+        return row
+
+
 class CancelOrder(OrderRequest):
     """`cancel_order` (the owner): INITIATED, PAYMENT_DONE, PLACED -> CANCELING with
     ORDER_CANCEL_REQUESTED; Payment and Inventory undo what was done and `track` ends it CANCELED."""
@@ -224,6 +347,65 @@ class DeliverOrder(OrderRequest):
         return await repo.deliver(row, new, event)
 
 
+# ---- stuck sagas (ADR 40) --------------------------------------------------------------------------
+
+
+class StuckSagas:
+    """The sagas that stayed in their status past its deadline (`domain.stuck_after`, from the saga
+    definition's stays, scaled to the saga timeout), before the sweeper fails them: listed for the
+    operator, and counted in gauges at each scrape (every replica reads the same database, so they
+    agree; the rules take the max)."""
+
+    def __init__(self, *, reader: OrderRepository, timeout_seconds: float) -> None:
+        self.reader = reader
+        self.after = {status.value: secs for status, secs in domain.stuck_after(timeout_seconds).items()}
+
+    async def list(self, limit: int) -> list[dict[str, Any]]:
+        """The stuck sagas, longest in their status first: the order, its status, the steps it waits
+        for, how long it has been there and may be, its last event."""
+        out = []
+        for r in await self.reader.stuck(self.after, limit):
+            status = domain.Status(r["order_status"])
+            steps = domain.waiting_for(status, r["last_event"], r["payment_settled"], r["stock_settled"])
+            out.append(
+                {
+                    "orderId": str(r["order_id"]),
+                    "userId": r["user_id"],
+                    "orderStatus": status.value,
+                    "step": steps[0] if steps else None,
+                    "waitingFor": steps,
+                    "ageSeconds": round(float(r["age_seconds"]), 3),
+                    "deadlineSeconds": self.after[status.value],
+                    "lastEvent": r["last_event"],
+                    "lastEventAt": r["last_at"].isoformat() if r["last_at"] else None,
+                    "enteredAt": r["updated_at"].isoformat(),
+                    "createdAt": r["created_at"].isoformat(),
+                    # when the sweeper fails it (a CANCELING order is not swept: ADR 13)
+                    "timesOutAt": r["deadline_at"].isoformat() if status in domain.IN_FLIGHT else None,
+                }
+            )
+        return out
+
+    async def summary(self, window_seconds: float, dead_letters: DeadLetterRepository) -> dict[str, Any]:
+        """The operations view's figures: the sagas that ended in the window (per second, p50, p99,
+        by outcome), the sagas in flight and stuck by status, the dead letters kept and not replayed."""
+        ended = [(r["outcome"], float(r["seconds"])) for r in await self.reader.ended_within(window_seconds)]
+        counts = await self.reader.saga_counts(self.after)
+        kept, fresh = await dead_letters.counts()
+        return {
+            **domain.saga_summary(ended, window_seconds),
+            "inFlight": {status: n for status, (n, _) in counts.items()},
+            "awaiting": {status: domain.awaited_steps(domain.Status(status)) for status in counts},
+            "stuck": {status: stuck for status, (_, stuck) in counts.items()},
+            "deadLetters": {"kept": kept, "notReplayed": fresh},
+        }
+
+    async def refresh_gauges(self) -> None:
+        for status, (n, stuck) in (await self.reader.saga_counts(self.after)).items():
+            IN_FLIGHT_SAGAS.labels(status).set(n)
+            STUCK_SAGAS.labels(status).set(stuck)
+
+
 # ---- track ---------------------------------------------------------------------------------------
 
 
@@ -233,8 +415,9 @@ class Track:
     order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
     order, leaves it as it is (counted)."""
 
-    def __init__(self, repository: RepositoryFactory) -> None:
+    def __init__(self, repository: RepositoryFactory, clock: Clock = utc_now) -> None:
         self.repository = repository
+        self.clock = clock
 
     async def __call__(self, event: ev.Event, ctx: HandlerContext) -> None:
         event = ev.typed_as(event, ev.OrderEvent)
@@ -263,15 +446,15 @@ class Track:
                 return
             if new.status == domain.Status.CANCELED and before.status != domain.Status.CANCELED:
                 announce = announcement(ev.ORDER_CANCELED, row, new)
-                await _save(repo, row, new, name, announce)
+                await _save(repo, row, new, name, announce, now=self.clock())
                 log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
             else:
-                await _save(repo, row, new, name)
+                await _save(repo, row, new, name, now=self.clock())
 
 
-def handlers(repository: RepositoryFactory = OrderRepository.of) -> dict[str, Handler]:
+def handlers(repository: RepositoryFactory = OrderRepository.of, clock: Clock = utc_now) -> dict[str, Handler]:
     """Order's consumer handlers, by step name."""
-    return {"track": Track(repository)}
+    return {"track": Track(repository, clock)}
 
 
 # ---- time_out ------------------------------------------------------------------------------------
@@ -284,12 +467,19 @@ class TimeOut:
     The repository skips orders another sweeper holds, so one per replica is safe."""
 
     def __init__(
-        self, *, begin: Begin, repository: RepositoryFactory, interval_seconds: float, limit: int = 100
+        self,
+        *,
+        begin: Begin,
+        repository: RepositoryFactory,
+        interval_seconds: float,
+        limit: int = 100,
+        clock: Clock = utc_now,
     ) -> None:
         self.begin = begin
         self.repository = repository
         self.interval_seconds = interval_seconds
         self.limit = limit
+        self.clock = clock
 
     async def sweep_once(self) -> int:
         """One transaction over at most `limit` overdue orders; how many there were."""
@@ -300,7 +490,7 @@ class TimeOut:
                 new = domain.apply(state_of(row), domain.Input(ev.ORDER_TIMED_OUT))
                 if new is None:
                     continue
-                await _save(repo, row, new, ev.ORDER_TIMED_OUT)
+                await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
                 await uow.stage(
                     ev.make_event(
                         ev.ORDER_TIMED_OUT,

@@ -121,6 +121,52 @@ class OrderRepository:
             list(order_ids),
         )
 
+    async def stuck(self, after: Mapping[str, float], limit: int) -> list[asyncpg.Record]:
+        """The orders that stayed in their status longer than `after` allows (status -> seconds),
+        longest first, each with `age_seconds` (since it entered its status), `last_event` and
+        `last_at` (its latest history row)."""
+        return await self.db.fetch(
+            "SELECT o.*, extract(epoch FROM clock_timestamp() - o.updated_at)::float8 AS age_seconds,"
+            " h.event_name AS last_event, h.at AS last_at"
+            " FROM orders o JOIN unnest($1::text[], $2::float8[]) AS l(status, secs) ON o.order_status = l.status"
+            " LEFT JOIN LATERAL (SELECT event_name, at FROM order_history WHERE order_id = o.order_id"
+            " ORDER BY id DESC LIMIT 1) h ON true"
+            " WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second'"
+            " ORDER BY o.updated_at LIMIT $3",
+            list(after),
+            list(after.values()),
+            limit,
+        )
+
+    async def saga_counts(self, after: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+        """For each status of `after` (status -> seconds): how many orders are in it, and how many
+        of them stayed longer than it allows (one query)."""
+        rows = await self.db.fetch(
+            "SELECT l.status, count(o.order_id) AS n, count(o.order_id) FILTER"
+            " (WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second') AS stuck"
+            " FROM unnest($1::text[], $2::float8[]) AS l(status, secs)"
+            " LEFT JOIN orders o ON o.order_status = l.status GROUP BY l.status",
+            list(after),
+            list(after.values()),
+        )
+        return {r["status"]: (r["n"], r["stuck"]) for r in rows}
+
+    async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
+        """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or
+        CANCELED history row is that recent, that status (`outcome`) and the seconds from the order's
+        creation to it (`seconds`)."""
+        return await self.db.fetch(
+            "WITH ended AS (SELECT DISTINCT ON (h.order_id) h.order_id, h.order_status, h.at FROM order_history h"
+            " WHERE h.order_status = ANY($1::text[]) AND h.at > clock_timestamp() - $2 * interval '1 second'"
+            " ORDER BY h.order_id, h.id)"
+            " SELECT e.order_status AS outcome, extract(epoch FROM e.at - o.created_at)::float8 AS seconds"
+            " FROM ended e JOIN orders o USING (order_id)"
+            " WHERE NOT EXISTS (SELECT 1 FROM order_history x WHERE x.order_id = e.order_id"
+            " AND x.order_status = ANY($1::text[]) AND x.at < e.at)",
+            [s.value for s in domain.TERMINAL],
+            seconds,
+        )
+
     async def alerts(self, limit: int = 500) -> list[asyncpg.Record]:
         return await self.db.fetch("SELECT * FROM alerts ORDER BY created_at DESC LIMIT $1", limit)
 
@@ -233,6 +279,11 @@ class OrderRepository:
         """DELIVERED with ORDER_DELIVERED (see `_requested_change`)."""
         return await self._requested_change(row, new, event)
 
+    async def retry_refund(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+        """An operator's REFUND_RETRY_REQUESTED, its history row and the new status info (see
+        `_requested_change`: only if the order is still in the status it was read in)."""
+        return await self._requested_change(row, new, event)
+
     async def overdue(self, limit: int) -> list[asyncpg.Record]:
         """In-flight orders past their deadline, oldest deadline first, locked; rows another
         sweeper holds are skipped (SKIP LOCKED), so several sweepers are safe."""
@@ -256,11 +307,13 @@ class DeadLetterRepository:
         return cls(uow.conn, uow)
 
     async def add(self, dlt_partition: int, dlt_offset: int, letter: Mapping[str, Any]) -> None:
-        """Keep a dead letter (its place in the dead-letter topic makes it once only)."""
+        """Keep a dead letter (its place in the dead-letter topic makes it once only), with the
+        event name its message carries."""
+        payload, encoding = str(letter.get("payload", "")), str(letter.get("payloadEncoding", "utf-8"))
         await self.db.execute(
             "INSERT INTO dead_letters(dlt_partition, dlt_offset, service, error, source_topic,"
-            " source_partition, source_offset, message_key, payload, payload_encoding)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT DO NOTHING",
+            " source_partition, source_offset, message_key, payload, payload_encoding, event_name)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT DO NOTHING",
             dlt_partition,
             dlt_offset,
             str(letter.get("service", "?")),
@@ -269,15 +322,40 @@ class DeadLetterRepository:
             int(letter.get("partition", -1)),
             int(letter.get("offset", -1)),
             str(letter.get("key", "")),
-            str(letter.get("payload", "")),
-            str(letter.get("payloadEncoding", "utf-8")),
+            payload,
+            encoding,
+            domain.dead_letter_event_name(payload, encoding),
         )
 
     async def latest(self, limit: int) -> list[asyncpg.Record]:
         return await self.db.fetch("SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
 
+    async def counts(self) -> tuple[int, int]:
+        """How many dead letters are kept, and how many of them were never replayed."""
+        row = await self.db.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE replay_count = 0) AS fresh FROM dead_letters"
+        )
+        assert row is not None
+        return row["n"], row["fresh"]
+
     async def get_for_update(self, dead_letter_id: int) -> asyncpg.Record | None:
         return await self.db.fetchrow("SELECT * FROM dead_letters WHERE id=$1 FOR UPDATE", dead_letter_id)
+
+    async def matching(self, f: domain.DeadLetterFilter, lock: bool = False) -> list[asyncpg.Record]:
+        """The dead letters `f` selects, oldest first, at most `f.limit`: of a service, of an event
+        name, whose error contains a text (case-insensitive), and only those never replayed unless
+        `f.include_replayed`. `lock`: locked for a replay, skipping those another replay holds."""
+        return await self.db.fetch(
+            "SELECT * FROM dead_letters WHERE ($1::text IS NULL OR service = $1)"
+            " AND ($2::text IS NULL OR event_name = $2)"
+            " AND ($3::text IS NULL OR strpos(lower(error), lower($3)) > 0)"
+            " AND ($4 OR replay_count = 0) ORDER BY id LIMIT $5" + (" FOR UPDATE SKIP LOCKED" if lock else ""),
+            f.service,
+            f.event_name,
+            f.error_contains,
+            f.include_replayed,
+            f.limit,
+        )
 
     async def replay(self, row: Row) -> None:
         """Put a dead letter's original bytes back on its topic (through the outbox; the unit of
@@ -293,4 +371,6 @@ class DeadLetterRepository:
             raw,
             {"replayOf": str(row["id"]), "replayFor": row["service"]},
         )
-        await self.db.execute("UPDATE dead_letters SET replayed_at=now() WHERE id=$1", row["id"])
+        await self.db.execute(
+            "UPDATE dead_letters SET replayed_at=now(), replay_count = replay_count + 1 WHERE id=$1", row["id"]
+        )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 
 from tinysaga.contracts import routes
@@ -23,6 +24,13 @@ from tinysaga.platform.service import Runtime
 from tinysaga.platform.settings import Settings
 
 log = logging.getLogger("tinysaga.payment.wallet")
+
+WALLET_RETRIES = Counter(
+    "tinysaga_wallet_retries_total", "wallet calls attempted again after an attempt failed", ["call"]
+)
+WALLET_GAVE_UP = Counter(
+    "tinysaga_wallet_unavailable_total", "wallet calls given up (no answer within the attempts and deadline)", ["call"]
+)
 
 
 class WalletUnavailable(Exception):
@@ -57,6 +65,7 @@ class WalletClient:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         s = self.s
+        call = "refund" if path == routes.WALLET_REFUNDS else "debit"
         deadline = time.monotonic() + s.wallet_deadline_seconds
         last = "no attempt"
 
@@ -82,6 +91,7 @@ class WalletClient:
             stop=stop_after_attempt(s.wallet_attempts) | stop_before_delay(s.wallet_deadline_seconds),
             wait=wallet_backoff(s.wallet_backoff_base_seconds, s.wallet_deadline_seconds),
             retry=retry_if_exception_type(_AttemptFailed),
+            before_sleep=lambda _: WALLET_RETRIES.labels(call).inc(),
             sleep=self.sleep,
             reraise=True,
         )
@@ -90,7 +100,11 @@ class WalletClient:
                 with attempt:
                     answer = await once(attempt.retry_state.attempt_number)
         except _AttemptFailed as e:
+            WALLET_GAVE_UP.labels(call).inc()
             raise WalletUnavailable(str(e)) from None
+        except WalletUnavailable:
+            WALLET_GAVE_UP.labels(call).inc()
+            raise
         return answer
 
     async def debit_many(self, debits: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ class Happened(StrEnum):
     CHARGE_REFUSED = "CHARGE_REFUSED"  # the order was voided first (timed out or canceled): nothing moved
     CHARGE_UNANSWERED = "CHARGE_UNANSWERED"  # no answer (or an error): a debit may have landed
     REFUND_WANTED = "REFUND_WANTED"  # out of stock, the saga timed out, or the order was canceled
+    REFUND_RETRY_WANTED = "REFUND_RETRY_WANTED"  # an operator retries a refund that failed (issue 17)
     REFUND_DONE = "REFUND_DONE"  # the wallet gave the money back (or had nothing to give back)
     REFUND_UNANSWERED = "REFUND_UNANSWERED"  # the wallet could not or would not refund
     VOID_REFUNDED = "VOID_REFUNDED"  # a void: the debit had landed, and was given back
@@ -73,6 +74,9 @@ TRANSITIONS: dict[tuple[Status | None, Happened], Transition] = {
     (S.CHARGED, H.REFUND_WANTED): Transition(S.REFUND_PENDING, ev.REFUND_INITIATED),
     (S.REFUND_PENDING, H.REFUND_DONE): Transition(S.REFUNDED, ev.REFUND_DONE),
     (S.REFUND_PENDING, H.REFUND_UNANSWERED): Transition(S.REFUND_FAILED, ev.REFUND_FAILED),
+    # an operator's retry: pending again (REFUND_INITIATED was said the first time), then the
+    # wallet's answer as above
+    (S.REFUND_FAILED, H.REFUND_RETRY_WANTED): Transition(S.REFUND_PENDING),
     # the voider: a charge whose outcome was unknown
     (S.VOID_PENDING, H.VOID_REFUNDED): Transition(S.VOIDED, ev.REFUND_DONE),
     (S.VOID_PENDING, H.VOID_NOTHING): Transition(S.VOIDED),
@@ -81,7 +85,8 @@ TRANSITIONS: dict[tuple[Status | None, Happened], Transition] = {
     (S.VOID_PENDING, H.CANCEL_VOID_NOTHING): Transition(S.VOIDED, ev.PAYMENT_VOIDED),
 }
 
-FINAL = frozenset({S.DECLINED, S.VOIDED, S.REFUNDED, S.REFUND_FAILED})  # no way out (an operator acts)
+FINAL = frozenset({S.DECLINED, S.VOIDED, S.REFUNDED})  # no way out
+# REFUND_FAILED waits for an operator: `REFUND_RETRY_REQUESTED` makes it pending again.
 
 PAYMENT_TYPES = ("WALLET",)
 DETAIL_MAX = 500  # characters of the wallet's answer kept in the row's detail
@@ -90,8 +95,9 @@ EARLY_VOID_DETAIL = "voided before any charge: the saga timed out"
 CANCEL_VOID_DETAIL = "voided before any charge: the order was canceled"  # the voider answers the cancel
 VOID_REASON = "void after a payment error"
 CANCEL_REASON = "order canceled"
+RETRY_REASON = "refund retried by an operator"
 # The compensations Order asks for: Payment acts on one only once Order confirms it asked.
-REQUESTED_BY_ORDER = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED})
+REQUESTED_BY_ORDER = frozenset({ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED, ev.REFUND_RETRY_REQUESTED})
 
 
 def apply(status: Status | None, happened: Happened) -> Transition | None:
@@ -150,6 +156,7 @@ class RefundStep(StrEnum):
     VOID_FIRST = "VOID_FIRST"  # timed out or canceled before any charge: void at the wallet, remember it
     NOTHING = "NOTHING"  # never charged, declined, voided, refunded or failed: nothing to give back
     ASK = "ASK"  # refund asked for (CHARGED -> REFUND_PENDING with REFUND_INITIATED)
+    RETRY = "RETRY"  # an operator's retry of a failed refund (REFUND_FAILED -> REFUND_PENDING)
     REFUND = "REFUND"  # refund pending: ask the wallet
 
 
@@ -158,6 +165,8 @@ def refund_reason(event_name: str) -> str:
     name = ev.ALIASES.get(event_name, event_name)
     if name == ev.INVENTORY_INSUFFICIENT:
         return "out of stock"
+    if name == ev.REFUND_RETRY_REQUESTED:
+        return RETRY_REASON
     return CANCEL_REASON if name == ev.ORDER_CANCEL_REQUESTED else "order timed out"
 
 
@@ -180,11 +189,16 @@ def voider_reason(payment: Payment) -> str:
     return CANCEL_REASON if voided_for_cancel(payment) else VOID_REASON
 
 
-def refund_step(status: Status | None, requested: bool) -> RefundStep:
+def refund_step(status: Status | None, requested: bool, retry: bool = False) -> RefundStep:
     """The next step of a refund for a payment in `status` (None: no row), for an
     INVENTORY_INSUFFICIENT or (`requested`) an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED that Order
-    confirmed. A payment declined, voided (or being voided), refunded or failed has nothing new to
-    do: its own event already settled the order."""
+    confirmed, or (`retry`) an operator's REFUND_RETRY_REQUESTED. A payment declined, voided (or
+    being voided), refunded or failed has nothing new to do: its own event already settled the
+    order; only a retry takes a failed refund up again."""
+    if retry:
+        if apply(status, H.REFUND_RETRY_WANTED) is not None:
+            return RefundStep.RETRY
+        return RefundStep.REFUND if status == S.REFUND_PENDING else RefundStep.NOTHING
     if status is None:
         return RefundStep.VOID_FIRST if requested else RefundStep.NOTHING
     if apply(status, H.REFUND_WANTED) is not None:

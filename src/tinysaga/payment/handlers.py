@@ -28,6 +28,7 @@ REFUND_TRIGGERS: dict[str, type[ev.Event]] = {
     ev.INVENTORY_INSUFFICIENT: ev.InventoryInsufficient,
     ev.ORDER_TIMED_OUT: ev.OrderTimedOut,
     ev.ORDER_CANCEL_REQUESTED: ev.OrderCancelRequested,
+    ev.REFUND_RETRY_REQUESTED: ev.RefundRetryRequested,
 }
 
 
@@ -186,13 +187,17 @@ class PaymentHandlers:
         if requested and not await self.orders.requested(wanted.orderId, name):
             log.warning("%s for order %s, which Order did not ask for: ignored", name, wanted.orderId)
             return await _handled(ctx)
+        retry = name == ev.REFUND_RETRY_REQUESTED
         payment = await self.reader.get(wanted.orderId)
-        step = domain.refund_step(_status(payment), requested)
+        step = domain.refund_step(_status(payment), requested, retry)
         if step == RefundStep.VOID_FIRST:
             return await self._void_before_charge(wanted, ctx)
         if step == RefundStep.ASK:
             payment = await self._ask_refund(wanted, payment)
             step = domain.refund_step(_status(payment), requested)
+        if step == RefundStep.RETRY:
+            payment = await self._ask_retry(payment)
+            step = domain.refund_step(_status(payment), requested, retry)
         if step == RefundStep.REFUND:
             return await self._refund_at_wallet(wanted, payment, ctx)
         if payment is None:
@@ -250,6 +255,17 @@ class PaymentHandlers:
             await self.repo(uow).move(
                 payment.order_id, payment.status, change.to, domain.refund_reason(wanted.eventName), out
             )
+        return await self.reader.get(payment.order_id)
+
+    async def _ask_retry(self, payment: Payment | None) -> Payment | None:
+        """REFUND_FAILED -> REFUND_PENDING for an operator's retry, in a transaction of its own (as
+        `_ask_refund`); the payment as it is now."""
+        assert payment is not None
+        change = domain.apply(payment.status, domain.Happened.REFUND_RETRY_WANTED)
+        assert change is not None
+        async with self.begin() as uow:
+            await self.repo(uow).move(payment.order_id, payment.status, change.to, domain.RETRY_REASON)
+        log.info("refund of order %s retried by an operator", payment.order_id)
         return await self.reader.get(payment.order_id)
 
     async def _refund_at_wallet(self, wanted: ev.Event, payment: Payment | None, ctx: HandlerContext) -> None:

@@ -19,7 +19,10 @@
   (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
   replays it, it comes back with a `replayFor` header, and only the service named there takes it;
 - a consumer whose idle polls bring nothing while records wait in its partitions (checked twice)
-  is restarted, as is one whose offset commit gets no answer (ADR 11).
+  is restarted, as is one whose offset commit gets no answer (ADR 11), or that cannot join its
+  group within JOIN_TIMEOUT (ADR 33);
+- it counts what became of each event by name (`tinysaga_events_total`: handled, ignored,
+  duplicate, dead_lettered) and, after each poll, its lag per partition (`tinysaga_consumer_lag`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from tinysaga.contracts.events import Event, InvalidEvent
+from tinysaga.platform import metrics
 from tinysaga.platform.logging import correlation_id
 from tinysaga.platform.retry import outage_pause, retry_pause
 from tinysaga.platform.settings import Settings
@@ -50,6 +54,9 @@ COMMIT_EVERY = 1.0  # seconds
 IDLE_WAIT = 30.0  # seconds: how long a poll waits when there is no offset to commit
 RECHECK_WAIT = 5.0  # seconds: the poll after one that found the consumer behind
 BROKER_TIMEOUT = 15.0  # seconds: for an offset commit, a stall check, or stopping the consumer
+# seconds: for a new consumer to join its group (aiokafka's start() waits for the assignment, forever
+# if the group coordinator stays lost; several session timeouts and a rebalance fit in it)
+JOIN_TIMEOUT = 60.0
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -144,6 +151,7 @@ class ConsumerLoop:
     idle_wait: float = IDLE_WAIT
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
+    _lag_labels: set[tuple[str, ...]] = field(default_factory=set, init=False)
 
     async def run(self) -> None:
         while True:
@@ -166,7 +174,7 @@ class ConsumerLoop:
                     heartbeat_interval_ms=3000,
                     metadata_max_age_ms=30000,
                 )
-                await self.consumer.start()
+                await asyncio.wait_for(self.consumer.start(), JOIN_TIMEOUT)
                 self.connected = True
                 await self._poll_forever()
             except asyncio.CancelledError:
@@ -212,12 +220,37 @@ class ConsumerLoop:
                     await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
                 for tp, recs in batches.items():
                     pending[TopicPartition(tp.topic, tp.partition)] = recs[-1].offset + 1
+            await self._record_lag()
             if pending and time.monotonic() - last_commit >= COMMIT_EVERY:
                 owned = self.consumer.assignment()  # after a rebalance, the new owner redoes the rest
                 pending = {tp: off for tp, off in pending.items() if tp in owned}
                 if pending:  # a commit that cannot reach the coordinator restarts the consumer
                     await asyncio.wait_for(self.consumer.commit(pending), BROKER_TIMEOUT)
                 pending, last_commit = {}, time.monotonic()
+
+    async def _record_lag(self) -> None:
+        """The lag of each assigned partition: the broker's high watermark (from the last fetch)
+        minus this consumer's position; partitions no longer assigned are dropped."""
+        assert self.consumer is not None
+        group, seen = self.group_id or self.service, set()
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None:  # no fetch answered for it yet
+                continue
+            try:
+                async with asyncio.timeout(BROKER_TIMEOUT):
+                    position = await self.consumer.position(tp)
+            except (TimeoutError, IllegalStateError):
+                continue
+            labels = (self.service, group, tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+            seen.add(labels)
+        for labels in self._lag_labels - seen:
+            try:
+                metrics.CONSUMER_LAG.remove(*labels)
+            except KeyError:
+                pass
+        self._lag_labels = seen
 
     async def _behind(self) -> bool:
         """Do the assigned partitions hold records past this consumer's position? A broker that
@@ -275,22 +308,30 @@ class ConsumerLoop:
                 named = v
             elif k == "replayFor":
                 replay_for = v
-        if named is not None and named.decode("utf-8", "replace") not in self.handlers:
-            return None  # not ours, by the header the relay sets: skipped without parsing the body
+        name = named.decode("utf-8", "replace") if named is not None else None
+        if name is not None and name not in self.handlers:
+            # not ours, by the header the relay sets: skipped without parsing the body
+            metrics.count_event(self.service, name, metrics.IGNORED)
+            return None
         if replay_for is not None and replay_for.decode("utf-8", "replace") != self.service:
-            return None  # a dead letter put back for the service that dead-lettered it, not this one
+            # a dead letter put back for the service that dead-lettered it, not this one
+            metrics.count_event(self.service, name or "?", metrics.IGNORED)
+            return None
         try:
             event = Event.from_bytes(record.value)
         except InvalidEvent as e:
             return str(e) or "invalid event"
         handler = self.handlers.get(event.eventName)
         if handler is None:
+            metrics.count_event(self.service, event.eventName, metrics.IGNORED)
             return None
         return event, handler
 
     async def _invalid(self, record: ConsumerRecord, error: str) -> None:
         log.warning("invalid message to the dead-letter topic: %s", error, extra={"offset": record.offset})
         await self._dead_letter(record, error)
+        named = dict(record.headers or ()).get("eventName")
+        metrics.count_event(self.service, named.decode("utf-8", "replace") if named else "?", metrics.DEAD_LETTERED)
 
     def _batchable(self, event: Event) -> bool:
         return event.eventName in self.batch
@@ -331,16 +372,21 @@ class ConsumerLoop:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
+                    outcomes: list[tuple[str, str]] = []
                     for event, handler, _ in run:
                         if event.eventId not in new:
+                            outcomes.append((event.eventName, metrics.DUPLICATE))
                             continue
                         new.discard(event.eventId)
+                        outcomes.append((event.eventName, metrics.HANDLED))
                         token = correlation_id.set(event.correlationId)
                         try:
                             ctx = HandlerContext(self.pool, event, self.topics[0], uow, prepared.get(event.eventId))
                             await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
+                for name, outcome in outcomes:  # counted once the batch is committed
+                    metrics.count_event(self.service, name, outcome)
                 return
             except asyncio.CancelledError:
                 raise
@@ -362,9 +408,11 @@ class ConsumerLoop:
         while True:
             try:
                 await handler(event, HandlerContext(self.pool, event, self.topics[0], prepared=prepared))
+                metrics.count_event(self.service, event.eventName, metrics.HANDLED)
                 return
             except AlreadyHandled:
                 log.debug("duplicate event skipped", extra={"eventId": str(event.eventId)})
+                metrics.count_event(self.service, event.eventName, metrics.DUPLICATE)
                 return
             except TRANSIENT as e:
                 outage += 1
@@ -381,6 +429,7 @@ class ConsumerLoop:
                     )
                     if record is not None:
                         await self._dead_letter(record, f"{type(e).__name__}: {e}")
+                        metrics.count_event(self.service, event.eventName, metrics.DEAD_LETTERED)
                     return
                 await asyncio.sleep(retry_pause(attempt))
 

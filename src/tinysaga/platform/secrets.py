@@ -54,14 +54,19 @@ def internal_secret(settings: Settings) -> str:
 
 
 def db_passwords(settings: Settings) -> dict[str, str]:
-    return json.loads((settings.secrets_dir / "db.json").read_text())
+    """From `db.json` (the local stack); else, as on Kubernetes, one file per role,
+    `db/<service>/password` (the role's Secret mounted there, only the ones the process needs)."""
+    f = settings.secrets_dir / "db.json"
+    if f.exists() or not (settings.secrets_dir / "db").is_dir():
+        return json.loads(f.read_text())
+    return {p.parent.name: p.read_text().strip() for p in (settings.secrets_dir / "db").glob("*/password")}
 
 
 def database_dsn(settings: Settings, service: str) -> str:
     pw = db_passwords(settings)[service]
-    return f"postgresql://tinysaga_{service}:{pw}@127.0.0.1:{settings.pg_port}/tinysaga_{service}"
+    return f"postgresql://tinysaga_{service}:{pw}@{settings.pg_host}:{settings.pg_port}/tinysaga_{service}"
 
 
 def superuser_dsn(settings: Settings, db: str = "postgres") -> str:
     pw = db_passwords(settings)["superuser"]
-    return f"postgresql://tinysaga:{pw}@127.0.0.1:{settings.pg_port}/{db}"
+    return f"postgresql://tinysaga:{pw}@{settings.pg_host}:{settings.pg_port}/{db}"

@@ -20,14 +20,16 @@ from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
 
 from tinysaga.contracts import saga
-from tinysaga.platform import web
+from tinysaga.platform import metrics, web
 from tinysaga.platform.consumer import ConsumerLoop, Handler, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
-from tinysaga.platform.secrets import database_dsn, internal_secret
+from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn, internal_secret
 from tinysaga.platform.settings import Settings, get_settings
 
 log = logging.getLogger("tinysaga.service")
+
+SCRAPE_TIMEOUT = 2.0  # seconds for each figure a scrape of /metrics reads from the database
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -37,7 +39,12 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(t, settings.topic_partitions, 1)
+            NewTopic(
+                t,
+                settings.topic_partitions,
+                settings.replication_factor,
+                topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)},
+            )
             for t in (settings.topic, settings.user_topic, settings.dead_letter_topic)
             if t not in existing
         ]
@@ -63,6 +70,8 @@ class Runtime:
     http: aiohttp.ClientSession = field(init=False)  # for the few service-to-service calls
     consumers: list[ConsumerLoop] = field(default_factory=list)
     tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # run before each scrape of /metrics: figures read from the database at that moment
+    scrape_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     deps: Any = None
 
     def topic_name(self, logical: str) -> str:
@@ -184,7 +193,18 @@ def create_service_app(
     async def kafka_ready() -> bool:  # a service without consumers only needs its database
         return all(c.connected for c in rt.consumers)
 
-    web.add_health(app, {"database": db_ready, "kafka": kafka_ready})
+    async def before_scrape() -> None:
+        hooks = list(rt.scrape_hooks)
+        if rt.name in SERVICES_WITH_DB:  # every service with a database has an outbox
+            hooks.insert(0, lambda: metrics.sample_outbox(rt.name, rt.pool))
+        for hook in hooks:  # a scrape is answered even when the database is not
+            try:
+                async with asyncio.timeout(SCRAPE_TIMEOUT):
+                    await hook()
+            except Exception as e:
+                log.warning("a metric could not be read: %s", e)
+
+    web.add_health(app, {"database": db_ready, "kafka": kafka_ready}, before_metrics=before_scrape)
     for r in routers:
         app.include_router(r)
     return app
@@ -226,8 +246,8 @@ class _Server(uvicorn.Server):
 
 
 def serve(factory_path: str, default_service: str) -> None:
-    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only, with the app made by the
-    service's bootstrap (`create_app()`, so nothing is read or built at import)."""
+    """`python -m tinysaga.<service> --port N`: uvicorn on loopback only (TINYSAGA_BIND_HOST elsewhere),
+    with the app made by the service's bootstrap (`create_app()`, so nothing is read or built at import)."""
     settings = get_settings()
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=settings.port_of(default_service))
@@ -235,7 +255,7 @@ def serve(factory_path: str, default_service: str) -> None:
     config = uvicorn.Config(
         factory_path,
         factory=True,
-        host="127.0.0.1",
+        host=settings.bind_host,
         port=args.port,
         loop="uvloop",
         http="httptools",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -21,7 +21,13 @@ SERVICE_PORT_OFFSETS = {
     "web": 61,
     "smtp": 25,
     "gateway-stats": 80,
+    "toxiproxy": 90,  # the fault proxies of a chaos stack: its API, then one proxy per upstream
+    "proxy-postgres": 91,
+    "proxy-wallet": 92,
+    "proxy-kafka": 93,  # kafka node i = base+93+(i-1)
 }
+# kafka node i listens on kafka_port + 10*(i-1), its controller on kafka_controller_port + 10*(i-1)
+KAFKA_NODE_PORT_STEP = 10
 
 
 class Settings(BaseSettings):
@@ -36,10 +42,21 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     pg_port: int = 5544
     service_port_base: int = 8100
+    # Off one machine (deploy/k8s): where the services listen and find each other, the database and
+    # Kafka. The defaults are the local stack's loopback addresses.
+    bind_host: str = "127.0.0.1"
+    pg_host: str = "127.0.0.1"
+    # default: every local node; a chaos stack sets it to its proxies, a cluster to Strimzi's Service
+    kafka_bootstrap_servers: str | None = None
+    service_url_template: str | None = None  # e.g. "http://{service}:{port}": one name for all replicas
 
     order_replicas: int = 2
     inventory_replicas: int = 2
 
+    kafka_nodes: int = Field(1, description="1, or 3 for a KRaft cluster of three nodes (replication 3, min ISR 2)")
+    wallet_url: str | None = None  # how Payment reaches Wallet, when not straight (a chaos stack)
+    fault_proxy: bool = False  # a chaos stack: services reach Postgres, Kafka and Wallet through Toxiproxy
+    toxiproxy_version: str = "2.12.0"
     kafka_version: str = "4.1.1"
     kafka_heap_mb: int = 384
     topic: str = "order-topic"
@@ -86,6 +103,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("kafka_nodes")
+    @classmethod
+    def _one_or_three(cls, v: int) -> int:
+        if v not in (1, 3):
+            raise ValueError("TINYSAGA_KAFKA_NODES must be 1 or 3")
+        return v
+
     # ---- derived -------------------------------------------------------------------------
     def port_of(self, service: str, replica: int = 1) -> int:
         return self.service_port_base + SERVICE_PORT_OFFSETS[service] + (replica - 1)
@@ -94,11 +118,37 @@ class Settings(BaseSettings):
         return {"order": self.order_replicas, "inventory": self.inventory_replicas}.get(service, 1)
 
     def service_url(self, service: str, replica: int = 1) -> str:
+        if service == "wallet" and self.wallet_url:
+            return self.wallet_url
+        if self.service_url_template:
+            return self.service_url_template.format(service=service, port=self.port_of(service))
         return f"http://127.0.0.1:{self.port_of(service, replica)}"
+
+    def kafka_node_port(self, node: int) -> int:
+        return self.kafka_port + KAFKA_NODE_PORT_STEP * (node - 1)
+
+    def kafka_node_controller_port(self, node: int) -> int:
+        return self.kafka_controller_port + KAFKA_NODE_PORT_STEP * (node - 1)
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        """Every node, so that a client starts (and finds its way back) whichever node is down."""
+        return self.kafka_bootstrap_servers or self.kafka_bootstrap_direct
+
+    @property
+    def kafka_bootstrap_direct(self) -> str:
+        """Straight to the nodes, never through a fault proxy (the operator's tools: audit, chaos)."""
+        return ",".join(f"127.0.0.1:{self.kafka_node_port(i)}" for i in range(1, self.kafka_nodes + 1))
+
+    @property
+    def replication_factor(self) -> int:
+        return 3 if self.kafka_nodes == 3 else 1
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """A write is acknowledged (acks=all) once this many replicas have it: with 3 nodes, one may be
+        down and the saga goes on, and no acknowledged event lives on one node only."""
+        return 2 if self.kafka_nodes == 3 else 1
 
     @property
     def secrets_dir(self) -> Path:

@@ -195,14 +195,19 @@ class RequestGuard:
         return None
 
 
-def add_health(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
+def add_health(
+    app: FastAPI, checks: dict[str, ReadinessCheck], before_metrics: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Liveness, readiness (the service's real dependencies) and Prometheus metrics, on the
-    internal port only (the gateway answers 404 for these paths)."""
+    internal port only (the gateway answers 404 for these paths); `before_metrics` refreshes the
+    figures read at scrape time."""
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        if before_metrics is not None:
+            await before_metrics()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health/live", include_in_schema=False)

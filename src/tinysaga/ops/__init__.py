@@ -1,0 +1,1 @@
+"""Operator commands on a running stack: `audit` (SPEC section 4) and `chaos` (faults, then the audit)."""
