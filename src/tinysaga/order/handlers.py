@@ -74,9 +74,9 @@ Begin = Callable[[], AbstractAsyncContextManager[Any]]  # a transaction of its o
 DeadLettersFactory = Callable[[Any], DeadLetterRepository]  # a unit of work -> the dead letters on it
 
 
-def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
-    """Order's event for the change of the order in `row` to `new` (ORDER_CANCEL_REQUESTED,
-    ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED)."""
+def announcement(name: str, row: Row, new: domain.OrderState, **extra: Any) -> ev.Event:
+    """Order's event for the change of the order in `row` to `new` (ORDER_TIMED_OUT,
+    ORDER_CANCEL_REQUESTED, ORDER_CANCELED, ORDER_SHIPPED, ORDER_DELIVERED), `extra` on top."""
     return ev.make_event(
         name,
         correlation_id=str(row["order_id"]),
@@ -90,6 +90,7 @@ def announcement(name: str, row: Row, new: domain.OrderState) -> ev.Event:
         totalAmount=row["total_amount"],
         currency=row["currency"],
         transactionId=new.transaction_id,
+        **extra,
     )
 
 
@@ -491,23 +492,7 @@ class TimeOut:
                 if new is None:
                     continue
                 await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
-                await uow.stage(
-                    ev.make_event(
-                        ev.ORDER_TIMED_OUT,
-                        correlation_id=str(row["order_id"]),
-                        orderId=str(row["order_id"]),
-                        userId=row["user_id"],
-                        orderStatus=new.status,
-                        paymentType=row["payment_type"],
-                        productId=row["product_id"],
-                        productQuantity=row["product_quantity"],
-                        price=row["price"],
-                        totalAmount=row["total_amount"],
-                        currency=row["currency"],
-                        transactionId=row["transaction_id"],
-                        failReason=new.fail_reason,
-                    )
-                )
+                await uow.stage(announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason))
                 log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
         return len(rows)
 
