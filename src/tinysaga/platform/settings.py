@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     topic: str = "order-topic"
     user_topic: str = "user-topic"
     dead_letter_topic: str = "order-topic.DLT"
+    commands_topic: str = "saga-commands"  # orchestration mode only
     topic_partitions: int = 6
+    saga_mode: str = Field("choreography", description="choreography (the seed's design) or orchestration")
 
     currency: str = "USD"
     jwt_issuer: str = "tinysaga"
@@ -102,6 +104,13 @@ class Settings(BaseSettings):
     sms_provider: str = "record"
 
     log_level: str = "INFO"
+
+    @field_validator("saga_mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in ("choreography", "orchestration"):
+            raise ValueError("TINYSAGA_SAGA_MODE must be choreography or orchestration")
+        return v
 
     @field_validator("kafka_nodes")
     @classmethod
