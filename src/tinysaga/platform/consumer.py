@@ -149,9 +149,14 @@ class ConsumerLoop:
     batch: frozenset[str] = frozenset()  # the event names whose handlers may share a poll's transaction
     prepare: Prepare | None = None
     idle_wait: float = IDLE_WAIT
+    reply_topic: str | None = None  # where the handlers' events go by default (None: the topic read)
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
     _lag_labels: set[tuple[str, ...]] = field(default_factory=set, init=False)
+
+    @property
+    def answers_on(self) -> str:
+        return self.reply_topic or self.topics[0]
 
     async def run(self) -> None:
         while True:
@@ -368,7 +373,7 @@ class ConsumerLoop:
                 log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
         if len(run) > 1:
             try:
-                async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+                async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
@@ -381,7 +386,7 @@ class ConsumerLoop:
                         outcomes.append((event.eventName, metrics.HANDLED))
                         token = correlation_id.set(event.correlationId)
                         try:
-                            ctx = HandlerContext(self.pool, event, self.topics[0], uow, prepared.get(event.eventId))
+                            ctx = HandlerContext(self.pool, event, self.answers_on, uow, prepared.get(event.eventId))
                             await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
@@ -407,7 +412,7 @@ class ConsumerLoop:
         attempt, outage = 0, 0
         while True:
             try:
-                await handler(event, HandlerContext(self.pool, event, self.topics[0], prepared=prepared))
+                await handler(event, HandlerContext(self.pool, event, self.answers_on, prepared=prepared))
                 metrics.count_event(self.service, event.eventName, metrics.HANDLED)
                 return
             except AlreadyHandled:
@@ -434,5 +439,5 @@ class ConsumerLoop:
                 await asyncio.sleep(retry_pause(attempt))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
             await add_dead_letter(uow, self.settings, self.service, record, error)

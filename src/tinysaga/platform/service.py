@@ -129,6 +129,7 @@ class Runtime:
                     group_id=group,
                     batch=frozenset(name for name, step in routes.items() if step.batch),
                     prepare=prep,
+                    reply_topic=self.topic_name(topic),  # a command is answered on the saga's topic
                 )
             )
 
