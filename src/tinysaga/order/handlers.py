@@ -22,6 +22,7 @@ from tinysaga.contracts import saga
 from tinysaga.order import domain
 from tinysaga.order.adapters import CatalogueClient
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
+from tinysaga.platform import tracing
 from tinysaga.platform.consumer import Handler, HandlerContext
 
 log = logging.getLogger("tinysaga.order")
@@ -172,6 +173,7 @@ class CreateOrder:
             deadline=domain.deadline(datetime.now(UTC), self.timeout_seconds),
             idempotency_key=key,
             request_hash=digest,
+            trace_id=tracing.current_trace_id(),
         )
         event = ev.make_event(
             ev.ORDER_INITIATED,
@@ -383,6 +385,7 @@ class StuckSagas:
                     "createdAt": r["created_at"].isoformat(),
                     # when the sweeper fails it (a CANCELING order is not swept: ADR 13)
                     "timesOutAt": r["deadline_at"].isoformat() if status in domain.IN_FLIGHT else None,
+                    "traceId": r["trace_id"],
                 }
             )
         return out
@@ -491,9 +494,11 @@ class TimeOut:
                 new = domain.apply(state_of(row), domain.Input(ev.ORDER_TIMED_OUT))
                 if new is None:
                     continue
-                await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
-                await uow.stage(announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason))
-                log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
+                # the time-out and its compensations: a trace of their own, naming the order's
+                with tracing.span("time out", order_id=str(row["order_id"]), order_trace_id=row["trace_id"]):
+                    await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
+                    await uow.stage(announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason))
+                    log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
         return len(rows)
 
     async def saga_sweeper(self) -> None:

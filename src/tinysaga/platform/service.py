@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
 
 from tinysaga.contracts import saga
-from tinysaga.platform import metrics, web
+from tinysaga.platform import metrics, tracing, web
 from tinysaga.platform.consumer import ConsumerLoop, Handler, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
@@ -154,6 +154,7 @@ def create_service_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(name, settings.log_level)
+    tracing.setup(name, settings)  # before the HTTP session is made: its calls carry the trace context
     rt = Runtime(name=name, settings=settings, secret=internal_secret(settings))
 
     @asynccontextmanager
@@ -186,6 +187,7 @@ def create_service_app(
     )
     app.state.rt = rt
     web.install(app, internal_secret=rt.secret, max_body=settings.max_body_bytes)
+    tracing.instrument_app(app)
 
     async def db_ready() -> bool:
         return bool(await rt.pool.fetchval("SELECT 1"))
