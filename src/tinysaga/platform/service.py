@@ -1,6 +1,6 @@
 """The composition every service process shares: a pooled database, its consumer loops and
-background tasks started in the app's lifespan, readiness from its real dependencies, and the
-uvicorn entrypoint bound to loopback."""
+background tasks started in the app's lifespan, readiness from its real dependencies, its tracing
+when it is on (ADR 42), and the uvicorn entrypoint bound to loopback."""
 
 from __future__ import annotations
 
