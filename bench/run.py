@@ -51,6 +51,7 @@ BENCH_ENV = {
     "TINYSAGA_PG_PORT": "25544",
     "TINYSAGA_SERVICE_PORT_BASE": "28100",
     "TINYSAGA_LOG_LEVEL": "WARNING",
+    "TINYSAGA_OTLP_ENDPOINT": "",  # the product as it runs by default: tracing off (ADR 42)
     **RAISED_LIMITS,
 }
 

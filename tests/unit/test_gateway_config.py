@@ -174,6 +174,13 @@ def test_internal_secret_is_sent_to_every_backend_and_to_health_checks(cfg: Gate
         assert lines_with(text, f"http-request del-header {header}"), header
 
 
+def test_a_client_cannot_choose_the_trace_of_its_request(cfg: GatewayConfig) -> None:
+    # ADR 42: the order's trace starts at the gateway-facing service, sampled by our setting only
+    text = render_config(cfg)
+    for header in ("traceparent", "tracestate"):
+        assert lines_with(text, f"http-request del-header {header}"), header
+
+
 def test_token_checks_use_the_issuer_the_key_and_only_rs256(cfg: GatewayConfig, key_path: Path) -> None:
     text = render_config(cfg)
     assert lines_with(text, "acl jwt_iss_ok", f"-m str {ISSUER}")

@@ -201,6 +201,7 @@ NOT_IN_THE_PODS = {
     "wallet_url": "a local chaos stack's way to Wallet through its fault proxy",
     "fault_proxy": "a local chaos stack only (Toxiproxy between the services and their dependencies)",
     "toxiproxy_version": "a local chaos stack only",
+    "otlp_endpoint": "unset, as locally: tracing is off until an operator names a collector (ADR 42)",
     **{
         f"{svc}_events": "unset, as locally: the names the saga definition routes to the service"
         for svc in ("order", "payment", "inventory", "notification", "wallet_user")

@@ -154,6 +154,18 @@ async def test_ship_and_deliver_answer_200_409_404_and_403_for_a_user(
     assert uow.names() == [ev.ORDER_SHIPPED, ev.ORDER_DELIVERED]
 
 
+async def test_the_admin_sees_the_trace_of_an_order_and_its_owner_does_not(
+    client: httpx.AsyncClient, db: FakeOrders
+) -> None:
+    traced, untraced = db.put(Status.PLACED, trace_id="ab" * 16), db.put(Status.PLACED)
+    sagas = {s["orderId"]: s for s in (await client.get("/api/admin/sagas", headers=ADMIN)).json()}
+    assert (sagas[str(traced)]["traceId"], sagas[str(untraced)]["traceId"]) == ("ab" * 16, None)
+    shipped = await client.post(f"/api/admin/orders/{traced}/ship", headers=ADMIN)
+    assert shipped.status_code == 200 and shipped.json()["traceId"] == "ab" * 16
+    mine = await client.get(f"/api/orders/{traced}", headers=USER)
+    assert mine.status_code == 200 and "traceId" not in mine.json()
+
+
 async def test_requested_says_whether_the_history_holds_the_event(client: httpx.AsyncClient, db: FakeOrders) -> None:
     order_id = db.put(Status.PLACED)
     await client.post(f"/api/orders/{order_id}/cancel", headers=USER)

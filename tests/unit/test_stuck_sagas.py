@@ -52,7 +52,7 @@ async def test_the_admin_lists_the_sagas_past_their_status_deadline(
     client: httpx.AsyncClient,  # noqa: F811
     db: FakeOrders,  # noqa: F811
 ) -> None:
-    stuck = db.put(Status.INITIATED)
+    stuck = db.put(Status.INITIATED, trace_id="5a" * 16)
     fresh_payment = db.put(Status.PAYMENT_DONE)
     canceling = db.put(Status.CANCELING, payment_settled=True)
     db.put(Status.PLACED)  # settled: never stuck
@@ -71,6 +71,7 @@ async def test_the_admin_lists_the_sagas_past_their_status_deadline(
     )
     assert s["ageSeconds"] == pytest.approx(15, abs=0.01) and s["deadlineSeconds"] == 10
     assert s["timesOutAt"] == db.orders[stuck]["deadline_at"].isoformat()
+    assert s["traceId"] == "5a" * 16  # its trace, to see where it stalled (ADR 42)
 
     db.now = T0 + timedelta(seconds=25)
     r = await client.get("/api/admin/sagas/stuck?limit=5", headers=ADMIN)

@@ -55,6 +55,11 @@ def order_json(r: Row) -> dict[str, Any]:
     }
 
 
+def admin_order_json(r: Row) -> dict[str, Any]:
+    """The order as the admin sees it: with the id of its trace (null when it was not traced, ADR 42)."""
+    return {**order_json(r), "traceId": r["trace_id"]}
+
+
 def _parse_order_id(order_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(order_id)
@@ -146,12 +151,12 @@ async def cancel_order(
 
 @router.post("/api/admin/orders/{order_id}/ship")
 async def ship_order(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
-    return order_json(await _request(deps(request).ship_order, order_id, None))
+    return admin_order_json(await _request(deps(request).ship_order, order_id, None))
 
 
 @router.post("/api/admin/orders/{order_id}/deliver")
 async def deliver_order(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
-    return order_json(await _request(deps(request).deliver_order, order_id, None))
+    return admin_order_json(await _request(deps(request).deliver_order, order_id, None))
 
 
 @router.post("/api/admin/orders/{order_id}/refund-retry", status_code=202)
@@ -165,7 +170,7 @@ async def refund_retry(order_id: str, request: Request, _: Identity = Depends(ad
         raise Problem(404, "Not Found", "no such order") from e
     except domain.NothingToRetry as e:
         raise Problem(409, "Conflict", str(e), type_="urn:tinysaga:problem:nothing-to-retry") from e
-    return JSON(order_json(row), status_code=202)
+    return JSON(admin_order_json(row), status_code=202)
 
 
 def _cursor_encode(row: Row) -> str:
@@ -306,7 +311,7 @@ async def recent_sagas(
         steps[h["order_id"]].append(
             {"orderStatus": h["order_status"], "eventName": h["event_name"], "at": h["at"].isoformat()}
         )
-    return [{**order_json(r), "steps": steps[r["order_id"]]} for r in rows]
+    return [{**admin_order_json(r), "steps": steps[r["order_id"]]} for r in rows]
 
 
 @router.get("/api/admin/sagas/stuck")

@@ -403,6 +403,7 @@ class NewOrder:
     idempotency_key: str | None = None
     request_hash: str | None = None
     status_info: str = NEW_ORDER_INFO
+    trace_id: str | None = None  # the trace of its creation, when traced (ADR 42)
 
 
 class OutOfStock(Exception):

@@ -23,6 +23,7 @@ from tinysaga.order import domain
 from tinysaga.order.adapters import CatalogueClient
 from tinysaga.order.orchestrator import CHOREOGRAPHY, Orchestrator, Outgoing
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
+from tinysaga.platform import tracing
 from tinysaga.platform.consumer import Handler, HandlerContext
 
 log = logging.getLogger("tinysaga.order")
@@ -176,6 +177,7 @@ class CreateOrder:
             deadline=domain.deadline(datetime.now(UTC), self.timeout_seconds),
             idempotency_key=key,
             request_hash=digest,
+            trace_id=tracing.current_trace_id(),
         )
         event = ev.make_event(
             ev.ORDER_INITIATED,
@@ -399,6 +401,7 @@ class StuckSagas:
                     "createdAt": r["created_at"].isoformat(),
                     # when the sweeper fails it (a CANCELING order is not swept: ADR 13)
                     "timesOutAt": r["deadline_at"].isoformat() if status in domain.IN_FLIGHT else None,
+                    "traceId": r["trace_id"],
                 }
             )
         return out
@@ -521,10 +524,11 @@ class TimeOut:
                 if new is None:
                     continue
                 timed_out = announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason)
-                await _save(
-                    repo, row, new, ev.ORDER_TIMED_OUT, timed_out, self.clock(), self.orchestrator.commands(timed_out)
-                )
-                log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
+                # the time-out and its compensations: a trace of their own, naming the order's
+                with tracing.span("time out", order_id=str(row["order_id"]), order_trace_id=row["trace_id"]):
+                    commands = self.orchestrator.commands(timed_out)
+                    await _save(repo, row, new, ev.ORDER_TIMED_OUT, timed_out, self.clock(), commands)
+                    log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
         return len(rows)
 
     async def saga_sweeper(self) -> None:

@@ -180,8 +180,8 @@ class OrderRepository:
         asyncpg.UniqueViolationError."""
         row = await self._uow().change_with_event(
             "o AS (INSERT INTO orders(order_id, user_id, product_id, product_quantity, price, total_amount,"
-            " currency, payment_type, order_status, status_info, idempotency_key, request_hash, deadline_at)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'INITIATED',$9,$10,$11,$12) RETURNING *),"
+            " currency, payment_type, order_status, status_info, idempotency_key, request_hash, deadline_at,"
+            " trace_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'INITIATED',$9,$10,$11,$12,$14) RETURNING *),"
             " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name, at)"
             " SELECT order_id, 'INITIATED', status_info, $13, created_at FROM o)",
             "o",
@@ -199,6 +199,7 @@ class OrderRepository:
                 order.request_hash,
                 order.deadline,
                 event.eventName,
+                order.trace_id,
             ],
             event,
             returning="o.*",

@@ -22,7 +22,12 @@
   is restarted, as is one whose offset commit gets no answer (ADR 11), or that cannot join its
   group within JOIN_TIMEOUT (ADR 33);
 - it counts what became of each event by name (`tinysaga_events_total`: handled, ignored,
-  duplicate, dead_lettered) and, after each poll, its lag per partition (`tinysaga_consumer_lag`).
+  duplicate, dead_lettered) and, after each poll, its lag per partition (`tinysaga_consumer_lag`);
+- when tracing is on (ADR 42), each event is handled in a span that is a child of the context in
+  its record's headers (so the order's trace goes on through every consumer); what a batch does
+  once for its events (`prepare`, the shared transaction) is a span of its own, linked to each
+  event's context, and each event's span links back to it. A batch of one event is simply that
+  event's span.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from tinysaga.contracts.events import Event, InvalidEvent
-from tinysaga.platform import metrics
+from tinysaga.platform import metrics, tracing
 from tinysaga.platform.logging import correlation_id
 from tinysaga.platform.retry import outage_pause, retry_pause
 from tinysaga.platform.settings import Settings
@@ -333,18 +338,37 @@ class ConsumerLoop:
         return event, handler
 
     async def _invalid(self, record: ConsumerRecord, error: str) -> None:
-        log.warning("invalid message to the dead-letter topic: %s", error, extra={"offset": record.offset})
-        await self._dead_letter(record, error)
         named = dict(record.headers or ()).get("eventName")
-        metrics.count_event(self.service, named.decode("utf-8", "replace") if named else "?", metrics.DEAD_LETTERED)
+        name = named.decode("utf-8", "replace") if named else "?"
+        with tracing.consume_span(self.service, self._group, record, name=name):
+            log.warning("invalid message to the dead-letter topic: %s", error, extra={"offset": record.offset})
+            await self._dead_letter(record, error)
+        metrics.count_event(self.service, name, metrics.DEAD_LETTERED)
+
+    @property
+    def _group(self) -> str:
+        return self.group_id or self.service
 
     def _batchable(self, event: Event) -> bool:
         return event.eventName in self.batch
 
-    async def _handle_one(self, event: Event, handler: Handler, record: ConsumerRecord, prepared: Any = None) -> None:
+    async def _handle_one(
+        self,
+        event: Event,
+        handler: Handler,
+        record: ConsumerRecord,
+        prepared: Any = None,
+        batch: Any = None,
+        run: list[tuple[Event, Handler, ConsumerRecord]] | None = None,
+    ) -> None:
+        """One event in its span (linked to the `batch` span it was part of); given `run` (a batch
+        of this one event), its `prepare` is done in that span first."""
         token = correlation_id.set(event.correlationId)
         try:
-            await self.dispatch(event, handler, record, prepared)
+            with tracing.consume_span(self.service, self._group, record, event, batch=batch):
+                if run is not None:
+                    prepared = (await self._prepare(run)).get(event.eventId)
+                await self.dispatch(event, handler, record, prepared)
         finally:
             correlation_id.reset(token)
 
@@ -355,30 +379,41 @@ class ConsumerLoop:
             j = i
             while j < len(run) and self._batchable(run[j][0]):
                 j += 1
-            if j > i:
+            if j > i + 1:
                 await self._handle_batch(run[i:j])
+                i = j
+            elif j > i:  # a batch of one: prepared and handled as one event, in its span
+                await self._handle_one(*run[i], run=run[i:j])
                 i = j
             else:
                 await self._handle_one(*run[i])
                 i += 1
 
+    async def _prepare(self, run: list[tuple[Event, Handler, ConsumerRecord]]) -> dict[Any, Any]:
+        """What the loop's `prepare` gives for these events (nothing when it fails: the handlers
+        then do without, each its own call)."""
+        if self.prepare is None:
+            return {}
+        try:
+            return await self.prepare([e for e, _, _ in run])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
+            return {}
+
     async def _handle_batch(self, run: list[tuple[Event, Handler, ConsumerRecord]]) -> None:
-        prepared: dict[Any, Any] = {}
-        if self.prepare is not None:
-            try:
-                prepared = await self.prepare([e for e, _, _ in run])
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the handlers do without (each does its own call)
-                log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
-        if len(run) > 1:
+        """Several batchable events: prepared together, then handled in one transaction; if that
+        fails, rolled back and handled one by one."""
+        with tracing.batch_span(self.service, self._group, [r for _, _, r in run]) as batch:
+            prepared = await self._prepare(run)
             try:
                 async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
                     outcomes: list[tuple[str, str]] = []
-                    for event, handler, _ in run:
+                    for event, handler, record in run:
                         if event.eventId not in new:
                             outcomes.append((event.eventName, metrics.DUPLICATE))
                             continue
@@ -386,8 +421,11 @@ class ConsumerLoop:
                         outcomes.append((event.eventName, metrics.HANDLED))
                         token = correlation_id.set(event.correlationId)
                         try:
-                            ctx = HandlerContext(self.pool, event, self.answers_on, uow, prepared.get(event.eventId))
-                            await handler(event, ctx)
+                            with tracing.consume_span(self.service, self._group, record, event, batch=batch):
+                                ctx = HandlerContext(
+                                    self.pool, event, self.answers_on, uow, prepared.get(event.eventId)
+                                )
+                                await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
                 for name, outcome in outcomes:  # counted once the batch is committed
@@ -399,8 +437,8 @@ class ConsumerLoop:
                 log.info(
                     "a batch of %d events failed (%s: %s); handling them one by one", len(run), type(e).__name__, e
                 )
-        for event, handler, record in run:
-            await self._handle_one(event, handler, record, prepared.get(event.eventId))
+            for event, handler, record in run:
+                await self._handle_one(event, handler, record, prepared.get(event.eventId), batch=batch)
 
     async def dispatch(
         self, event: Event, handler: Handler, record: ConsumerRecord | None = None, prepared: Any = None

@@ -1,4 +1,5 @@
-"""JSON log lines on stderr, one per event, carrying the correlation id of the saga at hand."""
+"""JSON log lines on stderr, one per event, carrying the correlation id of the saga at hand and, when
+tracing is on (ADR 42), the trace and span ids of the span it was logged in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 
 import orjson
+
+from tinysaga.platform import tracing
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
@@ -30,6 +33,9 @@ class JsonFormatter(logging.Formatter):
         cid = correlation_id.get()
         if cid:
             line["correlationId"] = cid
+        ids = tracing.current_ids()
+        if ids is not None:
+            line["traceId"], line["spanId"] = ids
         for k, v in vars(record).items():
             if k not in _RESERVED and not k.startswith("_"):
                 line[k] = v

@@ -5,7 +5,8 @@ polling interval on the saga path) and also looks every `FALLBACK_POLL` seconds 
 notification was missed across a reconnect. A session advisory lock makes it the only publisher of
 that database even if a second relay is started. Rows are deleted only after Kafka acknowledged
 them (idempotent producer, acks=all): a crash in between re-publishes them, and consumers drop the
-duplicates by eventId.
+duplicates by eventId. When tracing is on (ADR 42), the publish of a row staged inside a span is a
+span of that trace, and the record's headers carry its context to the consumers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from tinysaga.platform import tracing
 from tinysaga.platform.logging import setup_logging
 from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn
 from tinysaga.platform.settings import Settings, get_settings
@@ -44,11 +46,26 @@ async def publish_batch(conn: asyncpg.Connection, producer: AIOKafkaProducer) ->
     rows = await conn.fetch("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1", BATCH)
     if not rows:
         return 0
-    futures = []
-    for r in rows:
-        headers = [(k, str(v).encode()) for k, v in orjson.loads(r["headers"]).items()]
-        futures.append(await producer.send(r["topic"], value=r["payload"], key=r["key"].encode(), headers=headers))
-    await asyncio.gather(*futures)
+    spans = []  # the publish spans (tracing on, rows staged in a span), ended once Kafka answered
+    try:
+        futures = []
+        for r in rows:
+            headers = {k: str(v) for k, v in orjson.loads(r["headers"]).items()}
+            if tracing.enabled and (span := tracing.start_publish(r["topic"], r["key"], headers)) is not None:
+                spans.append(span)
+            futures.append(
+                await producer.send(
+                    r["topic"],
+                    value=r["payload"],
+                    key=r["key"].encode(),
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                )
+            )
+        await asyncio.gather(*futures)
+    except BaseException as e:
+        tracing.end_publish(spans, e)
+        raise
+    tracing.end_publish(spans)
     await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
     return len(rows)
 
@@ -85,6 +102,7 @@ async def relay_database(settings: Settings, service: str, producer: AIOKafkaPro
 async def main() -> None:
     settings = get_settings()
     setup_logging("relay", settings.log_level)
+    tracing.setup("relay", settings)
     producer = make_producer(settings)
     while True:
         try:

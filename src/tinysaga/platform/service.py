@@ -1,6 +1,6 @@
 """The composition every service process shares: a pooled database, its consumer loops and
-background tasks started in the app's lifespan, readiness from its real dependencies, and the
-uvicorn entrypoint bound to loopback."""
+background tasks started in the app's lifespan, readiness from its real dependencies, its tracing
+when it is on (ADR 42), and the uvicorn entrypoint bound to loopback."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from tinysaga.contracts import saga
 from tinysaga.contracts.events import Event, as_cause
-from tinysaga.platform import metrics, web
+from tinysaga.platform import metrics, tracing, web
 from tinysaga.platform.consumer import ConsumerLoop, Handler, HandlerContext, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
@@ -200,6 +200,7 @@ def create_service_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(name, settings.log_level)
+    tracing.setup(name, settings)  # before the HTTP session is made: its calls carry the trace context
     rt = Runtime(name=name, settings=settings, secret=internal_secret(settings))
 
     @asynccontextmanager
@@ -232,6 +233,7 @@ def create_service_app(
     )
     app.state.rt = rt
     web.install(app, internal_secret=rt.secret, max_body=settings.max_body_bytes)
+    tracing.instrument_app(app)
 
     async def db_ready() -> bool:
         return bool(await rt.pool.fetchval("SELECT 1"))

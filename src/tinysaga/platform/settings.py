@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     sms_provider: str = "record"
 
     log_level: str = "INFO"
+    # Tracing (ADR 42): off unless set; the OTLP/HTTP endpoint of a collector, e.g. http://127.0.0.1:4318
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="the share of orders traced, when on")
 
     @field_validator("saga_mode")
     @classmethod

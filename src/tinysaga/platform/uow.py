@@ -6,7 +6,8 @@ A repository makes its changes on `uow.conn`; an event that goes with a change i
 its own (`stage`, one statement) or in the same statement as the change (`change_with_event`: the
 change's CTEs, then the outbox row only if the change wrote one), which is what the measured
 one-statement writes of ADR 9/10 need. The NOTIFY that wakes the relay goes with the outbox row and
-is delivered at commit.
+is delivered at commit. When tracing is on, the row's headers also carry the W3C context of the
+span the event was staged in (ADR 42), which the relay passes on to Kafka.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import asyncpg
 import orjson
 
 from tinysaga.contracts.events import Event
+from tinysaga.platform import tracing
 
 OUTBOX_CHANNEL = "tinysaga_outbox"
 _OUTBOX_INSERT = "INSERT INTO outbox(topic, key, event_name, payload, headers)"
 
 
 def outbox_values(topic: str, event: Event) -> tuple[str, str, str, bytes, str]:
-    """The outbox row of an event: topic, key (the order, else the user), name, payload, headers."""
+    """The outbox row of an event: topic, key (the order, else the user), name, payload, headers
+    (the event's name, its correlation id and, when tracing is on, the trace context)."""
     key = event.orderId or event.userId or str(event.eventId)
-    headers = orjson.dumps({"eventName": event.eventName, "correlationId": event.correlationId}).decode()
-    return topic, key, event.eventName, event.to_bytes(), headers
+    headers = {"eventName": event.eventName, "correlationId": event.correlationId, **tracing.context_headers()}
+    return topic, key, event.eventName, event.to_bytes(), orjson.dumps(headers).decode()
 
 
 class UnitOfWork(Protocol):
@@ -68,7 +71,7 @@ class PgUnitOfWork:
             key,
             name,
             payload,
-            orjson.dumps(headers).decode(),
+            orjson.dumps({**headers, **tracing.context_headers()}).decode(),
         )
 
     async def change_with_event(

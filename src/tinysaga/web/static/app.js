@@ -1469,9 +1469,9 @@ async function pageAdmin(view, _params, ctx) {
         }
       });
     }
-    const row = h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus },
+    const row = h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus, "data-trace-id": o.traceId },
       h("td", null, when(o.createdAt)),
-      h("td", null, h("code", { class: "short", title: o.orderId }, shortId(o.orderId))),
+      h("td", null, h("code", { class: "short", title: o.traceId ? `${o.orderId}, trace ${o.traceId}` : o.orderId }, shortId(o.orderId))),
       h("td", null, h("code", { class: "short", title: o.userId }, shortId(o.userId))),
       h("td", null, `${o.productQuantity} × ${o.productId}`),
       h("td", { class: "num" }, money(o.totalAmount, o.currency)),
