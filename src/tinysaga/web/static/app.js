@@ -938,7 +938,7 @@ async function pageOrder(view, [orderId], ctx) {
       outcome.replaceChildren(
         h("p", null, h("strong", null, "Your order is canceled.")),
         h("p", null, paid),
-        wasReserved() ? h("p", { "data-testid": "cancel-stock" }, `The stock was given back (${order.productQuantity} × ${names.get(order.productId) || order.productId}).`) : null);
+        ...(wasReserved() ? [h("p", { "data-testid": "cancel-stock" }, `The stock was given back (${order.productQuantity} × ${names.get(order.productId) || order.productId}).`)] : []));
     } else {
       outcome.replaceChildren();
     }
