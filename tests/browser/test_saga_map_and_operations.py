@@ -17,6 +17,7 @@ from tinysaga.contracts import saga
 pytestmark = pytest.mark.browser
 
 ORDER_STEPS = [s.name for s in saga.STEPS]
+LIVE_MS = 15_000  # a few of the page's own refreshes, on a busy machine
 
 
 def step(page: Page, name: str):
@@ -25,6 +26,10 @@ def step(page: Page, name: str):
 
 def status_node(page: Page, status: str):
     return page.locator(f'[data-testid="map-status"][data-status="{status}"]')
+
+
+def edge(page: Page, source: str, target: str):
+    return page.locator(f'[data-testid="map-edge"][data-from="{source}"][data-to="{target}"]')
 
 
 def records_of(page: Page, service: str, name: str):
@@ -64,6 +69,9 @@ def test_the_map_draws_the_declared_saga_and_follows_an_order_to_placed(
         expect(step(page, name)).to_have_attribute("data-state", "done")
     for name in ("refund", "release", "time_out", "cancel_order", "ship", "deliver"):
         expect(step(page, name)).to_have_attribute("data-state", "not_run")
+    for source, target in (("create_order", "charge"), ("charge", "reserve"), ("reserve", "PLACED")):
+        expect(edge(page, source, target)).to_have_attribute("data-taken", "true")
+    expect(edge(page, "reserve", "refund")).to_have_attribute("data-taken", "false")
     # what each service did, from its own records
     expect(records_of(page, "order", "create_order")).to_have_count(1)
     expect(records_of(page, "payment", "charge")).to_contain_text("charged 7.00 USD")
@@ -73,11 +81,11 @@ def test_the_map_draws_the_declared_saga_and_follows_an_order_to_placed(
     expect(tid(page, "map-unknown")).to_be_hidden()
     expect(tid(page, "map-live")).to_have_attribute("data-state", "done", timeout=30_000)
     tid(page, "saga-map").scroll_into_view_if_needed()
-    shots.take(page, "saga-map", full_page=False, publish_as="saga-map.png")
+    shots.take(page, "saga-map-placed", full_page=False)
 
 
 def test_the_map_shows_a_refund_to_the_owner_and_the_admin_sees_any_map(
-    new_context, gateway: str, product, stack: Stack, settings
+    new_context, gateway: str, product, stack: Stack, settings, shots
 ) -> None:
     pid = product(stock=1, price="5.00")
     a, b = register(gateway, tag="map-a"), register(gateway, tag="map-b")
@@ -104,7 +112,13 @@ def test_the_map_shows_a_refund_to_the_owner_and_the_admin_sees_any_map(
     expect(records_of(page, "inventory", "reserve")).to_have_attribute("data-state", "failed")
     expect(records_of(page, "wallet", "refund")).to_contain_text("credited 5.00 USD back")
     expect(records_of(page, "payment", "refund")).to_contain_text("refunded 5.00 USD")
+    # the way it went: out of stock into the refund, and the refund into FAILED; not the payment's failure
+    expect(edge(page, "reserve", "refund")).to_have_attribute("data-taken", "true")
+    expect(edge(page, "refund", "FAILED or CANCELED").first).to_have_attribute("data-taken", "true")
+    expect(edge(page, "charge", "FAILED")).to_have_attribute("data-taken", "false")
+    expect(edge(page, "reserve", "PLACED")).to_have_attribute("data-taken", "false")
     tid(page, "saga-map").scroll_into_view_if_needed()
+    shots.take(page, "saga-map-refunded", full_page=False, publish_as="saga-map.png")
 
     # the admin: from the recent sagas to the winner's map, and the saga as declared
     admin_page = new_context().new_page()
@@ -136,19 +150,35 @@ def test_the_operations_page_is_live_and_shows_a_saga_held_by_its_step(
     expect(page).to_have_url(re.compile(r"/admin/operations$"))
     live = tid(page, "ops-live")
     expect(live).to_have_attribute("data-state", "live")
-    expect(live).to_have_attribute("data-reads", re.compile(r"^([3-9]|\d\d+)$"))  # refreshed on its own
-    ended = tid(page, "ops-ended")
-    before = ended.get_attribute("data-value")
+    expect(live).to_have_attribute("data-reads", re.compile(r"^([3-9]|\d\d+)$"), timeout=LIVE_MS)  # on its own
+    three_or_more = re.compile(r"^([3-9]|\d\d+)$")
 
+    # three orders held before their charge (the relay stopped): in flight, waiting for `charge`,
+    # and in Order's outbox; then let go: they end, and the last minute's figures show them
     pid = product(stock=10, price="2.00")
     shopper = register(gateway, tag="ops")
     shopper.deposit(50)
-    for oid in [shopper.place(pid) for _ in range(3)]:
+    initiated = page.locator('[data-testid="ops-in-flight-row"][data-status="INITIATED"]')
+    expect(initiated).to_contain_text("charge")
+    before = int(initiated.get_by_test_id("in-flight").get_attribute("data-value") or "0")
+    stack.hold("relay")
+    try:
+        placed = [shopper.place(pid) for _ in range(3)]
+        page.wait_for_function(
+            "n => Number(document.querySelector("
+            "'[data-testid=ops-in-flight-row][data-status=INITIATED] [data-testid=in-flight]').dataset.value) >= n",
+            arg=before + 3,
+        )
+        expect(tid(page, "ops-in-flight-total")).to_have_attribute("data-value", three_or_more, timeout=LIVE_MS)
+        order_outbox = page.locator('[data-testid="ops-outbox-row"][data-service="order"]')
+        expect(order_outbox.locator("td").nth(1)).to_have_text(three_or_more, timeout=LIVE_MS)
+    finally:
+        stack.release("relay")
+    for oid in placed:
         assert shopper.wait_terminal(oid)["orderStatus"] == "PLACED"
-    expect(ended).not_to_have_attribute("data-value", before or "")
-    three_or_more = re.compile(r"^([3-9]|\d\d+)$")
-    expect(ended).to_have_attribute("data-value", three_or_more)
-    expect(tid(page, "ops-sagas-per-second")).not_to_have_attribute("data-value", re.compile(r"^(0|)$"))
+    expect(tid(page, "ops-ended")).to_have_attribute("data-value", three_or_more, timeout=LIVE_MS)
+    none = re.compile(r"^(0|)$")
+    expect(tid(page, "ops-sagas-per-second")).not_to_have_attribute("data-value", none, timeout=LIVE_MS)
     expect(tid(page, "ops-p50")).not_to_have_attribute("data-value", "")
     expect(tid(page, "ops-throughput").get_by_test_id("chart")).to_have_attribute("data-points", three_or_more)
     expect(page.locator('[data-testid="ops-lag-row"]').first).to_be_visible()
@@ -166,8 +196,9 @@ def test_the_operations_page_is_live_and_shows_a_saga_held_by_its_step(
         shopper.wait_until(held, lambda o: o["orderStatus"] == "PAYMENT_DONE", timeout=20)
         row = page.locator('[data-testid="ops-in-flight-row"][data-status="PAYMENT_DONE"]')
         expect(row).to_contain_text("reserve")
-        expect(row.get_by_test_id("in-flight")).not_to_have_attribute("data-value", "0")
-        expect(row.get_by_test_id("oldest")).to_have_attribute("data-value", re.compile(r"^\d+(\.\d+)?$"))
+        expect(row.get_by_test_id("in-flight")).not_to_have_attribute("data-value", "0", timeout=LIVE_MS)
+        a_number = re.compile(r"^\d+(\.\d+)?$")
+        expect(row.get_by_test_id("oldest")).to_have_attribute("data-value", a_number, timeout=LIVE_MS)
         # its map: Inventory does not answer, the map says so and is drawn all the same
         page.goto(f"/admin/orders/{held}")
         expect(tid(page, "map-unknown")).to_contain_text("inventory")

@@ -1335,6 +1335,17 @@ function mapLayout(def) {
   return { nodes, byName, width: MAP.left * 2 + cols * MAP.colW - (MAP.colW - MAP.nodeW), height: MAP.top + MAP_LANES.length * MAP.laneH - 40 };
 }
 
+/** Whether the order went along arrow `e`: out of a step that ran, into a step that ran; or into
+ * the status reached, by the step's success (the status its success leads to) when it is done, by
+ * its failure when it failed. */
+function tookEdge(e, source, stateOf, reached) {
+  const from = stateOf.get(e.from);
+  if (from !== "done" && from !== "failed") return false;
+  if (!e.toStatus) return ["done", "failed", "current"].includes(stateOf.get(e.to));
+  const success = !source.leadsTo || e.to.split(" or ").includes(source.leadsTo);
+  return reached(e.to) && from === (success ? "done" : "failed");
+}
+
 /** The map as SVG: `map` (GET .../saga) gives each step's state and the status reached; without
  * it, the saga as declared. */
 function drawSagaMap(def, map) {
@@ -1361,8 +1372,8 @@ function drawSagaMap(def, map) {
     } else {
       d = `M${p.x + p.w / 2},${p.y} C${p.x + p.w / 2},${p.y - 44} ${q.x + q.w / 2},${q.y + q.h + 44} ${q.x + q.w / 2},${q.y + q.h + 2}`;
     }
-    const taken = map && (stateOf.get(e.from) === "done" || stateOf.get(e.from) === "failed") && (b.status ? reached(e.to) : stateOf.get(e.to) && stateOf.get(e.to) !== "not_run" && stateOf.get(e.to) !== "unknown");
-    return svg("path", { class: `edge${e.dashed ? " dashed" : ""}${e.to === "track" ? " to-track" : ""}${taken ? " taken" : ""}`, d, "marker-end": `url(#${id}-arrow)`, "data-event": e.event },
+    const taken = map && tookEdge(e, L.byName.get(e.from), stateOf, reached);
+    return svg("path", { class: `edge${e.dashed ? " dashed" : ""}${e.to === "track" ? " to-track" : ""}${taken ? " taken" : ""}`, d, "marker-end": `url(#${id}-arrow)`, "data-testid": "map-edge", "data-event": e.event, "data-from": e.from, "data-to": e.to, "data-taken": String(Boolean(taken)) },
       svg("title", { text: `${e.from} → ${e.to}: ${e.event}` }));
   });
   const nodes = [...L.nodes.values()].map((n) => {
