@@ -397,6 +397,7 @@ def test_a_cancel_before_the_charge_says_nothing_was_charged(page: Page, gateway
     expect(refund).to_have_attribute("data-refund", "")
     expect(refund).to_have_text("Nothing was charged.")
     expect(tid(page, "cancel-stock")).to_have_count(0)
+    expect(tid(page, "cancel-outcome")).to_have_text("Your order is canceled.Nothing was charged.")
     expect(tid(page, "fail-reason")).to_be_hidden()
     expect(tid(page, "order-cancel")).to_be_hidden()
     assert user.balance() == 5

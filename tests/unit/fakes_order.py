@@ -16,6 +16,7 @@ import asyncpg
 
 from tests.unit.fakes import FakeUnitOfWork
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import records
 from tinysaga.order import domain
 from tinysaga.order.orchestrator import Outgoing
 
@@ -168,16 +169,16 @@ class FakeOrderRepository:
                 )
         return out[:limit]
 
-    async def saga_counts(self, after: dict[str, float]) -> dict[str, tuple[int, int]]:
-        """For each status of `after`: (orders in it, those of them past its seconds)."""
+    async def saga_counts(self, after: dict[str, float]) -> dict[str, tuple[int, int, float | None]]:
+        """For each status of `after`: (orders in it, those of them past its seconds, the seconds
+        since the longest there entered it or None)."""
         stuck = {str(r["order_id"]) for r in await self.stuck(after, len(self.db.orders))}
-        return {
-            status: (
-                sum(1 for r in self.db.orders.values() if r["order_status"] == status),
-                sum(1 for r in self.db.orders.values() if r["order_status"] == status and str(r["order_id"]) in stuck),
-            )
-            for status in after
-        }
+        out: dict[str, tuple[int, int, float | None]] = {}
+        for status in after:
+            rows = [r for r in self.db.orders.values() if r["order_status"] == status]
+            oldest = max(((self.db.now - r["updated_at"]).total_seconds() for r in rows), default=None)
+            out[status] = (len(rows), sum(1 for r in rows if str(r["order_id"]) in stuck), oldest)
+        return out
 
     async def ended_within(self, seconds: float) -> list[dict[str, Any]]:
         """For each order whose first PLACED/FAILED/CANCELED history row is within `seconds` of the
@@ -446,3 +447,31 @@ class FakeDeadLetterRepository:
         )
         current = self.db.rows[row["id"]]
         current.update(replayed_at=self.db.now, replay_count=current["replay_count"] + 1)
+
+
+@dataclass
+class FakeParticipants:
+    """The other participants as the saga map asks them for an order's records (what
+    `adapters.RecordsClient` returns): each answers what `answers` holds for it (nothing when it
+    holds nothing), a `down` one raises as an unreachable service does, a `slow` one answers after
+    `slow_seconds`, and a `confused` one answers for another order (its records cannot be read)."""
+
+    answers: dict[str, list[records.Record]] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+    slow: set[str] = field(default_factory=set)
+    confused: set[str] = field(default_factory=set)
+    slow_seconds: float = 5.0
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    async def __call__(self, service: str, order_id: str) -> list[records.Record]:
+        import asyncio
+
+        self.asked.append((service, order_id))
+        if service in self.down:
+            raise ConnectionRefusedError(f"no replica of {service} answered")
+        if service in self.slow:
+            await asyncio.sleep(self.slow_seconds)
+        body = records.answer(service, order_id, self.answers.get(service, []))
+        if service in self.confused:
+            body["orderId"] = str(uuid.uuid4())
+        return records.parse(service, order_id, body)

@@ -319,6 +319,9 @@ def test_numbers_must_be_positive(cfg: GatewayConfig, field: str) -> None:
         "/api/admin/sagas/stuck",
         "/api/admin/dead-letters/replay",
         "/api/admin/orders/6f1c2a1e-0000-4000-8000-000000000000/refund-retry",
+        "/api/admin/orders/6f1c2a1e-0000-4000-8000-000000000000/saga",
+        "/api/orders/6f1c2a1e-0000-4000-8000-000000000000/saga",
+        "/api/saga/definition",
     ],
 )
 def test_the_operators_routes_go_to_order(cfg: GatewayConfig, path: str) -> None:
@@ -330,3 +333,17 @@ def test_the_operators_routes_go_to_order(cfg: GatewayConfig, path: str) -> None
     assert re.search(to_order.split(" -m reg ")[1].strip(), path)
     assert not re.search(internal.split(" -m reg ")[1].strip(), path)
     assert re.search(internal.split(" -m reg ")[1].strip(), "/metrics")  # never routed: internal only
+
+
+def test_the_operations_figures_go_to_web_and_nothing_else_of_admin_does(cfg: GatewayConfig) -> None:
+    import re
+
+    text = render_config(cfg)
+    (to_web,) = lines_with(text, "acl to_web ")
+    pattern = to_web.split(" -m reg ")[1].strip()
+    assert re.search(pattern, "/api/admin/operations")
+    for other in ("/api/admin/operations/x", "/api/admin/orders", "/api/admin/sagas/summary", "/api/operations"):
+        assert not re.search(pattern, other), other
+    assert "use_backend web if api_docs || to_web" in text
+    (not_found,) = [line for line in lines_with(text, "if is_api !to_auth")]
+    assert "!to_web" in not_found

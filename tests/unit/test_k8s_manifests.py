@@ -514,7 +514,11 @@ def _allowed_from(overlay: str, deployment: dict, port: int) -> set[str] | None:
 
 def _calls_in_code() -> dict[str, set[str]]:
     """Which service calls which, from the services' code: `get_from_any(rt, "x"`, `_get(rt, "x"`,
-    `service_url("x")`, and Order's `order_timed_out` question."""
+    `service_url("x")`, Order's `order_timed_out` question, the saga map's `RecordsClient` (every
+    other participant of the saga) and the Operations page's `operations.collect` (every service)."""
+    from tinysaga.contracts import saga
+    from tinysaga.platform import operations
+
     calls: dict[str, set[str]] = {}
     src = REPO / "src" / "tinysaga"
     for svc in HTTP_SERVICES:
@@ -528,6 +532,10 @@ def _calls_in_code() -> dict[str, set[str]]:
                     calls.setdefault(svc, set()).add(args[0])
                 if fn == "order_timed_out":
                     calls.setdefault(svc, set()).add("order")
+                if fn == "RecordsClient":
+                    calls.setdefault(svc, set()).update(set(saga.participants()) - {svc})
+                if fn == "collect" and getattr(getattr(node.func, "value", None), "id", "") == "operations":
+                    calls.setdefault(svc, set()).update(set(operations.SERVICES) - {svc})
     return calls
 
 

@@ -15,7 +15,16 @@ import pytest
 from tests.unit.fakes import FakeUnitOfWork, deliver
 from tests.unit.fakes_order import FakeDeadLetters, FakeOrders
 from tests.unit.fakes_payment import PaymentWorld
-from tests.unit.test_order_api import ADMIN, USER, client, db, is_problem, letters, uow  # noqa: F401 - fixtures
+from tests.unit.test_order_api import (  # noqa: F401 - fixtures
+    ADMIN,
+    USER,
+    client,
+    db,
+    is_problem,
+    letters,
+    participants,
+    uow,
+)
 from tests.unit.test_payment_handlers import D, again, charged, handle, inventory_insufficient
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain

@@ -15,7 +15,13 @@ import pytest
 from fastapi import FastAPI
 
 from tests.unit.fakes import FakeUnitOfWork
-from tests.unit.fakes_order import FakeDeadLetterRepository, FakeDeadLetters, FakeOrderRepository, FakeOrders
+from tests.unit.fakes_order import (
+    FakeDeadLetterRepository,
+    FakeDeadLetters,
+    FakeOrderRepository,
+    FakeOrders,
+    FakeParticipants,
+)
 from tinysaga.contracts import events as ev
 from tinysaga.order import api, dead_letters
 from tinysaga.order.bootstrap import OrderDeps
@@ -25,6 +31,7 @@ from tinysaga.order.handlers import (
     DeliverOrder,
     ReplayDeadLetters,
     RetryRefund,
+    SagaMap,
     ShipOrder,
     StuckSagas,
 )
@@ -50,7 +57,14 @@ def letters() -> FakeDeadLetters:
 
 
 @pytest.fixture
-async def client(db: FakeOrders, uow: FakeUnitOfWork, letters: FakeDeadLetters) -> AsyncIterator[httpx.AsyncClient]:
+def participants() -> FakeParticipants:
+    return FakeParticipants()
+
+
+@pytest.fixture
+async def client(
+    db: FakeOrders, uow: FakeUnitOfWork, letters: FakeDeadLetters, participants: FakeParticipants
+) -> AsyncIterator[httpx.AsyncClient]:
     @asynccontextmanager
     async def writer() -> AsyncIterator[FakeOrderRepository]:
         async with uow.transaction():
@@ -77,6 +91,7 @@ async def client(db: FakeOrders, uow: FakeUnitOfWork, letters: FakeDeadLetters) 
             begin=uow.transaction,
             repository=letters.of,  # type: ignore[arg-type]
         ),
+        saga_map=SagaMap(reader=reader, fetch=participants, timeout_seconds=0.2),  # type: ignore[arg-type]
     )
     app = FastAPI()
     install(app, internal_secret=None)

@@ -12,7 +12,16 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.unit.fakes_order import T0, FakeOrderRepository, FakeOrders
-from tests.unit.test_order_api import ADMIN, USER, client, db, is_problem, letters, uow  # noqa: F401 - fixtures
+from tests.unit.test_order_api import (  # noqa: F401 - fixtures
+    ADMIN,
+    USER,
+    client,
+    db,
+    is_problem,
+    letters,
+    participants,
+    uow,
+)
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
 from tinysaga.order.domain import Status
@@ -163,5 +172,8 @@ async def test_the_summary_counts_the_sagas_ended_in_the_window(
     assert body["p50Seconds"] == pytest.approx(3.0, abs=0.01) and body["p99Seconds"] == pytest.approx(5.0, abs=0.01)
     assert body["inFlight"]["INITIATED"] == 1 and body["deadLetters"] == {"kept": 3, "notReplayed": 3}
     assert body["awaiting"]["PAYMENT_DONE"] == ["reserve"]
+    # how long the oldest of each status has been waiting there (None: nobody in it)
+    oldest = {"INITIATED": 110.0, "PAYMENT_DONE": None, "REFUND_INITIATED": None, "CANCELING": None}
+    assert body["oldestSeconds"] == oldest
     is_problem(await client.get("/api/admin/sagas/summary?windowSeconds=0", headers=ADMIN), 422)
     is_problem(await client.get("/api/admin/sagas/summary", headers=USER), 403)

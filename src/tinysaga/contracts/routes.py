@@ -12,6 +12,9 @@ WALLET_REFUNDS = "/internal/refunds"  # Payment -> Wallet: a refund or a void
 ORDER_REQUESTED = "/internal/orders/{orderId}/requested/{eventName}"
 WALLET_BALANCE = "/internal/wallets/{userId}"  # Order -> Wallet (the checkout quote)
 PRODUCT = "/api/products/{productId}"  # Order -> Inventory (price and stock)
+# Order -> every participant of the saga (the saga map): what the participant itself did for the
+# order, read-only, from its own rows: {"service", "orderId", "records": [contracts.records]}
+ORDER_RECORDS = "/internal/orders/{orderId}/records"
 
 
 def path(route: str, **params: str) -> str:

@@ -354,37 +354,96 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def mermaid() -> str:
-    """The saga as a Mermaid flowchart: each step a box (compensations and the cancel as hexagons,
-    their arrows dashed), each event an arrow from the step that publishes it to the steps it
-    triggers, or to the order status it ends in, or else to `track` (Order follows every outcome;
-    so does `notify`, not drawn)."""
-    lines = ["flowchart LR"]
-    undoing = ("compensation", "cancel")
-    for s in STEPS:
-        if s.topic != ORDER_TOPIC:
-            continue
-        label = f'"{s.name}<br/><i>{s.participant}</i>"'
-        lines.append(f"  {s.name}{{{{{label}}}}}" if s.kind in undoing else f"  {s.name}[{label}]")
-    lines.append("  client([client]) -->|POST /api/orders| create_order")
-    lines.append("  client -.->|POST .../cancel| cancel_order")
-    lines.append("  admin([admin]) -->|POST .../ship| ship")
-    lines.append("  admin -->|POST .../deliver| deliver")
-    lines.append("  admin -.->|POST .../refund-retry| retry_refund")
-    lines.append("  clock([deadline]) -.-> time_out")
+@dataclass(frozen=True)
+class Edge:
+    """An arrow of the saga's drawing: `event`, published by step `source`, starts step `target`,
+    or ends the saga in the order status `target` (`to_status`; "FAILED or CANCELED" for either),
+    or else only moves the order (`target` is `track`)."""
+
+    source: str
+    target: str
+    event: str
+    dashed: bool  # into a compensation or the cancel, or out of one into `track`
+    to_status: bool = False
+
+
+_UNDOING = ("compensation", "cancel")
+
+
+def edges() -> tuple[Edge, ...]:
+    """Every arrow of the order saga, from the steps' outcomes: to each step an outcome triggers
+    (Order's `track` and `notify` follow every outcome and are left out), to the order status it
+    ends the saga in, or else to `track`."""
+    out: list[Edge] = []
     for s in STEPS:
         if s.topic != ORDER_TOPIC:
             continue
         ends = dict(s.ends)
         if s.kind == "lifecycle" and s.leads_to:
             ends[s.outcomes[0]] = s.leads_to
-        for out in s.outcomes:
-            targets = [t for t in STEPS if out in t.triggers and t.kind not in ("tracking", "notification")]
-            for t in targets:
-                lines.append(f"  {s.name} {'-.->' if t.kind in undoing else '-->'}|{out}| {t.name}")
-            if out in ends:
-                node = re.sub(r"\W+", "_", ends[out])
-                lines.append(f'  {s.name} -->|{out}| {node}(("{ends[out]}"))')
+        for name in s.outcomes:
+            targets = [t for t in STEPS if name in t.triggers and t.kind not in ("tracking", "notification")]
+            out += [Edge(s.name, t.name, name, t.kind in _UNDOING) for t in targets]
+            if name in ends:
+                out.append(Edge(s.name, ends[name], name, False, to_status=True))
             elif not targets and s.kind != "tracking":
-                lines.append(f"  {s.name} {'-.->' if s.kind in undoing else '-->'}|{out}| track")
+                out.append(Edge(s.name, "track", name, s.kind in _UNDOING))
+    return tuple(out)
+
+
+def participants() -> tuple[str, ...]:
+    """Every service with a step in the saga, in the order the definition names them."""
+    return tuple(dict.fromkeys(s.participant for s in STEPS))
+
+
+def definition() -> dict[str, object]:
+    """The saga as data for a client (`GET /api/saga/definition`, the saga map): every step with its
+    fields, and every arrow of `edges`."""
+    return {
+        "steps": [
+            {
+                "name": s.name,
+                "participant": s.participant,
+                "kind": s.kind,
+                "does": s.does,
+                "triggers": list(s.triggers),
+                "outcomes": list(s.outcomes),
+                "compensation": s.compensation,
+                "leadsTo": s.leads_to,
+                "staySeconds": s.stay_seconds,
+                "ends": [{"event": e, "orderStatus": status} for e, status in s.ends],
+                "topic": s.topic,
+            }
+            for s in STEPS
+        ],
+        "edges": [
+            {"from": e.source, "to": e.target, "event": e.event, "dashed": e.dashed, "toStatus": e.to_status}
+            for e in edges()
+        ],
+        "participants": list(participants()),
+    }
+
+
+def mermaid() -> str:
+    """The saga as a Mermaid flowchart: each step a box (compensations and the cancel as hexagons,
+    their arrows dashed), each of `edges` an arrow (`notify`, which follows every outcome as
+    `track` does, is not drawn)."""
+    lines = ["flowchart LR"]
+    for s in STEPS:
+        if s.topic != ORDER_TOPIC:
+            continue
+        label = f'"{s.name}<br/><i>{s.participant}</i>"'
+        lines.append(f"  {s.name}{{{{{label}}}}}" if s.kind in _UNDOING else f"  {s.name}[{label}]")
+    lines.append("  client([client]) -->|POST /api/orders| create_order")
+    lines.append("  client -.->|POST .../cancel| cancel_order")
+    lines.append("  admin([admin]) -->|POST .../ship| ship")
+    lines.append("  admin -->|POST .../deliver| deliver")
+    lines.append("  admin -.->|POST .../refund-retry| retry_refund")
+    lines.append("  clock([deadline]) -.-> time_out")
+    for e in edges():
+        if e.to_status:
+            node = re.sub(r"\W+", "_", e.target)
+            lines.append(f'  {e.source} -->|{e.event}| {node}(("{e.target}"))')
+        else:
+            lines.append(f"  {e.source} {'-.->' if e.dashed else '-->'}|{e.event}| {e.target}")
     return "\n".join(lines)

@@ -28,9 +28,13 @@ GATEWAY_SERVER_SLOTS = 10  # the most replicas of one service the gateway balanc
 # Who calls whom inside the stack (besides the gateway, which calls every backend): what the
 # NetworkPolicies allow, and nothing else. A test derives the same from the services' code.
 INTERNAL_CALLS: dict[str, tuple[str, ...]] = {
-    "order": ("inventory", "wallet"),  # the product and the balance, before an order is accepted
+    # the product and the balance, before an order is accepted; each participant's records of an
+    # order (the saga map)
+    "order": ("inventory", "wallet", "payment", "notification"),
     "payment": ("wallet", "order"),  # debit and refund; "was this order timed out?"
     "inventory": ("order",),  # "was this order timed out?"
+    # the Operations page: every service's /metrics, Order's summary of the sagas
+    "web": ("auth", "order", "payment", "wallet", "inventory", "notification"),
 }  # (Notification's SMTP sink runs in Notification's own pod, on its loopback)
 
 

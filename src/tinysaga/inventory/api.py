@@ -1,4 +1,5 @@
-"""Inventory routes: the catalogue, and the admin's products and stock."""
+"""Inventory routes: the catalogue, the admin's products and stock, and (internal) what it did for an
+order."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from tinysaga.contracts import records, routes
 from tinysaga.contracts.ids import is_product_id
+from tinysaga.inventory import domain
 from tinysaga.inventory.domain import MAX_STOCK
 from tinysaga.inventory.repository import ProductExists
 from tinysaga.platform.money import Price, as_number
 from tinysaga.platform.service import runtime
-from tinysaga.platform.web import JSON, Identity, Problem, admin_user
+from tinysaga.platform.web import JSON, Identity, Problem, admin_user, uuid_in_path
 
 if TYPE_CHECKING:
     from tinysaga.inventory.bootstrap import InventoryDeps
@@ -98,3 +101,17 @@ async def set_stock(
     if row is None:
         raise Problem(404, "Not Found", f"no product {product_id!r}")
     return product_json(row, d.currency)
+
+
+@router.get(routes.ORDER_RECORDS)
+async def order_records(orderId: str, request: Request) -> dict[str, Any]:
+    """What Inventory did for the order (its reservation row as records of the saga's steps); no
+    record for an order that never reached it. 422 for an id that is not a UUID."""
+    order_id = str(uuid_in_path(orderId, "orderId"))
+    row = await deps(request).catalogue.reservation_row(order_id)
+    found = (
+        []
+        if row is None
+        else domain.records(row["status"], row["product_id"], row["quantity"], row["created_at"], row["updated_at"])
+    )
+    return records.answer("inventory", order_id, found)

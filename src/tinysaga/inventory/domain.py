@@ -3,9 +3,11 @@ follow (the repository's conditional UPDATE enforces the first atomically, ADR 1
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts.records import DONE, FAILED, Record
 
 MAX_STOCK = 1_000_000
 INVENTORY_NOT_AVAILABLE = "INVENTORY NOT AVAILABLE"
@@ -72,3 +74,25 @@ def release_answer(trigger: str, decision: Release) -> str | None:
     if trigger == ev.ORDER_CANCEL_REQUESTED and decision is not Release.NOTHING:
         return ev.INVENTORY_RELEASED
     return None
+
+
+# ---- what Inventory did for an order (the saga map) -----------------------------------------------
+
+
+def records(
+    status: Status | str, product_id: str, quantity: int, created_at: datetime, updated_at: datetime
+) -> list[Record]:
+    """What Inventory did for the order, told from its reservation row: the reservation (or its
+    refusal) when the row was written, and the release when it was given back; or the release that
+    came first and blocks a late reservation."""
+    items = f"{quantity} × {product_id}"
+    if status == RESERVED:
+        return [Record("reserve", f"reserved {items}", created_at)]
+    if status == REJECTED:
+        return [Record("reserve", f"not enough stock for {items}: nothing taken", created_at, FAILED)]
+    if status == RELEASED:
+        return [
+            Record("reserve", f"reserved {items}", created_at),
+            Record("release", f"gave {items} back to the stock", updated_at),
+        ]
+    return [Record("release", f"nothing was reserved: a late reservation of {items} is refused", created_at, DONE)]

@@ -109,6 +109,10 @@ class InventoryRepository:
             raise RuntimeError("a write that stages an event needs the unit of work")
         return self.uow
 
+    async def reservation_row(self, order_id: str) -> asyncpg.Record | None:
+        """The order's reservation row as stored, with when it was written and last changed."""
+        return await self.db.fetchrow("SELECT * FROM reservations WHERE order_id=$1", order_id)
+
     # ---- the catalogue --------------------------------------------------------------------------
 
     async def products(self) -> list[asyncpg.Record]:

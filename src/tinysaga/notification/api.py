@@ -1,4 +1,5 @@
-"""Notification routes: the user's inbox, and for the admin the sink's mails and the SMS log."""
+"""Notification routes: the user's inbox, for the admin the sink's mails and the SMS log, and
+(internal) what it did for an order."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
+from tinysaga.contracts import records, routes
+from tinysaga.notification.domain import record_of
 from tinysaga.platform.service import runtime
-from tinysaga.platform.web import Identity, admin_user, current_user
+from tinysaga.platform.web import Identity, admin_user, current_user, uuid_in_path
 
 if TYPE_CHECKING:
     from tinysaga.notification.bootstrap import NotificationDeps
@@ -65,3 +68,16 @@ async def sms_log(
 ) -> list[dict[str, Any]]:
     rows = await deps(request).notifications.sms_log(limit)
     return [{"to": r["to_number"], "body": r["body"], "createdAt": r["created_at"].isoformat()} for r in rows]
+
+
+@router.get(routes.ORDER_RECORDS)
+async def order_records(orderId: str, request: Request) -> dict[str, Any]:
+    """What Notification did for the order: each notification (in the inbox) and what became of its
+    email or SMS. 422 for an id that is not a UUID."""
+    order_id = str(uuid_in_path(orderId, "orderId"))
+    rows = await deps(request).notifications.of_order(order_id)
+    found = [
+        record_of(r["type"], r["channel"], r["status"], r["message"], r["created_at"], r["sent_at"], r["last_error"])
+        for r in rows
+    ]
+    return records.answer("notification", order_id, found)

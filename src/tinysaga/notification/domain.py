@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts.records import DONE, PENDING, Record
 
 # A notification not sent once the order has one of the type given: a reservation that lands after
 # the owner canceled is given back at once, and the order is never placed (ADR 13).
@@ -94,3 +96,25 @@ def delivery_for(channel: str, known: bool, email: str | None, phone: str | None
 def subject_for(kind: str) -> str:
     """The email subject of a notification of type `kind`."""
     return f"Tiny-Saga: {kind.replace('_', ' ').lower()}"
+
+
+# ---- what Notification did for an order (the saga map) --------------------------------------------
+
+
+def record_of(
+    kind: str,
+    channel: str,
+    status: str,
+    message: str,
+    created_at: datetime,
+    sent_at: datetime | None,
+    last_error: str | None,
+) -> Record:
+    """One notification of the order (it is in the user's inbox from the start), and what became of
+    its email or SMS: sent, waiting to be sent, or skipped (nothing to send it to)."""
+    medium = "email" if channel == EMAIL else "SMS"
+    if status == "SENT":
+        return Record("notify", f"{kind}: {medium} sent", sent_at or created_at, DONE, message)
+    if status == "SKIPPED":
+        return Record("notify", f"{kind}: {medium} not sent ({last_error or 'no address'})", created_at, DONE, message)
+    return Record("notify", f"{kind}: {medium} waiting to be sent", created_at, PENDING, message)

@@ -75,6 +75,12 @@ class NotificationRepository:
             "SELECT * FROM notifications WHERE user_id=$1 ORDER BY created_at DESC, channel LIMIT $2", user_id, limit
         )
 
+    async def of_order(self, order_id: str) -> list[asyncpg.Record]:
+        """One order's notifications (both channels of each type), oldest first."""
+        return await self.db.fetch(
+            "SELECT * FROM notifications WHERE order_id=$1 ORDER BY created_at, channel", order_id
+        )
+
     async def sms_log(self, limit: int) -> list[asyncpg.Record]:
         """The SMS the recording provider kept, newest first."""
         return await self.db.fetch("SELECT * FROM sms_messages ORDER BY id DESC LIMIT $1", limit)

@@ -1,5 +1,6 @@
-"""Order's view of other services, over HTTP: the catalogue (Inventory) and the balance (Wallet);
-and the LISTEN connection that wakes the live status streams."""
+"""Order's view of other services, over HTTP: the catalogue (Inventory), the balance (Wallet), each
+participant's records of an order (the saga map); and the LISTEN connection that wakes the live
+status streams."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from tinysaga.contracts import routes
+from tinysaga.contracts import records, routes
 from tinysaga.contracts.ids import is_product_id
 from tinysaga.order.repository import STATUS_CHANNEL
 from tinysaga.platform.calls import Unreachable, get_from_any
@@ -61,6 +62,20 @@ class WalletClient:
         if status != 200:
             raise Problem(503, "Service Unavailable", "the wallet did not answer")
         return money(str(body["balance"]))
+
+
+class RecordsClient:
+    """A participant's records of an order, from any of its replicas (raises Unreachable when none
+    answers, records.InvalidRecords for an answer that is not its records of the order)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def __call__(self, service: str, order_id: str) -> list[records.Record]:
+        status, body = await get_from_any(self.rt, service, routes.path(routes.ORDER_RECORDS, orderId=order_id))
+        if status != 200:
+            raise records.InvalidRecords(f"{service} answered {status}")
+        return records.parse(service, order_id, body)
 
 
 class StatusFanout:

@@ -1,5 +1,6 @@
 """Order routes: checkout quote, order creation (early fail, idempotency), cancel, reads, live status
-(SSE), the admin's ship and deliver, and the operator's views (recent sagas, alerts)."""
+(SSE), the saga map (the declared saga, and where one order is in it), the admin's ship and
+deliver, and the operator's views (recent sagas, alerts)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from tinysaga.order import domain
+from tinysaga.contracts import records, routes, saga
+from tinysaga.order import domain, saga_map
 from tinysaga.order.bootstrap import deps
 from tinysaga.order.handlers import OrderRequest
 from tinysaga.order.repository import OrderRepository, Row
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import as_number
-from tinysaga.platform.web import JSON, Identity, Problem, admin_user, current_user
+from tinysaga.platform.web import JSON, Identity, Problem, admin_user, current_user, uuid_in_path
 
 router = APIRouter()
 
@@ -228,6 +230,44 @@ async def order_history(
         }
         for r in await orders.history(row["order_id"])
     ]
+
+
+# ---- the saga map -----------------------------------------------------------------------------------
+
+
+@router.get("/api/saga/definition")
+async def saga_definition(_: Identity = Depends(current_user)) -> dict[str, Any]:
+    """The saga as declared in the code (contracts/saga.py): every step (participant, kind, what
+    triggers it, what it publishes, its compensation, the status it leads to) and every arrow
+    between them. What the saga map draws."""
+    return saga.definition()
+
+
+@router.get("/api/orders/{order_id}/saga")
+async def order_saga(order_id: str, request: Request, user: Identity = Depends(current_user)) -> dict[str, Any]:
+    """Where the order is in the saga and what each service did for it, and when, from each
+    participant's own records; a participant that does not answer in time is `unknown`."""
+    d = deps(request)
+    return await d.saga_map(await _own_order(d.orders, user, order_id))
+
+
+@router.get("/api/admin/orders/{order_id}/saga")
+async def admin_order_saga(order_id: str, request: Request, _: Identity = Depends(admin_user)) -> dict[str, Any]:
+    """The saga map of any order, for the admin (404 for no such order)."""
+    d = deps(request)
+    row = await d.orders.get(_parse_order_id(order_id))
+    if row is None:
+        raise Problem(404, "Not Found", "no such order")
+    return await d.saga_map(row)
+
+
+@router.get(routes.ORDER_RECORDS)
+async def order_records(orderId: str, request: Request) -> dict[str, Any]:
+    """What Order did for the order (its history rows as records of the saga's steps), as every
+    participant answers; none for an order it does not have. 422 for an id that is not a UUID."""
+    oid = uuid_in_path(orderId, "orderId")
+    history = await deps(request).orders.history(oid)
+    return records.answer(saga.ORDER, str(oid), saga_map.order_records(history))
 
 
 # ---- live status over Server-Sent Events ---------------------------------------------------------

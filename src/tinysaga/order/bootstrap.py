@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tinysaga.order.adapters import CatalogueClient, StatusFanout, WalletClient
+from tinysaga.order.adapters import CatalogueClient, RecordsClient, StatusFanout, WalletClient
 from tinysaga.order.handlers import (
     Begin,
     CancelOrder,
@@ -18,6 +18,7 @@ from tinysaga.order.handlers import (
     DeliverOrder,
     ReplayDeadLetters,
     RetryRefund,
+    SagaMap,
     ShipOrder,
     StuckSagas,
     TimeOut,
@@ -48,6 +49,7 @@ class OrderDeps:
     stuck: StuckSagas
     retry_refund: RetryRefund
     replay_dead_letters: ReplayDeadLetters
+    saga_map: SagaMap
 
 
 def deps(request: Any) -> OrderDeps:
@@ -94,6 +96,7 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         stuck=StuckSagas(reader=orders, timeout_seconds=settings.saga_timeout_seconds),
         retry_refund=RetryRefund(reader=orders, writer=writer, orchestrator=orchestrator),
         replay_dead_letters=ReplayDeadLetters(reader=dead_letters, begin=begin, repository=DeadLetterRepository.of),
+        saga_map=SagaMap(reader=orders, fetch=RecordsClient(rt)),
     )
     rt.scrape_hooks.append(rt.deps.stuck.refresh_gauges)
     rt.consume(handlers(OrderRepository.of, orchestrator=orchestrator))

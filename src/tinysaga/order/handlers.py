@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
-from tinysaga.order import domain
+from tinysaga.contracts.records import Record
+from tinysaga.order import domain, saga_map
 from tinysaga.order.adapters import CatalogueClient
 from tinysaga.order.orchestrator import CHOREOGRAPHY, Orchestrator, Outgoing
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
@@ -408,22 +409,74 @@ class StuckSagas:
 
     async def summary(self, window_seconds: float, dead_letters: DeadLetterRepository) -> dict[str, Any]:
         """The operations view's figures: the sagas that ended in the window (per second, p50, p99,
-        by outcome), the sagas in flight and stuck by status, the dead letters kept and not replayed."""
+        by outcome); the sagas in flight by status, with the steps they await, how many are stuck
+        and how long the oldest has been waiting; the dead letters kept and not replayed."""
         ended = [(r["outcome"], float(r["seconds"])) for r in await self.reader.ended_within(window_seconds)]
         counts = await self.reader.saga_counts(self.after)
         kept, fresh = await dead_letters.counts()
         return {
             **domain.saga_summary(ended, window_seconds),
-            "inFlight": {status: n for status, (n, _) in counts.items()},
+            "inFlight": {status: n for status, (n, _, _) in counts.items()},
             "awaiting": {status: domain.awaited_steps(domain.Status(status)) for status in counts},
-            "stuck": {status: stuck for status, (_, stuck) in counts.items()},
+            "stuck": {status: stuck for status, (_, stuck, _) in counts.items()},
+            # the longest an order in flight in each status has been waiting there (its step's wait)
+            "oldestSeconds": {
+                status: None if oldest is None else round(float(oldest), 3) for status, (_, _, oldest) in counts.items()
+            },
             "deadLetters": {"kept": kept, "notReplayed": fresh},
         }
 
     async def refresh_gauges(self) -> None:
-        for status, (n, stuck) in (await self.reader.saga_counts(self.after)).items():
+        for status, (n, stuck, _) in (await self.reader.saga_counts(self.after)).items():
             IN_FLIGHT_SAGAS.labels(status).set(n)
             STUCK_SAGAS.labels(status).set(stuck)
+
+
+# ---- the saga map ---------------------------------------------------------------------------------
+
+RECORDS_TIMEOUT_SECONDS = 2.0  # how long the map waits for each participant's records
+RecordsFetch = Callable[[str, str], Awaitable[list[Record]]]  # (service, order id) -> its records
+
+
+class SagaMap:
+    """The saga map of one order (`saga_map.build`): Order's own records from its history, and the
+    other participants' (every service with a step in the saga definition) asked of each at once;
+    one that does not answer within `timeout_seconds`, or answers something else than its records,
+    is unknown on the map, which is drawn all the same."""
+
+    def __init__(
+        self, *, reader: OrderRepository, fetch: RecordsFetch, timeout_seconds: float = RECORDS_TIMEOUT_SECONDS
+    ) -> None:
+        self.reader = reader
+        self.fetch = fetch
+        self.timeout_seconds = timeout_seconds
+
+    async def _ask(self, service: str, order_id: str) -> list[Record] | str:
+        """The participant's records, or why there are none to show."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await self.fetch(service, order_id)
+        except TimeoutError:
+            return f"no answer within {self.timeout_seconds:g} s"
+        except Exception as e:  # down, or answering nonsense: the map shows it unknown
+            log.warning("the saga map got no records from %s for order %s: %s", service, order_id, e)
+            return str(e)[:200] or type(e).__name__
+
+    async def __call__(self, row: Row) -> dict[str, Any]:
+        order_id = str(row["order_id"])
+        others = [p for p in saga.participants() if p != saga.ORDER]
+        history, *asked = await asyncio.gather(
+            self.reader.history(row["order_id"]), *(self._ask(p, order_id) for p in others)
+        )
+        answers: dict[str, list[Record]] = {saga.ORDER: saga_map.order_records(history)}
+        unknown: dict[str, str] = {}
+        for service, got in zip(others, asked, strict=True):
+            if isinstance(got, str):
+                unknown[service] = got
+            else:
+                answers[service] = got
+        last_event = history[-1]["event_name"] if history else None
+        return saga_map.build(row, last_event, answers, unknown)
 
 
 # ---- track ---------------------------------------------------------------------------------------

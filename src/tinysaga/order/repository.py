@@ -139,18 +139,20 @@ class OrderRepository:
             limit,
         )
 
-    async def saga_counts(self, after: Mapping[str, float]) -> dict[str, tuple[int, int]]:
-        """For each status of `after` (status -> seconds): how many orders are in it, and how many
-        of them stayed longer than it allows (one query)."""
+    async def saga_counts(self, after: Mapping[str, float]) -> dict[str, tuple[int, int, float | None]]:
+        """For each status of `after` (status -> seconds): how many orders are in it, how many of
+        them stayed longer than it allows, and the seconds since the longest there entered it (None
+        when there is none); one query."""
         rows = await self.db.fetch(
             "SELECT l.status, count(o.order_id) AS n, count(o.order_id) FILTER"
-            " (WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second') AS stuck"
+            " (WHERE o.updated_at < clock_timestamp() - l.secs * interval '1 second') AS stuck,"
+            " extract(epoch FROM clock_timestamp() - min(o.updated_at))::float8 AS oldest"
             " FROM unnest($1::text[], $2::float8[]) AS l(status, secs)"
             " LEFT JOIN orders o ON o.order_status = l.status GROUP BY l.status",
             list(after),
             list(after.values()),
         )
-        return {r["status"]: (r["n"], r["stuck"]) for r in rows}
+        return {r["status"]: (r["n"], r["stuck"], r["oldest"]) for r in rows}
 
     async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
         """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or

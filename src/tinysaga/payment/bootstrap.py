@@ -1,6 +1,7 @@
 """Payment's composition: the wallet and order clients, the payments repository, the step handlers
 (charges batched: one wallet call and one transaction for the orders of a poll; refunds, rare, one
-by one) and the voider. Payment has no public routes: a consumer with health endpoints."""
+by one) and the voider. Payment has no public routes: a consumer with health endpoints and the internal records of an
+order."""
 
 from __future__ import annotations
 
@@ -23,20 +24,22 @@ class PaymentDeps:
     wallet: WalletClient
     orders: OrderClient
     handlers: PaymentHandlers
+    payments: PaymentRepository  # reads, on the pool (the routes)
 
 
 def build(rt: Runtime) -> PaymentDeps:
     wallet, orders = WalletClient(rt.settings, rt.http), OrderClient(rt)
     topic = rt.topic_name(saga.ORDER_TOPIC)
+    reader = PaymentRepository(rt.pool)
     handlers = PaymentHandlers(
         repo=PaymentRepository.of,
-        reader=PaymentRepository(rt.pool),
+        reader=reader,
         begin=lambda: PgUnitOfWork.begin(rt.pool, topic),
         wallet=wallet,
         orders=orders,
         currency=rt.settings.currency,
     )
-    return PaymentDeps(wallet, orders, handlers)
+    return PaymentDeps(wallet, orders, handlers, reader)
 
 
 def setup(rt: Runtime) -> None:

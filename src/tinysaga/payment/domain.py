@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from tinysaga.contracts import events as ev
+from tinysaga.contracts.records import DONE, FAILED, PENDING, Record
 
 
 class Status(StrEnum):
@@ -219,3 +221,41 @@ class Payment:
     status: Status
     transaction_id: str | None = None
     detail: str = ""
+
+
+# ---- what Payment did for an order (the saga map) -------------------------------------------------
+
+_EARLY_VOIDS = (EARLY_VOID_DETAIL, CANCEL_VOID_DETAIL)
+
+
+def records(p: Payment, created_at: datetime, updated_at: datetime) -> list[Record]:
+    """What Payment did for the order, told from its one row: what the charge (or a void that came
+    before any charge) decided when the row was written, and where the refund or void stands if
+    the row moved since. A void the voider settled keeps only its answer (the row no longer says
+    whether it followed a charge without an answer or came first)."""
+    amount = f"{p.amount:.2f} {p.currency}"
+    charged = Record("charge", f"charged {amount} to the wallet", created_at, DONE, p.transaction_id or "")
+    s = p.status
+    if s == S.CHARGED:
+        return [charged]
+    if s == S.DECLINED:
+        return [Record("charge", "declined: not enough money in the wallet", created_at, FAILED)]
+    if s in (S.REFUND_PENDING, S.REFUNDED, S.REFUND_FAILED):
+        refund = {
+            S.REFUND_PENDING: Record("refund", f"refund of {amount} asked of the wallet", updated_at, PENDING),
+            S.REFUNDED: Record("refund", f"refunded {amount} to the wallet", updated_at, DONE, p.detail),
+            S.REFUND_FAILED: Record("refund", "the refund failed: an operator must act", updated_at, FAILED, p.detail),
+        }[s]
+        return [charged, refund]
+    if p.detail in _EARLY_VOIDS:  # a timeout or cancel before any charge: voided first
+        state = PENDING if s == S.VOID_PENDING else DONE
+        what = "voiding at the wallet (before any charge)" if state == PENDING else "voided before any charge"
+        return [Record("refund", what, created_at, state, p.detail)]
+    if s == S.VOID_PENDING:  # the charge had no answer: it may have landed, so it is voided
+        return [
+            Record("charge", "no answer from the wallet: the charge may have landed", created_at, FAILED),
+            Record("refund", "voiding the charge (retried until the wallet answers)", updated_at, PENDING),
+        ]
+    if not p.detail:  # the order was voided before its charge arrived: the wallet refused it
+        return [Record("charge", "refused: the order had been voided first", created_at, FAILED)]
+    return [Record("refund", f"voided at the wallet ({p.detail})", updated_at, DONE)]

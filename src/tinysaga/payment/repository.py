@@ -51,6 +51,10 @@ class PaymentRepository:
         row = await self.db.fetchrow("SELECT * FROM payments WHERE order_id=$1", order_id)
         return None if row is None else payment_of(row)
 
+    async def row(self, order_id: str) -> asyncpg.Record | None:
+        """The order's payments row as stored, with when it was written and last changed."""
+        return await self.db.fetchrow("SELECT * FROM payments WHERE order_id=$1", order_id)
+
     async def void_pending(self, limit: int = 100) -> list[Payment]:
         """The payments whose charge had an unknown outcome, longest waiting first."""
         rows = await self.db.fetch(

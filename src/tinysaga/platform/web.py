@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -106,6 +107,19 @@ async def admin_user(request: Request) -> Identity:
     if not ident.is_admin:
         raise Problem(403, "Forbidden", "this route needs the admin role")
     return ident
+
+
+def uuid_in_path(value: str, name: str) -> uuid.UUID:
+    """A path parameter that must be a UUID (an internal route's order id): 422 otherwise."""
+    try:
+        return uuid.UUID(value)
+    except ValueError as e:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"{name} must be a UUID",
+            errors=[{"field": name, "message": "not a UUID", "type": "uuid_parsing"}],
+        ) from e
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

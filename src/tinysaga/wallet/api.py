@@ -1,5 +1,6 @@
-"""Wallet routes: the user's balance, deposits and ledger (public, through the gateway), and the
-batched debit and the refund that Payment calls (internal, never routed by the gateway). The SQL is
+"""Wallet routes: the user's balance, deposits and ledger (public, through the gateway), the
+batched debit and the refund that Payment calls, and an order's ledger rows for the saga map
+(internal, never routed by the gateway). The SQL is
 in `repository`, the decisions in `domain`."""
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from tinysaga.contracts import routes
+from tinysaga.contracts import records, routes
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import Amount, as_number
 from tinysaga.platform.service import runtime
-from tinysaga.platform.web import JSON, Identity, Problem, current_user
+from tinysaga.platform.web import JSON, Identity, Problem, current_user, uuid_in_path
 from tinysaga.wallet.domain import (
     MAX_BATCH,
     MAX_DEPOSIT,
@@ -24,6 +25,7 @@ from tinysaga.wallet.domain import (
     Debit,
     decide_charges,
     decide_refund,
+    record_of,
 )
 from tinysaga.wallet.repository import WalletRepository
 
@@ -179,3 +181,18 @@ async def internal_balance(user_id: str, request: Request) -> dict[str, Any]:
     d = deps(request)
     async with WalletRepository.connection(d.pool) as repo:
         return await _balance_json(repo, user_id, d.currency)
+
+
+@router.get(routes.ORDER_RECORDS)
+async def order_records(orderId: str, request: Request) -> dict[str, Any]:
+    """What Wallet did for the order: its ledger rows (the debit, the refund or void) as records of
+    the saga's steps. 422 for an id that is not a UUID."""
+    order_id = str(uuid_in_path(orderId, "orderId"))
+    rows = await WalletRepository(deps(request).pool).of_order(order_id)
+    found = [
+        record_of(
+            r["transaction_type"], r["payment_status"], r["amount"], r["currency"], r["created_at"], r["description"]
+        )
+        for r in rows
+    ]
+    return records.answer("wallet", order_id, found)

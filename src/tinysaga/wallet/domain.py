@@ -6,8 +6,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+
+from tinysaga.contracts.records import DONE, FAILED, Record
 
 MAX_DEPOSIT = Decimal("10000")
 MAX_BATCH = 500  # debits in one call of /internal/payments/batch
@@ -191,3 +194,19 @@ def decide_refund(
         new_id(), user_id, order_id, REFUND, str(outcome), amount, currency, refund_description(order_id, reason)
     )
     return RefundDecision(Answer(str(row.transaction_id), row.status, amount), row, amount)
+
+
+# ---- what Wallet did for an order (the saga map) --------------------------------------------------
+
+
+def record_of(kind: str, status: str, amount: Decimal, currency: str, at: datetime, description: str) -> Record:
+    """One ledger row of an order, as a record of the step it served: a PAYMENT row the charge, a
+    REFUND row the refund (or the void that blocks a late debit)."""
+    money = f"{amount:.2f} {currency}"
+    if kind == PAYMENT:
+        if status == Status.COMPLETED:
+            return Record("charge", f"debited {money} from the wallet", at, DONE, description)
+        return Record("charge", f"debit of {money} refused: the balance was short", at, FAILED, description)
+    if status == Status.REFUNDED:
+        return Record("refund", f"credited {money} back to the wallet", at, DONE, description)
+    return Record("refund", "nothing had been taken: a late debit is refused from now on", at, DONE, description)

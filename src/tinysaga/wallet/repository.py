@@ -114,6 +114,10 @@ class WalletRepository:
         rows = await self.db.fetch("SELECT * FROM transactions WHERE order_id=$1", order_id)
         return {r["transaction_type"]: entry_of(r) for r in rows}
 
+    async def of_order(self, order_id: str) -> list[asyncpg.Record]:
+        """One order's ledger rows as stored (its PAYMENT and REFUND, at most one of each), oldest first."""
+        return await self.db.fetch("SELECT * FROM transactions WHERE order_id=$1 ORDER BY created_at", order_id)
+
     async def add_payments(self, rows: Sequence[NewEntry]) -> None:
         """PAYMENT rows, in one statement."""
         if not rows:

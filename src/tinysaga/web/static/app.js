@@ -367,10 +367,12 @@ function updateHeader() {
   });
   document.querySelector('[data-testid="user-email"]').textContent = session.email || "Signed in";
   const path = location.pathname;
-  document.querySelectorAll("#nav a").forEach((a) => {
-    const href = a.getAttribute("href");
-    const on = href === "/" ? path === "/" || path.startsWith("/products/") : path === href || path.startsWith(href + "/");
-    if (on) a.setAttribute("aria-current", "page");
+  const links = [...document.querySelectorAll("#nav a")];
+  const matches = (href) => (href === "/" ? path === "/" || path.startsWith("/products/") : path === href || path.startsWith(href + "/"));
+  // the most precise link is the current page (/admin/operations is Operations, not Admin)
+  const best = links.map((a) => a.getAttribute("href")).filter(matches).sort((a, b) => b.length - a.length)[0];
+  links.forEach((a) => {
+    if (a.getAttribute("href") === best) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   });
 }
@@ -412,6 +414,9 @@ const ROUTES = [
   [/^\/wallet\/?$/, pageWallet],
   [/^\/notifications\/?$/, pageInbox],
   [/^\/admin\/?$/, pageAdmin],
+  [/^\/admin\/operations\/?$/, pageOperations],
+  [/^\/admin\/saga\/?$/, pageSagaDefinition],
+  [/^\/admin\/orders\/([^/]+)\/?$/, pageAdminOrderMap],
 ];
 
 let current = null;
@@ -835,10 +840,12 @@ async function pageOrder(view, [orderId], ctx) {
   const cancelError = messageBox("cancel-error");
   const cancelArea = h("div", { class: "cancel-area", "data-testid": "cancel-area" }, cancelBtn, confirmBox, cancelError);
 
+  const mapView = sagaMapView(ctx, `${path}/saga`);
   view.append(
     h("section", { class: "card", "data-testid": "order", "aria-labelledby": "status-heading" },
       h("h2", { id: "status-heading", class: "visually-hidden" }, "Status"),
       h("div", { class: "order-head" }, status, live), info, fail, refund, outcome, problems, facts, cancelArea),
+    mapView.el,
     h("section", null, h("h2", null, "Saga timeline"), timeline),
     h("p", { class: "row" }, h("a", { href: "/orders" }, "All your orders"), h("a", { href: "/" }, "Back to the shop")),
   );
@@ -931,7 +938,7 @@ async function pageOrder(view, [orderId], ctx) {
       outcome.replaceChildren(
         h("p", null, h("strong", null, "Your order is canceled.")),
         h("p", null, paid),
-        wasReserved() ? h("p", { "data-testid": "cancel-stock" }, `The stock was given back (${order.productQuantity} × ${names.get(order.productId) || order.productId}).`) : null);
+        ...(wasReserved() ? [h("p", { "data-testid": "cancel-stock" }, `The stock was given back (${order.productQuantity} × ${names.get(order.productId) || order.productId}).`)] : []));
     } else {
       outcome.replaceChildren();
     }
@@ -1067,6 +1074,7 @@ async function pageOrder(view, [orderId], ctx) {
       problems.show("");
       setLive("live", "Following live…");
       showOrder(o);
+      mapView.follow();
       if (STREAM_ENDS.has(o.orderStatus)) {
         source.close();
         es = null;
@@ -1129,6 +1137,7 @@ async function pageOrder(view, [orderId], ctx) {
       confirming = false;
       showIfNewer(o);
       loadHistory();
+      mapView.follow();
       follow(); // the stream had ended (a PLACED order) or was never opened: follow the cancel live
       if (!outcome.hidden) outcome.focus(); // the button just pressed is gone: keyboard focus goes to what happens now
     } catch (err) {
@@ -1154,8 +1163,358 @@ async function pageOrder(view, [orderId], ctx) {
     }
   });
 
+  mapView.follow();
   if (STREAM_ENDS.has(order.orderStatus)) finished(order);
   else follow();
+}
+
+// ---- drawings in plain SVG -----------------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+let svgIds = 0; // each drawing's own ids (arrow markers, titles)
+
+/** Build an SVG element, as h() builds HTML ones (attrs; text as "text"; children nodes or text). */
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "text") el.textContent = v;
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function seconds(v) {
+  if (v === null || v === undefined || !Number.isFinite(Number(v))) return "–";
+  const n = Number(v);
+  if (n < 1) return `${Math.round(n * 1000)} ms`;
+  if (n < 120) return `${n.toFixed(n < 10 ? 2 : 1)} s`;
+  return `${Math.floor(n / 60)} min ${Math.round(n % 60)} s`;
+}
+
+/** The smallest 1, 2 or 5 × 10^k at least v (the top of a chart's scale). */
+function niceCeil(v) {
+  if (!(v > 0)) return 0;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+/** A line chart of samples over the last spanMs: series [{name, cls, values: [[t, v or null]]}]. */
+function lineChart({ label, series, format, spanMs, now, width = 480, height = 170 }) {
+  const pad = { l: 58, r: 12, t: 12, b: 24 };
+  const iw = width - pad.l - pad.r;
+  const ih = height - pad.t - pad.b;
+  const finite = series.flatMap((s) => s.values.map((p) => p[1])).filter((v) => v !== null && Number.isFinite(v));
+  const top = niceCeil(Math.max(0, ...finite)) || 1;
+  const x = (t) => pad.l + iw * (1 - (now - t) / spanMs);
+  const y = (v) => pad.t + ih * (1 - v / top);
+  const id = `chart-${++svgIds}`;
+  const latest = series.map((s) => {
+    const last = [...s.values].reverse().find((p) => p[1] !== null);
+    return `${s.name} ${last ? format(last[1]) : "no figure"}`;
+  });
+  const grid = [0, top / 2, top].map((v) => [
+    svg("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: y(v), y2: y(v) }),
+    svg("text", { class: "tick", x: pad.l - 6, y: y(v) + 4, "text-anchor": "end", text: format(v) }),
+  ]);
+  const lines = series.map((s) => {
+    let d = "";
+    let pen = false;
+    const shown = s.values.filter((p) => now - p[0] <= spanMs);
+    for (const [t, v] of shown) {
+      if (v === null || !Number.isFinite(v)) {
+        pen = false;
+        continue;
+      }
+      d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+      pen = true;
+    }
+    const last = [...shown].reverse().find((p) => p[1] !== null && Number.isFinite(p[1]));
+    return svg("g", { class: `series ${s.cls || ""}`, "data-series": s.name },
+      svg("path", { d: d || `M${pad.l},${y(0)}`, fill: "none" }),
+      last ? svg("circle", { cx: x(last[0]), cy: y(last[1]), r: 3 }) : null);
+  });
+  return svg("svg", {
+    class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": `${id}-t`,
+    "data-testid": "chart", "data-points": String(Math.max(0, ...series.map((s) => s.values.length))),
+  },
+  svg("title", { id: `${id}-t`, text: `${label}: ${latest.join(", ")}` }),
+  grid,
+  svg("text", { class: "tick", x: pad.l, y: height - 6, text: `−${Math.round(spanMs / 60000)} min` }),
+  svg("text", { class: "tick", x: width - pad.r, y: height - 6, "text-anchor": "end", text: "now" }),
+  lines);
+}
+
+/** Horizontal bars: items [{label, value, text, cls}], the longest bar the largest value. */
+function barChart({ label, items, width = 480 }) {
+  const rowH = 30;
+  const labelW = 190;
+  const height = Math.max(1, items.length) * rowH + 8;
+  const top = Math.max(1, ...items.map((i) => i.value));
+  const id = `chart-${++svgIds}`;
+  const barW = width - labelW - 140;
+  return svg("svg", { class: "chart bars", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": `${id}-t`, "data-testid": "chart" },
+    svg("title", { id: `${id}-t`, text: `${label}: ${items.map((i) => `${i.label} ${i.text}`).join("; ") || "none"}` }),
+    items.map((item, n) => {
+      const yy = 4 + n * rowH;
+      const w = item.value > 0 ? Math.max(3, (barW * item.value) / top) : 0;
+      return svg("g", { class: `bar ${item.cls || ""}` },
+        svg("text", { class: "bar-label", x: labelW - 8, y: yy + 19, "text-anchor": "end", text: item.label }),
+        svg("rect", { x: labelW, y: yy + 5, width: w, height: rowH - 10, rx: 3 }),
+        svg("text", { class: "bar-value", x: labelW + w + 6, y: yy + 19, text: item.text }));
+    }));
+}
+
+// ---- the saga map: the declared saga, and where one order is in it -------------------------------
+
+let definitionCache = null;
+/** The saga as the code declares it (GET /api/saga/definition), fetched once per page load. */
+function sagaDefinition() {
+  if (!definitionCache) {
+    definitionCache = api("/api/saga/definition");
+    definitionCache.catch(() => {
+      definitionCache = null;
+    });
+  }
+  return definitionCache;
+}
+
+// Where each kind of step is drawn: the forward path (with the order's life after it), the
+// compensations and the cancel below it, what follows every outcome, and the user's own steps.
+const MAP_LANES = [
+  { title: "The saga, then the order's life", kinds: ["action", "lifecycle"] },
+  { title: "Compensations and the cancel", kinds: ["compensation", "cancel"] },
+  { title: "Following every outcome", kinds: ["tracking", "notification"] },
+  { title: "Before any order (the user's own steps)", kinds: ["setup"] },
+];
+const STATE_TEXT = { done: "done", current: "in progress", failed: "failed", unknown: "unknown: its service did not answer", not_run: "not run" };
+const MAP = { colW: 164, nodeW: 142, nodeH: 50, laneH: 132, left: 16, top: 46 };
+
+/** Where every node goes, from the definition: each step in its kind's lane, in the order the
+ * definition declares them; a compensation under the step it undoes; each order status an arrow
+ * ends in right after the step whose success it is, else at the end of the compensations' lane. */
+function mapLayout(def) {
+  const byName = new Map(def.steps.map((s) => [s.name, s]));
+  const laneOf = (s) => {
+    const i = MAP_LANES.findIndex((l) => l.kinds.includes(s.kind));
+    return i === -1 ? 2 : i; // a kind this page does not know: drawn with what follows the outcomes
+  };
+  const nodes = new Map(); // name -> {name, lane, col, status?}
+  const used = MAP_LANES.map(() => new Set());
+  const place = (name, lane, col, extra = {}) => {
+    while (used[lane].has(col)) col += 1;
+    used[lane].add(col);
+    nodes.set(name, { name, lane, col, ...extra });
+  };
+  const successOf = new Map(); // step -> the status its success ends in, when an arrow says so
+  for (const e of def.edges) if (e.toStatus && byName.get(e.from) && byName.get(e.from).leadsTo === e.to) successOf.set(e.from, e.to);
+  let col = 0;
+  for (const s of def.steps.filter((x) => laneOf(x) === 0)) {
+    place(s.name, 0, col++, { step: s });
+    if (successOf.has(s.name)) place(successOf.get(s.name), 0, col++, { status: true });
+  }
+  for (const lane of [1, 2, 3]) {
+    const steps = def.steps.filter((x) => laneOf(x) === lane);
+    for (const s of steps) {
+      const undoes = def.steps.find((f) => f.compensation === s.name && nodes.has(f.name));
+      if (undoes) place(s.name, lane, nodes.get(undoes.name).col, { step: s });
+    }
+    for (const s of steps) if (!nodes.has(s.name)) place(s.name, lane, 0, { step: s });
+  }
+  for (const e of def.edges) {
+    if (!e.toStatus || nodes.has(e.to)) continue;
+    const from = nodes.get(e.from);
+    place(e.to, from && from.lane === 2 ? 2 : 1, 0, { status: true });
+  }
+  const cols = Math.max(...[...nodes.values()].map((n) => n.col)) + 1;
+  return { nodes, byName, width: MAP.left * 2 + cols * MAP.colW - (MAP.colW - MAP.nodeW), height: MAP.top + MAP_LANES.length * MAP.laneH - 40 };
+}
+
+/** Whether the order went along arrow `e`: out of a step that ran, into a step that ran; or into
+ * the status reached, by the step's success (the status its success leads to) when it is done, by
+ * its failure when it failed. */
+function tookEdge(e, source, stateOf, reached) {
+  const from = stateOf.get(e.from);
+  if (from !== "done" && from !== "failed") return false;
+  if (!e.toStatus) return ["done", "failed", "current"].includes(stateOf.get(e.to));
+  const success = !source.leadsTo || e.to.split(" or ").includes(source.leadsTo);
+  return reached(e.to) && from === (success ? "done" : "failed");
+}
+
+/** The map as SVG: `map` (GET .../saga) gives each step's state and the status reached; without
+ * it, the saga as declared. */
+function drawSagaMap(def, map) {
+  const L = mapLayout(def);
+  const id = `map-${++svgIds}`;
+  const at = (n) => ({ x: MAP.left + n.col * MAP.colW, y: MAP.top + n.lane * MAP.laneH, w: MAP.nodeW, h: MAP.nodeH });
+  const stateOf = new Map((map ? map.steps : []).map((s) => [s.step, s.state]));
+  const reached = (label) => Boolean(map) && label.split(" or ").includes(map.orderStatus);
+  const events = new Set(def.steps.flatMap((s) => s.outcomes));
+  const edges = def.edges.map((e) => {
+    const a = L.nodes.get(e.from);
+    const b = L.nodes.get(e.to);
+    if (!a || !b) return null;
+    const p = at(a);
+    const q = at(b);
+    let d;
+    if (a.lane === b.lane && b.col === a.col + 1) {
+      d = `M${p.x + p.w},${p.y + p.h / 2} L${q.x - 2},${q.y + q.h / 2}`;
+    } else if (a.lane === b.lane) {
+      const dip = 18 + 7 * Math.abs(b.col - a.col);
+      d = `M${p.x + p.w / 2},${p.y + p.h} C${p.x + p.w / 2},${p.y + p.h + dip} ${q.x + q.w / 2},${q.y + q.h + dip} ${q.x + q.w / 2},${q.y + q.h + 2}`;
+    } else if (a.lane < b.lane) {
+      d = `M${p.x + p.w / 2},${p.y + p.h} C${p.x + p.w / 2},${p.y + p.h + 44} ${q.x + q.w / 2},${q.y - 44} ${q.x + q.w / 2},${q.y - 2}`;
+    } else {
+      d = `M${p.x + p.w / 2},${p.y} C${p.x + p.w / 2},${p.y - 44} ${q.x + q.w / 2},${q.y + q.h + 44} ${q.x + q.w / 2},${q.y + q.h + 2}`;
+    }
+    const taken = map && tookEdge(e, L.byName.get(e.from), stateOf, reached);
+    return svg("path", { class: `edge${e.dashed ? " dashed" : ""}${e.to === "track" ? " to-track" : ""}${taken ? " taken" : ""}`, d, "marker-end": `url(#${id}-arrow)`, "data-testid": "map-edge", "data-event": e.event, "data-from": e.from, "data-to": e.to, "data-taken": String(Boolean(taken)) },
+      svg("title", { text: `${e.from} → ${e.to}: ${e.event}` }));
+  });
+  const nodes = [...L.nodes.values()].map((n) => {
+    const r = at(n);
+    if (n.status) {
+      const hit = reached(n.name);
+      return svg("g", { class: `node status${hit ? " reached" : ""}${/FAILED/.test(n.name) ? " bad" : ""}`, "data-testid": "map-status", "data-status": n.name, "data-reached": String(hit) },
+        svg("rect", { x: r.x, y: r.y + 6, width: r.w, height: r.h - 12, rx: (r.h - 12) / 2 }),
+        svg("text", { class: "name", x: r.x + r.w / 2, y: r.y + r.h / 2 + 4, "text-anchor": "middle", text: n.name.replace(" or ", " / ") }),
+        svg("title", { text: hit ? `the order is ${map.orderStatus}` : `order status ${n.name}` }));
+    }
+    const s = n.step;
+    const state = map ? stateOf.get(s.name) || "declared" : "declared";
+    const caption = s.triggers.filter((t) => !events.has(t) && t !== "USER_REGISTERED")[0];
+    return svg("g", { class: `node step state-${state} kind-${s.kind}`, "data-testid": "map-step", "data-step": s.name, "data-state": state, "data-participant": s.participant },
+      caption ? svg("text", { class: "trigger", x: r.x + 2, y: r.y - 6, text: caption.length > 30 ? caption.replace("/api/admin/orders/{orderId}", "…").replace("/api/orders/{orderId}", "…") : caption }) : null,
+      svg("rect", { x: r.x, y: r.y, width: r.w, height: r.h, rx: 7 }),
+      svg("text", { class: "name", x: r.x + 9, y: r.y + 20, text: s.name }),
+      svg("text", { class: "who", x: r.x + 9, y: r.y + 38, text: map && state !== "declared" ? `${s.participant} · ${STATE_TEXT[state] ? STATE_TEXT[state].split(":")[0] : state}` : s.participant }),
+      svg("title", { text: `${s.name} (${s.participant}, ${s.kind}): ${s.does}${map ? ` — ${STATE_TEXT[state] || state}` : ""}` }));
+  });
+  const lanes = MAP_LANES.map((l, i) => svg("text", { class: "lane", x: MAP.left, y: MAP.top + i * MAP.laneH - 24, text: l.title }));
+  const summary = map
+    ? `The saga of order ${map.orderId}: ${statusText(map.orderStatus)}${map.current.length ? `, waiting for ${map.current.join(" and ")}` : ""}.`
+    : `The saga as declared: ${def.steps.length} steps.`;
+  return svg("svg", { class: "saga-map-svg", viewBox: `0 0 ${L.width} ${L.height}`, role: "img", "aria-labelledby": `${id}-t`, "data-testid": "saga-map-svg", "data-steps": String(def.steps.length) },
+    svg("title", { id: `${id}-t`, text: summary }),
+    svg("defs", null, svg("marker", { id: `${id}-arrow`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+      svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }))),
+    lanes, edges, nodes);
+}
+
+function mapLegend() {
+  return h("ul", { class: "legend", "aria-label": "What the colours mean" },
+    ["done", "current", "failed", "unknown", "not_run"].map((s) =>
+      h("li", null, h("span", { class: `swatch state-${s}`, "aria-hidden": "true" }), STATE_TEXT[s].split(":")[0])));
+}
+
+/** The saga map of one order, live: the drawing, the steps' states as a list (for screen readers),
+ * and beside it what each service did and when. `path`: the owner's or the admin's map route;
+ * `onMap(m)` is told each map read. */
+function sagaMapView(ctx, path, { onMap = () => {} } = {}) {
+  const drawing = h("div", { class: "map-wrap", "data-testid": "saga-map-drawing" }, h("p", { class: "muted" }, "Drawing the saga…"));
+  const stepsList = h("ul", { class: "visually-hidden", "data-testid": "map-steps-list" });
+  const records = h("ol", { class: "map-timeline", "data-testid": "map-timeline", "aria-label": "What each service did, oldest first" });
+  const unknown = h("p", { class: "note warn", "data-testid": "map-unknown", hidden: true });
+  const live = h("span", { class: "live", "data-testid": "map-live", "data-state": "idle" });
+  const box = messageBox("saga-map-error");
+  const el = h("section", { class: "saga-map", "data-testid": "saga-map", "aria-labelledby": "saga-map-h" },
+    h("h2", { id: "saga-map-h" }, "Saga map"),
+    h("p", { class: "muted small-text" }, "Every step of the saga as the code declares it; where this order is, and what each service did for it and when, from each service's own records. ", live),
+    box, unknown,
+    h("div", { class: "map-grid" },
+      h("div", { class: "map-main" }, drawing, mapLegend(), stepsList),
+      h("div", { class: "map-side" }, h("h3", null, "What each service did"), records)));
+  let def = null;
+  let timer = null;
+  let busy = false;
+  let again = false;
+  let lastLen = -1;
+  let stable = 0;
+  let polls = 0;
+  let current = null;
+
+  function show(m) {
+    current = m;
+    drawing.replaceChildren(drawSagaMap(def, m));
+    drawing.dataset.orderStatus = m.orderStatus;
+    stepsList.replaceChildren(...m.steps.map((s) => h("li", null, `${s.step} (${s.participant}): ${STATE_TEXT[s.state] || s.state}`)));
+    const gone = m.services.filter((s) => s.state === "unknown");
+    unknown.hidden = !gone.length;
+    unknown.textContent = gone.length
+      ? `Not answering: ${gone.map((s) => `${s.service} (${s.reason})`).join(", ")}. Their steps show as unknown; the map is refreshed until they answer.`
+      : "";
+    records.replaceChildren(...(m.timeline.length ? m.timeline.map((t) =>
+      h("li", { "data-testid": "map-record", "data-service": t.service, "data-step": t.step, "data-state": t.state },
+        h("div", { class: "when" }, h("time", { datetime: t.at }, clock(t.at)), " · ", h("strong", null, t.service), " · ", t.step,
+          t.state !== "done" ? [" ", h("span", { class: `pill state-${t.state}` }, t.state)] : null),
+        h("div", { class: "what" }, t.what),
+        t.detail ? h("div", { class: "small-text muted" }, t.detail) : null)) : [h("li", { class: "empty" }, "No record yet.")]));
+  }
+
+  function moving(m) {
+    if (m.timeline.length !== lastLen) {
+      lastLen = m.timeline.length;
+      stable = 0;
+    } else {
+      stable += 1;
+    }
+    const underway = !m.atRest || m.steps.some((s) => s.state === "current") || m.services.some((s) => s.state === "unknown");
+    return (underway || stable < 3) && polls < 400;
+  }
+
+  async function refresh() {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      do {
+        again = false;
+        polls += 1;
+        if (!def) def = await sagaDefinition();
+        const m = await api(path, { signal: ctx.signal });
+        box.show("");
+        show(m);
+        onMap(m);
+      } while (again && !ctx.left);
+    } catch (err) {
+      if (err.name === "AbortError" || err.handled || ctx.left) return;
+      box.show(err.status === 404 ? "There is no such order." : `Could not read the saga map: ${explain(err)}`);
+      if (!def) drawing.replaceChildren(h("p", { class: "empty" }, "The map cannot be drawn right now."));
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function tick() {
+    timer = null;
+    if (ctx.left) return;
+    await refresh();
+    if (ctx.left) return;
+    if (!current || moving(current)) {
+      live.dataset.state = "live";
+      live.textContent = "Following live…";
+      timer = setTimeout(tick, 2500);
+    } else {
+      live.dataset.state = "done";
+      live.textContent = "Up to date: nothing is under way.";
+    }
+  }
+
+  /** Follow the order (again): refresh now, then every 2.5 s while anything is under way. */
+  function follow() {
+    stable = 0;
+    if (timer) clearTimeout(timer);
+    tick();
+  }
+  ctx.onLeave(() => clearTimeout(timer));
+  return { el, refresh, follow };
 }
 
 // ---- pages: lists --------------------------------------------------------------------------------
@@ -1339,7 +1698,8 @@ async function pageAdmin(view, _params, ctx) {
   if (!requireSignIn()) return;
   const refreshAll = h("button", { type: "button", class: "secondary", "data-testid": "admin-refresh" }, "Refresh everything");
   const denied = messageBox("admin-denied");
-  view.append(h("p", { class: "row" }, h("span", { class: "muted" }, "Operator views of the shop and its sagas."), refreshAll), denied);
+  view.append(h("p", { class: "row" }, h("span", { class: "muted" }, "Operator views of the shop and its sagas. Live figures on "),
+    h("a", { href: "/admin/operations" }, "Operations"), h("span", { class: "muted" }, "; every step of the saga on "), h("a", { href: "/admin/saga" }, "the saga map"), refreshAll), denied);
   const nav = h("nav", { "aria-label": "Admin sections" }, h("ul", { class: "row", style: "list-style:none;padding:0" },
     [["adm-products", "Products"], ["adm-sagas", "Sagas"], ["adm-alerts", "Refund alerts"], ["adm-dlq", "Dead letters"], ["adm-mail", "Mail"], ["adm-sms", "SMS"]]
       .map(([id, t]) => h("li", null, h("a", { href: `#${id}` }, t)))));
@@ -1471,7 +1831,7 @@ async function pageAdmin(view, _params, ctx) {
     }
     const row = h("tr", { "data-testid": "saga-row", "data-order-id": o.orderId, "data-status": o.orderStatus, "data-trace-id": o.traceId },
       h("td", null, when(o.createdAt)),
-      h("td", null, h("code", { class: "short", title: o.traceId ? `${o.orderId}, trace ${o.traceId}` : o.orderId }, shortId(o.orderId))),
+      h("td", null, h("a", { href: `/admin/orders/${enc(o.orderId)}`, "data-testid": "saga-map-link", "aria-label": `Saga map of order ${o.orderId}` }, h("code", { class: "short", title: o.traceId ? `${o.orderId}, trace ${o.traceId}` : o.orderId }, shortId(o.orderId)))),
       h("td", null, h("code", { class: "short", title: o.userId }, shortId(o.userId))),
       h("td", null, `${o.productQuantity} × ${o.productId}`),
       h("td", { class: "num" }, money(o.totalAmount, o.currency)),
@@ -1584,6 +1944,230 @@ async function pageAdmin(view, _params, ctx) {
   }
   refreshAll.addEventListener("click", loadAll);
   await loadAll();
+}
+
+// ---- pages: operations (the admin) ----------------------------------------------------------------
+
+const OPS_EVERY_MS = 2000;
+const OPS_SPAN_MS = 3 * 60 * 1000;
+const opsSamples = []; // kept while the app is open, so that coming back to the page keeps its past
+
+function recordSample(data) {
+  const s = data.summary;
+  const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+  opsSamples.push({
+    t: data.at * 1000,
+    sps: s ? s.sagasPerSecond : null,
+    p50: s ? s.p50Seconds : null,
+    p99: s ? s.p99Seconds : null,
+    inFlight: s ? sum(s.inFlight) : null,
+    stuck: s ? sum(s.stuck) : null,
+    dlNew: s ? s.deadLetters.notReplayed : null,
+    lag: Object.fromEntries(data.consumerLag.map((l) => [l.group, l.records])),
+  });
+  while (opsSamples.length && data.at * 1000 - opsSamples[0].t > OPS_SPAN_MS) opsSamples.shift();
+}
+
+async function pageOperations(view, _params, ctx) {
+  heading(view, "Operations");
+  if (!requireSignIn()) return;
+  const updated = h("span", { class: "live", "data-testid": "ops-live", "data-state": "idle" }, "Reading the figures…");
+  const box = messageBox("ops-error");
+  view.append(h("p", { class: "row" }, h("span", { class: "muted" }, "The figures of ", h("code", null, "./tiny-saga top"), ", live: every 2 s, over the last minute. "), updated), box);
+
+  const figures = h("div", { class: "figures", "data-testid": "ops-figures" });
+  const card = (id, title, ...body) => h("section", { class: "card chart-card", "data-testid": id, "aria-labelledby": `${id}-h` }, h("h2", { id: `${id}-h` }, title), ...body);
+  const spsChart = h("div", { class: "chart-box" });
+  const latencyChart = h("div", { class: "chart-box" });
+  const flightChart = h("div", { class: "chart-box" });
+  const flightTable = table("ops-in-flight-table", ["Waiting for", "Status", h("th", { scope: "col", class: "num" }, "In flight"), h("th", { scope: "col", class: "num" }, "Oldest"), h("th", { scope: "col", class: "num" }, "Stuck")], "Sagas in flight by the step they wait for, with how long the oldest has waited");
+  const lagChart = h("div", { class: "chart-box" });
+  const lagTable = table("ops-lag-table", ["Consumer group", h("th", { scope: "col", class: "num" }, "Records behind")], "Consumer lag by group");
+  const stuckChart = h("div", { class: "chart-box" });
+  const stuckTable = table("ops-stuck-table", ["Order", "Status", "Waiting for", "In its status", "Last event"], "Stuck sagas, longest first");
+  const dlChart = h("div", { class: "chart-box" });
+  const outboxTable = table("ops-outbox-table", ["Service", h("th", { scope: "col", class: "num" }, "Outbox rows"), h("th", { scope: "col", class: "num" }, "Oldest"), h("th", { scope: "col", class: "num" }, "Dead-lettered")], "Outboxes and dead-lettered events by service");
+  const down = h("p", { class: "note error", role: "alert", "data-testid": "ops-down", hidden: true });
+  view.append(figures, down, h("div", { class: "charts" },
+    card("ops-throughput", "Sagas per second", spsChart),
+    card("ops-latency", "Latency: p50 and p99", latencyChart),
+    card("ops-in-flight", "Sagas in flight, by step", flightChart, flightTable.wrap),
+    card("ops-lag", "Consumer lag", lagChart, lagTable.wrap),
+    card("ops-stuck", "Stuck sagas", stuckChart, stuckTable.wrap),
+    card("ops-dead-letters", "Dead letters and outboxes", dlChart, outboxTable.wrap)));
+
+  const series = (key) => opsSamples.map((x) => [x.t, x[key]]);
+  const count = (v) => String(Math.round(v * 100) / 100);
+  const legend = (items) => h("ul", { class: "legend" }, items.map(([cls, text]) => h("li", null, h("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text)));
+  function figure(testid, label, value, text, { sub = "", ...extra } = {}) {
+    return h("div", { class: "figure", ...extra }, h("span", { class: "label", id: `${testid}-l` }, label),
+      h("strong", { "data-testid": testid, "data-value": value === null ? "" : String(value), "aria-labelledby": `${testid}-l` }, text),
+      sub ? h("span", { class: "sub" }, sub) : null);
+  }
+
+  function draw(data) {
+    const s = data.summary;
+    const now = data.at * 1000;
+    const chartOf = (label, list, format) => lineChart({ label, series: list, format, spanMs: OPS_SPAN_MS, now });
+    if (!s) {
+      box.show("Order does not answer: no saga figures right now (the rest below is still read).");
+    } else if (box.dataset.kind !== "error" || box.textContent.startsWith("Order")) {
+      box.show("");
+    }
+    const sum = (o) => Object.values(o || {}).reduce((a, b) => a + b, 0);
+    const ended = s ? sum(s.ended) : null;
+    figures.replaceChildren(
+      figure("ops-sagas-per-second", "Sagas per second", s ? s.sagasPerSecond : null, s ? s.sagasPerSecond.toFixed(2) : "–"),
+      figure("ops-p50", "p50 (last minute)", s ? s.p50Seconds : null, s ? seconds(s.p50Seconds) : "–"),
+      figure("ops-p99", "p99 (last minute)", s ? s.p99Seconds : null, s ? seconds(s.p99Seconds) : "–"),
+      figure("ops-ended", "Ended in the last minute", ended, s ? String(ended) : "–", { sub: s ? Object.entries(s.ended).map(([k, v]) => `${v} ${k}`).join(", ") : "" }),
+      figure("ops-in-flight-total", "In flight", s ? sum(s.inFlight) : null, s ? String(sum(s.inFlight)) : "–"),
+      figure("ops-stuck-total", "Stuck", s ? sum(s.stuck) : null, s ? String(sum(s.stuck)) : "–", { "data-bad": s && sum(s.stuck) > 0 ? "true" : null }),
+      figure("ops-dead-letters-new", "Dead letters (new / kept)", s ? s.deadLetters.notReplayed : null, s ? `${s.deadLetters.notReplayed} / ${s.deadLetters.kept}` : "–"),
+    );
+    down.hidden = !data.down.length;
+    down.textContent = data.down.length ? `Not answering: ${data.down.join(", ")}.` : "";
+
+    spsChart.replaceChildren(chartOf("Sagas per second", [{ name: "sagas/s", cls: "s1", values: series("sps") }], count),
+      ...(s && s.p50Seconds === null ? [h("p", { class: "empty small-text" }, "No saga ended in the last minute.")] : []));
+    latencyChart.replaceChildren(chartOf("Latency", [{ name: "p50", cls: "s1", values: series("p50") }, { name: "p99", cls: "s2", values: series("p99") }], seconds),
+      legend([["s1", "p50"], ["s2", "p99"]]));
+
+    const rows = s ? Object.keys(s.inFlight).sort() : [];
+    flightChart.replaceChildren(barChart({
+      label: "Sagas in flight by step",
+      items: rows.map((st) => ({
+        label: `${(s.awaiting[st] || []).join(", ") || "-"} (${st})`,
+        value: s.inFlight[st],
+        text: s.inFlight[st] ? `${s.inFlight[st]} · oldest ${seconds((s.oldestSeconds || {})[st])}${s.stuck[st] ? ` · ${s.stuck[st]} stuck` : ""}` : "0",
+        cls: s.stuck[st] ? "bad" : "",
+      })),
+    }));
+    flightTable.tbody.replaceChildren(...rows.map((st) => h("tr", { "data-testid": "ops-in-flight-row", "data-status": st },
+      h("td", null, (s.awaiting[st] || []).join(", ") || "–"),
+      h("td", { class: "small-text" }, st),
+      h("td", { class: "num", "data-testid": "in-flight", "data-value": String(s.inFlight[st]) }, String(s.inFlight[st])),
+      h("td", { class: "num", "data-testid": "oldest", "data-value": String((s.oldestSeconds || {})[st] ?? "") }, seconds((s.oldestSeconds || {})[st])),
+      h("td", { class: "num", "data-testid": "stuck", "data-value": String(s.stuck[st]) }, String(s.stuck[st])))));
+    if (!rows.length) flightTable.tbody.append(h("tr", null, h("td", { colspan: 5, class: "empty" }, "No figures.")));
+
+    const groups = data.consumerLag.map((l) => l.group);
+    const palette = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    lagChart.replaceChildren(chartOf("Consumer lag (records behind)", groups.slice(0, palette.length).map((g, i) => ({ name: g, cls: palette[i], values: opsSamples.map((x) => [x.t, x.lag[g] ?? null]) })), count),
+      legend(groups.slice(0, palette.length).map((g, i) => [palette[i], g])));
+    lagTable.tbody.replaceChildren(...data.consumerLag.map((l) => h("tr", { "data-testid": "ops-lag-row", "data-group": l.group },
+      h("td", null, l.group === l.service ? l.group : `${l.group} (${l.service})`), h("td", { class: "num" }, String(Math.round(l.records))))));
+    if (!groups.length) lagTable.tbody.append(h("tr", null, h("td", { colspan: 2, class: "empty" }, "No consumer reported its lag yet.")));
+
+    stuckChart.replaceChildren(chartOf("Stuck sagas", [{ name: "stuck", cls: "bad", values: series("stuck") }, { name: "in flight", cls: "s1", values: series("inFlight") }], count),
+      legend([["bad", "stuck"], ["s1", "in flight"]]));
+    stuckTable.tbody.replaceChildren(...data.stuck.map((st) => h("tr", { "data-testid": "ops-stuck-row", "data-order-id": st.orderId },
+      h("td", null, h("a", { href: `/admin/orders/${enc(st.orderId)}`, "aria-label": `Saga map of order ${st.orderId}` }, h("code", { class: "short" }, shortId(st.orderId)))),
+      h("td", null, h("span", { class: "pill", "data-status": st.orderStatus }, st.orderStatus)),
+      h("td", null, (st.waitingFor || []).join(", ") || "–"),
+      h("td", null, `${seconds(st.ageSeconds)} (over ${seconds(st.deadlineSeconds)})`),
+      h("td", null, st.lastEvent || "–"))));
+    if (!data.stuck.length) stuckTable.tbody.append(h("tr", null, h("td", { colspan: 5, class: "empty", "data-testid": "ops-stuck-empty" }, "No stuck saga.")));
+
+    dlChart.replaceChildren(chartOf("Dead letters not replayed", [{ name: "new dead letters", cls: "bad", values: series("dlNew") }], count));
+    const services = [...new Set([...data.outboxes.map((o) => o.service), ...Object.keys(data.deadLettered)])].sort();
+    outboxTable.tbody.replaceChildren(...services.map((svc) => {
+      const o = data.outboxes.find((x) => x.service === svc) || { rows: 0, oldestSeconds: 0 };
+      return h("tr", { "data-testid": "ops-outbox-row", "data-service": svc },
+        h("td", null, svc), h("td", { class: "num" }, String(Math.round(o.rows))), h("td", { class: "num" }, o.rows ? seconds(o.oldestSeconds) : "–"),
+        h("td", { class: "num" }, String(Math.round(data.deadLettered[svc] || 0))));
+    }));
+    if (!services.length) outboxTable.tbody.append(h("tr", null, h("td", { colspan: 4, class: "empty" }, "No figures.")));
+  }
+
+  let busy = false;
+  let reads = 0;
+  async function load() {
+    if (busy) return;
+    busy = true;
+    try {
+      const data = await api("/api/admin/operations", { signal: ctx.signal });
+      recordSample(data);
+      draw(data);
+      reads += 1;
+      updated.dataset.state = "live";
+      updated.dataset.reads = String(reads);
+      updated.textContent = `Updated ${clock(new Date(data.at * 1000).toISOString())}`;
+    } catch (err) {
+      if (err.name === "AbortError" || err.handled || ctx.left) return;
+      if (err.status === 403) {
+        box.show("This page is for administrators. Sign in with an admin account to use it.");
+        figures.hidden = true;
+        view.querySelector(".charts").hidden = true;
+        stop = true;
+        return;
+      }
+      updated.dataset.state = "offline";
+      updated.textContent = "Figures paused; retrying…";
+      box.show(`Could not read the figures: ${explain(err)}`);
+    } finally {
+      busy = false;
+    }
+  }
+  let stop = false;
+  await load();
+  ctx.every(OPS_EVERY_MS, () => {
+    if (!stop) load();
+  });
+}
+
+// ---- pages: the saga map (the admin) --------------------------------------------------------------
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+async function pageSagaDefinition(view, _params, ctx) {
+  heading(view, "The saga");
+  if (!requireSignIn()) return;
+  view.append(h("p", { class: "muted" }, "Every step, compensation and branch of the saga, as the code declares it. Open an order to see where it is."));
+  const input = h("input", { type: "text", name: "orderId", autocomplete: "off", spellcheck: "false", required: true, "data-testid": "map-order-id", placeholder: "e.g. 6f1c2a1e-…" });
+  const box = messageBox("map-order-error");
+  const form = h("form", { class: "card inline-form", "data-testid": "map-order-form", novalidate: true },
+    field("map-order-id", "Order id", input), box, h("button", { type: "submit", "data-testid": "map-order-submit" }, "Show its saga"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = input.value.trim();
+    if (!UUID_RE.test(v)) {
+      input.setAttribute("aria-invalid", "true");
+      box.show("An order id looks like 6f1c2a1e-0000-4000-8000-000000000000.");
+      return;
+    }
+    navigate(`/admin/orders/${enc(v.toLowerCase())}`);
+  });
+  view.append(form);
+  const def = await sagaDefinition();
+  if (ctx.left) return;
+  const { wrap, tbody } = table("saga-steps-table", ["Step", "Participant", "Kind", "Triggered by", "Publishes", "Compensated by", "Order status after"], "The steps of the saga");
+  tbody.append(...def.steps.map((s) => h("tr", { "data-testid": "saga-step-row", "data-step": s.name },
+    h("td", null, h("code", { class: "short" }, s.name)), h("td", null, s.participant), h("td", null, s.kind),
+    h("td", null, s.triggers.join(", ")), h("td", null, s.outcomes.join(", ") || "–"),
+    h("td", null, s.compensation || "–"), h("td", null, s.leadsTo || "–"))));
+  view.append(h("section", { class: "saga-map", "aria-labelledby": "declared-h" }, h("h2", { id: "declared-h" }, "As declared"),
+    h("div", { class: "map-wrap", "data-testid": "saga-map-drawing" }, drawSagaMap(def, null))),
+  h("h2", null, "The steps"), wrap);
+}
+
+async function pageAdminOrderMap(view, [orderId], ctx) {
+  heading(view, `Saga of order ${shortId(orderId)}`);
+  if (!requireSignIn()) return;
+  const facts = h("dl", { class: "facts", "data-testid": "map-order-facts" });
+  const mapView = sagaMapView(ctx, `/api/admin/orders/${enc(orderId)}/saga`, {
+    onMap(m) {
+      facts.replaceChildren(
+        h("dt", null, "Order"), h("dd", null, h("code", null, m.orderId)),
+        h("dt", null, "Status"), h("dd", null, h("span", { class: "pill", "data-status": m.orderStatus, "data-testid": "map-order-status" }, statusText(m.orderStatus)),
+          m.failReason ? ` ${m.failReason}` : "", m.refundStatus ? ` · refund ${m.refundStatus}` : ""),
+        h("dt", null, "Waiting for"), h("dd", null, m.current.length ? m.current.join(", ") : "nothing: no step is under way"));
+    },
+  });
+  view.append(
+    h("p", { class: "row" }, h("a", { href: "/admin/saga" }, "The saga as declared"), h("a", { href: "/admin#adm-sagas" }, "Recent sagas"), h("a", { href: "/admin/operations" }, "Operations")),
+    facts, mapView.el);
+  mapView.follow();
 }
 
 async function pageNotFound(view) {
