@@ -194,3 +194,15 @@ async def test_a_refund_retry_sends_the_refund_command() -> None:
     )
     await RetryRefund(reader=db.of(None), writer=_writer(db, uow), orchestrator=ORCH)(oid)
     assert commands(uow) == [(ev.REFUND_PAYMENT, ev.REFUND_RETRY_REQUESTED)]
+
+
+def test_the_map_is_told_what_starts_each_step_in_each_mode() -> None:
+    for mode in saga.MODES:
+        d = saga.definition(mode)
+        assert d["mode"] == mode
+        steps = {s["name"]: s for s in d["steps"]}  # type: ignore[attr-defined]
+        charge = steps["charge"]
+        assert charge["command"] == ev.CHARGE_PAYMENT
+        wanted = [ev.CHARGE_PAYMENT] if mode == saga.ORCHESTRATION else [ev.ORDER_INITIATED]
+        assert charge["startedBy"] == wanted
+        assert steps["track"]["startedBy"] == list(saga.BY_NAME["track"].triggers)  # never commanded

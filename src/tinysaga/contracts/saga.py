@@ -396,10 +396,11 @@ def participants() -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.participant for s in STEPS))
 
 
-def definition() -> dict[str, object]:
+def definition(mode: str = CHOREOGRAPHY) -> dict[str, object]:
     """The saga as data for a client (`GET /api/saga/definition`, the saga map): every step with its
-    fields, and every arrow of `edges`."""
+    fields (and what starts it in `mode`: its events, or its command), and every arrow of `edges`."""
     return {
+        "mode": mode,
         "steps": [
             {
                 "name": s.name,
@@ -413,6 +414,8 @@ def definition() -> dict[str, object]:
                 "staySeconds": s.stay_seconds,
                 "ends": [{"event": e, "orderStatus": status} for e, status in s.ends],
                 "topic": s.topic,
+                "command": s.command,
+                "startedBy": list(starters(s, mode)),
             }
             for s in STEPS
         ],

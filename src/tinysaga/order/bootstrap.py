@@ -50,6 +50,7 @@ class OrderDeps:
     retry_refund: RetryRefund
     replay_dead_letters: ReplayDeadLetters
     saga_map: SagaMap
+    saga_mode: str = "choreography"  # how the saga runs (TINYSAGA_SAGA_MODE)
 
 
 def deps(request: Any) -> OrderDeps:
@@ -75,6 +76,7 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
     fanout = StatusFanout()
     orchestrator = Orchestrator.of(settings)  # sends no command in choreography
     rt.deps = OrderDeps(
+        saga_mode=settings.saga_mode,
         orders=orders,
         dead_letters=dead_letters,
         create_order=CreateOrder(
