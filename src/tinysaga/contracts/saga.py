@@ -343,13 +343,15 @@ def check_definition() -> None:
 def table() -> str:
     """The saga as a Markdown table, one row per step."""
     rows = [
-        "| step | participant | kind | triggered by | publishes | compensated by | order status after | may stay |",
-        "|---|---|---|---|---|---|---|---|",
+        "| step | participant | kind | triggered by | in orchestration, by the command | publishes | compensated by"
+        " | order status after | may stay |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in STEPS:
         rows.append(
-            f"| `{s.name}` | {s.participant} | {s.kind} | {', '.join(s.triggers)} | {', '.join(s.outcomes) or '-'}"
-            f" | {s.compensation or '-'} | {s.leads_to or '-'} | {f'{s.stay_seconds:g} s' if s.stay_seconds else '-'} |"
+            f"| `{s.name}` | {s.participant} | {s.kind} | {', '.join(s.triggers)} | {s.command or '-'}"
+            f" | {', '.join(s.outcomes) or '-'} | {s.compensation or '-'} | {s.leads_to or '-'}"
+            f" | {f'{s.stay_seconds:g} s' if s.stay_seconds else '-'} |"
         )
     return "\n".join(rows)
 
