@@ -179,6 +179,7 @@ class Phase:
     cpu_by: dict[str, float] = field(default_factory=dict)
     steal_s: float = 0.0
     drain_s: float = 0.0
+    kafka_messages: int = 0
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -323,6 +324,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
             "max": round(hist.get_max_value() / 1000, 1) if placed else float("nan"),
         },
         "cpuMsPerSaga": round(phase.cpu_s * 1000 / len(ended), 1) if ended else None,
+        "kafkaMessagesPerSaga": round(phase.kafka_messages / len(ended), 2) if ended else None,
         "cpuMsPerSagaByProcess": {
             k: round(v * 1000 / len(ended), 2) for k, v in sorted(phase.cpu_by.items(), key=lambda kv: -kv[1])
         }
@@ -338,6 +340,21 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         if phase.late_ms
         else 0.0,
     }
+
+
+async def kafka_messages(settings: Any) -> int:
+    """How many records the saga's topics hold (their end offsets summed): the difference over a
+    phase is what the stack put on Kafka for it (events, commands, dead letters)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topics = (settings.topic, settings.user_topic, settings.commands_topic, settings.dead_letter_topic)
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await c.start()
+    try:  # the services create every saga topic with the same partitions at start
+        parts = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        return sum((await c.end_offsets(parts)).values())
+    finally:
+        await c.stop()
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -362,20 +379,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def kept_up(phase: dict[str, Any]) -> bool:
+    """A step counts only if it kept up: nearly all it was offered completed within the step, and
+    what was left drained at once (a growing backlog shows as a slower rate and a long drain)."""
+    return (
+        phase["notEnded"] == 0
+        and phase["drainSeconds"] < 2
+        and phase["completedPerSecond"] >= 0.95 * phase["offeredRate"]
+    )
+
+
+def best_kept_up(report: dict[str, Any]) -> float:
+    """The highest rate of completed sagas among the load steps that kept up (0: none did)."""
+    return max((p["completedPerSecond"] for p in report["phases"][1:] if kept_up(p)), default=0.0)
+
+
 def verdicts(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     light = report["phases"][0]["latencyMs"]["p50"]
-    # a step counts only if it kept up: nearly all it was offered completed within the step, and
-    # what was left drained at once (a growing backlog shows as a slower rate and a long drain)
-    best = max(
-        (
-            p
-            for p in report["phases"][1:]
-            if p["notEnded"] == 0 and p["drainSeconds"] < 2 and p["completedPerSecond"] >= 0.95 * p["offeredRate"]
-        ),
-        key=lambda p: p["completedPerSecond"],
-        default=None,
-    )
-    sat = best["completedPerSecond"] if best else 0.0
+    sat = best_kept_up(report)
     py = {
         k: v
         for k, v in report["peakRssMb"].items()
@@ -405,7 +426,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
     lines = [
         "# Tiny-Saga benchmark",
         "",
-        f"Run {report['date']} with `{report['command']}`.",
+        f"Run {report['date']} with `{report['command']}`, the saga run by {report.get('sagaMode', 'choreography')}.",
         "",
         f"Machine: {report['machine']['cpus']} CPUs ({report['machine']['cpuModel']}), "
         f"{report['machine']['memoryGiB']} GiB, Python {report['machine']['python']}; everything co-located "
@@ -589,9 +610,11 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         phases += [Phase(f"{r:g}/s", r, opts.step_seconds) for r in opts.rates]
         for ph in phases:
             print(f"phase {ph.name}: {ph.rate:g}/s for {ph.seconds:g} s ...", flush=True)
-            c0, st0 = procs.cpu_by_name(), steal_seconds()
+            c0, st0, k0 = procs.cpu_by_name(), steal_seconds(), await kafka_messages(settings)
             await offer(ph, http, base, tokens, product, opts.max_inflight, pool)
             ph.drain_s = await wait_ended(pool, [o for o, _ in ph.accepted], opts.drain_timeout)
+            await asyncio.sleep(1)  # the last sagas' notifications and tracking reach Kafka
+            ph.kafka_messages = await kafka_messages(settings) - k0
             ph.cpu_by = cpu_delta(c0, procs.cpu_by_name())
             ph.cpu_s = sum(ph.cpu_by.values())
             ph.steal_s = steal_seconds() - st0
@@ -612,6 +635,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "./tiny-saga bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
         "machine": machine(),
+        "sagaMode": settings.saga_mode,
         "settingsChanged": RAISED_LIMITS,
         "warmUp": {"rate": opts.warmup_rate, "seconds": opts.warmup_seconds},
         "idleCpuPercentOfOneCore": idle_warm["percentOfOneCore"],
@@ -640,14 +664,35 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--keep", action="store_true", help="leave the bench stack running (then: reset it yourself)")
     ap.add_argument("--port-offset", type=int, default=0, help="add this to every port of the bench stack")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the report and plots go")
+    ap.add_argument(
+        "--mode",
+        choices=("choreography", "orchestration", "both"),
+        default=os.environ.get("TINYSAGA_SAGA_MODE", "choreography"),
+        help="how the saga runs (TINYSAGA_SAGA_MODE); both: one after the other, then the two side by side",
+    )
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.users, opts.light_seconds, opts.rates, opts.step_seconds = 10, 5, [30.0], 5
         opts.settle, opts.idle, opts.warmup_seconds = 5, 5, 5
+    if opts.mode != "both":
+        return run_mode(opts, opts.mode, opts.results)
+    from bench.modes import write_comparison
+
+    for mode in ("choreography", "orchestration"):
+        if run_mode(opts, mode, opts.results / mode) != 0:
+            return 1
+    write_comparison(opts.results, ["choreography", "orchestration"])
+    print((opts.results / "modes.md").read_text())
+    return 0
+
+
+def run_mode(opts: argparse.Namespace, mode: str, results: Path) -> int:
+    """The whole benchmark on a fresh stack running the saga in `mode`; its report in `results`."""
     bench_env = {
         k: str(int(v) + opts.port_offset) if k.endswith("_PORT") or k.endswith("_PORT_BASE") else v
         for k, v in BENCH_ENV.items()
     }
+    bench_env["TINYSAGA_SAGA_MODE"] = mode
     env = {**os.environ, **bench_env}
     os.environ.update(bench_env)
     if cli(["reset"], env) != 0 or cli(["up"], env) != 0:
@@ -655,8 +700,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         report = asyncio.run(run(opts, env))
-        write_report(report, opts.results)
-        print((opts.results / "report.md").read_text())
+        write_report(report, results)
+        print((results / "report.md").read_text())
     finally:
         if not opts.keep:
             cli(["reset"], env)

@@ -97,7 +97,9 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
         toxiproxy.ensure_installed(s)
         toxiproxy.write_config(s)
     system.write_gateway_config(s)
+    mode_file = s.run_dir / "saga-mode"
     if supervisor_pid(s) is None:
+        mode_file.write_text(s.saga_mode)
         taken = [f"{p.name} needs port {p.port}" for p in processes(s) if p.port and not _port_free(p.port)]
         if taken:
             raise SetupError(
@@ -117,6 +119,11 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
             env=os.environ.copy(),
         )
     else:
+        running = mode_file.read_text().strip() if mode_file.exists() else "choreography"
+        if running != s.saga_mode:  # the supervisor and its children keep the mode they started with
+            raise SetupError(
+                f"the running stack runs the saga by {running}, not {s.saga_mode}: `./tiny-saga down` it first"
+            )
         say("  the supervisor is already running; it restarts whatever is down")
     deadline = t0 + UP_TIMEOUT
     down: list[str] = []
@@ -137,6 +144,7 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
         say(f"  Storefront and API: http://127.0.0.1:{s.gateway_port}/")
         say(f"  Demo user:  {s.demo_email} / {s.demo_password}")
         say(f"  Admin:      {s.admin_email} / {s.effective_admin_password if s.profile != 'production' else '(set)'}")
+        say(f"  The saga runs by {s.saga_mode} (TINYSAGA_SAGA_MODE).")
         say("  `./tiny-saga status` shows every process; `./tiny-saga down` stops them.")
     return 0
 

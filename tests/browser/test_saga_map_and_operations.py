@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.test_storefront import ORDER_URL, SAGA_TIMEOUT_MS, open_product, sign_in, tid
 from tests.support import ApiUser, Stack, register
 from tinysaga.contracts import saga
+from tinysaga.platform.settings import get_settings
 
 pytestmark = pytest.mark.browser
 
@@ -80,6 +81,8 @@ def test_the_map_draws_the_declared_saga_and_follows_an_order_to_placed(
     expect(records_of(page, "notification", "notify").first).to_be_visible(timeout=30_000)
     expect(tid(page, "map-unknown")).to_be_hidden()
     expect(tid(page, "map-live")).to_have_attribute("data-state", "done", timeout=30_000)
+    # the same map in either saga mode, which it names
+    expect(tid(page, "map-mode")).to_have_attribute("data-mode", get_settings().saga_mode)
     tid(page, "saga-map").scroll_into_view_if_needed()
     shots.take(page, "saga-map-placed", full_page=False)
 

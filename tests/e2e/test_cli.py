@@ -49,6 +49,14 @@ def test_up_again_is_harmless(settings: Settings) -> None:
         for n, c in __import__("json").loads((settings.run_dir / "state.json").read_text())["children"].items()
     }
     assert after == before
+    assert f"The saga runs by {settings.saga_mode}" in r.stdout
+
+
+def test_up_in_the_other_mode_refuses_to_mix_modes_on_a_running_stack(settings: Settings) -> None:
+    other = "orchestration" if settings.saga_mode == "choreography" else "choreography"
+    r = run(["up"], env={"TINYSAGA_SAGA_MODE": other})
+    assert r.returncode != 0
+    assert f"runs the saga by {settings.saga_mode}, not {other}" in r.stdout + r.stderr
 
 
 def test_up_says_what_cannot_start_and_exits_non_zero() -> None:

@@ -28,7 +28,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from tests.support import ApiUser, login, register, scratch_stack
-from tinysaga.platform.settings import Settings
+from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
+from tinysaga.platform.settings import Settings, get_settings
 
 PORT_OFFSET = 200  # the scratch stack's ports: the test stack's + this
 
@@ -133,18 +135,35 @@ def _of(spans: list[Span], service: str, kind: str, name: str | None = None) -> 
     return [s for s in spans if s.service == service and s.kind == kind and (name is None or s.name == name)]
 
 
+# What starts Payment's and Inventory's steps: the events in choreography, Order's commands in
+# orchestration (SPEC section 5); the trace goes through Order between them then.
+ORCHESTRATED = get_settings().saga_mode == saga.ORCHESTRATION
+CHARGE = ev.CHARGE_PAYMENT if ORCHESTRATED else ev.ORDER_INITIATED
+RESERVE = ev.RESERVE_STOCK if ORCHESTRATED else ev.PAYMENT_DONE
 # What the order's trace must hold: Order's request (the gateway-facing service), the relay's
 # publishes, Payment's consumer and its call to Wallet (Wallet's server span), Inventory's
 # reservation, Order's tracking consumer and Notification.
 EXPECTED = {
     "order's request": lambda t: _of(t, "tinysaga-order", "SPAN_KIND_SERVER", "POST /api/orders"),
-    "the relay's publish": lambda t: _of(t, "tinysaga-relay", "SPAN_KIND_PRODUCER", "send ORDER_INITIATED"),
-    "payment": lambda t: _of(t, "tinysaga-payment", "SPAN_KIND_CONSUMER", "process ORDER_INITIATED"),
+    "the relay's publish": lambda t: _of(t, "tinysaga-relay", "SPAN_KIND_PRODUCER", f"send {CHARGE}"),
+    "payment": lambda t: _of(t, "tinysaga-payment", "SPAN_KIND_CONSUMER", f"process {CHARGE}"),
     "wallet": lambda t: _of(t, "tinysaga-wallet", "SPAN_KIND_SERVER"),
-    "inventory": lambda t: _of(t, "tinysaga-inventory", "SPAN_KIND_CONSUMER", "process PAYMENT_DONE"),
+    "inventory": lambda t: _of(t, "tinysaga-inventory", "SPAN_KIND_CONSUMER", f"process {RESERVE}"),
     "order's update": lambda t: _of(t, "tinysaga-order", "SPAN_KIND_CONSUMER", "process INVENTORY_RESERVED"),
     "notification": lambda t: _of(t, "tinysaga-notification", "SPAN_KIND_CONSUMER"),
 }
+# the hops in order: request -> relay -> Payment -> relay -> (Order -> relay ->) Inventory -> relay ->
+# Order's update
+HOPS = [
+    "tinysaga-order: POST /api/orders",
+    f"tinysaga-relay: send {CHARGE}",
+    f"tinysaga-payment: process {CHARGE}",
+    "tinysaga-relay: send PAYMENT_DONE",
+    *(["tinysaga-order: process PAYMENT_DONE", f"tinysaga-relay: send {RESERVE}"] if ORCHESTRATED else []),
+    f"tinysaga-inventory: process {RESERVE}",
+    "tinysaga-relay: send INVENTORY_RESERVED",
+    "tinysaga-order: process INVENTORY_RESERVED",
+]
 
 
 def _missing(spans: list[Span]) -> list[str]:
@@ -193,20 +212,11 @@ def test_one_order_is_one_trace_from_the_request_to_the_notification(traced: Set
             names.append(f"{s.service}: {s.name}")
         return names[::-1]
 
-    # the hops in order: request -> relay -> Payment -> relay -> Inventory -> relay -> Order's update
     update = EXPECTED["order's update"](spans)[0]
     hops = [n for n in chain(update) if ": send " in n or ": process " in n or n.endswith("POST /api/orders")]
-    assert hops == [
-        "tinysaga-order: POST /api/orders",
-        "tinysaga-relay: send ORDER_INITIATED",
-        "tinysaga-payment: process ORDER_INITIATED",
-        "tinysaga-relay: send PAYMENT_DONE",
-        "tinysaga-inventory: process PAYMENT_DONE",
-        "tinysaga-relay: send INVENTORY_RESERVED",
-        "tinysaga-order: process INVENTORY_RESERVED",
-    ]
+    assert hops == HOPS
     for wallet in EXPECTED["wallet"](spans):  # Payment's call, with its context
-        assert "tinysaga-payment: process ORDER_INITIATED" in chain(wallet)
+        assert f"tinysaga-payment: process {CHARGE}" in chain(wallet)
     for consumer in _of(spans, "tinysaga-notification", "SPAN_KIND_CONSUMER"):
         assert consumer.attributes["tinysaga.order_id"] == order_id
     assert any(s.service == "tinysaga-order" and s.kind == "SPAN_KIND_CLIENT" for s in spans)  # its SQL

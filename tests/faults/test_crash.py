@@ -133,6 +133,63 @@ def test_kill9_payment_inventory_and_relay_during_a_burst_of_100_orders(
             assert final["orderStatus"] == "FAILED", final
 
 
+def test_kill9_both_order_replicas_in_turn_mid_saga(stack: Stack, gateway: str, product, settings: Settings) -> None:
+    """Order is where the saga's state lives, and in orchestration mode it is the orchestrator that
+    sends every step: each of its two replicas is killed in turn (and Payment between them) while 60
+    sagas are in flight. A client whose request died with its replica retries it with the same
+    Idempotency-Key, as a client should: every order it was answered 202 for ends PLACED or FAILED
+    (a saga held up past its deadline by the restarts fails with TIMEOUT and is compensated), each
+    charged at most once, with nothing lost (SPEC section 4)."""
+    pid = product(stock=1000, price="2.00")
+    users = [register(gateway, tag=f"orch{i}") for i in range(6)]
+    for u in users:
+        u.deposit(40)
+    victims = ["order-1", "payment", "order-2", "inventory-1"]
+    accepted: dict[str, str] = {}  # idempotency key -> order id
+
+    def place(i: int) -> int:
+        u, key = users[i % len(users)], f"kill9-{i}-{time.monotonic_ns()}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = u.order(pid, 1, headers={"Idempotency-Key": key})
+            except httpx.HTTPError:
+                r = None
+            if r is not None and r.status_code in (202, 409):
+                if r.status_code == 202:
+                    accepted[key] = r.json()["orderId"]
+                return r.status_code
+            assert time.monotonic() < deadline, f"order {i} not accepted: {r and r.status_code}"
+            time.sleep(0.2)  # 502/503 while its replica dies: the same request again
+
+    killed = []
+
+    def killer() -> None:
+        for name in victims:
+            time.sleep(0.6)
+            deadline = time.monotonic() + 30
+            while not all(stack.healthy(n) for n in {name, "order-1", "order-2"}) and time.monotonic() < deadline:
+                time.sleep(0.05)  # so that one Order replica is always up
+            killed.append((name, stack.kill9(name)))
+
+    k = threading.Thread(target=killer)
+    k.start()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(place, range(60)))
+    k.join()
+    assert [n for n, _ in killed] == victims, killed
+    assert codes.count(202) == len(set(accepted.values())) >= 55, codes
+    for name in victims:
+        deadline = time.monotonic() + 60
+        while not stack.healthy(name):
+            assert time.monotonic() < deadline, f"{name} did not come back"
+            time.sleep(0.2)
+    run_sync(wait_at_rest(settings, timeout=180))
+    counts = run_sync(check_invariants(settings, [u.user_id for u in users], [pid]))
+    assert counts["orders"] == len(accepted)
+    assert counts["placed"] > 0, counts
+
+
 def _broker_to_kill(settings: Settings, which: str) -> str:
     """The process to kill: the one broker, or in a three-node cluster the node that leads the most
     partitions of the saga topic, or the active controller."""

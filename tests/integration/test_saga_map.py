@@ -14,7 +14,7 @@ import pytest
 from tests.support import ApiUser, Stack, register
 from tinysaga.contracts import records, saga
 from tinysaga.platform.secrets import internal_secret
-from tinysaga.platform.settings import Settings
+from tinysaga.platform.settings import Settings, get_settings
 
 PROBLEM = "application/problem+json"
 PARTICIPANTS = ("order", "payment", "wallet", "inventory", "notification")
@@ -128,7 +128,7 @@ def test_the_map_is_the_owners_and_the_admins_and_a_participant_down_is_unknown(
         is_problem(rich_user.get(f"/api/orders/{bad}/saga"), 404)
         is_problem(admin.get(f"/api/admin/orders/{bad}/saga"), 404)
     definition = user.get("/api/saga/definition")
-    assert definition.status_code == 200 and definition.json() == saga.definition()
+    assert definition.status_code == 200 and definition.json() == saga.definition(get_settings().saga_mode)
 
     stack.hold("notification")
     try:

@@ -15,7 +15,7 @@ import jsonschema_rs
 import orjson
 
 from tinysaga.contracts import docs, saga
-from tinysaga.contracts.events import Event
+from tinysaga.contracts.events import Event, as_cause
 from tinysaga.platform.consumer import AlreadyHandled
 
 _VALIDATORS = {name: jsonschema_rs.validator_for(schema) for name, schema in docs.event_schemas().items()}
@@ -34,10 +34,16 @@ class FakeUnitOfWork:
     handled: set[object] = field(default_factory=set)  # event ids recorded by committed transactions
     _pending: list[Event] = field(default_factory=list)
     commits: int = 0
+    topics: dict[object, str] = field(default_factory=dict)  # eventId -> the topic it was staged on
 
     async def stage(self, event: Event, topic: str | None = None) -> None:
         check_wire(event)  # every event a handler stages is checked against its schema
         self._pending.append(event)
+        self.topics[event.eventId] = topic or self.topic
+
+    def on(self, topic: str) -> list[Event]:
+        """What committed transactions staged on `topic`."""
+        return [e for e in self.published if self.topics.get(e.eventId) == topic]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
@@ -80,16 +86,19 @@ async def deliver(
     uow: FakeUnitOfWork,
     prepared: Any = None,
     topic: str = saga.ORDER_TOPIC,
+    mode: str = saga.CHOREOGRAPHY,
 ) -> bool:
-    """Hand an event to the participant's handler of the step the saga definition routes it to, as
-    the consumer loop does (`handlers` by step name, checked against the definition). False when the
-    participant does not handle the event or it was a duplicate (skipped quietly)."""
-    saga.check_handlers(participant, topic, handlers)
-    step = saga.routes(participant, topic).get(event.eventName)
+    """Hand an event (or, on the commands topic, a command) to the participant's handler of the step
+    the saga definition routes it to in `mode`, as the consumer loop does (`handlers` by step name,
+    checked against the definition; a command's handler sees the event that led to it). False when
+    the participant does not handle it or it was a duplicate (skipped quietly)."""
+    saga.check_handlers(participant, saga.ORDER_TOPIC if topic == saga.COMMANDS_TOPIC else topic, handlers)
+    step = saga.routes(participant, topic, mode=mode).get(event.eventName)
     if step is None:
         return False
+    seen = as_cause(event) if topic == saga.COMMANDS_TOPIC else event
     try:
-        await handlers[step.name](event, FakeContext(event, uow, prepared))
+        await handlers[step.name](seen, FakeContext(event, uow, prepared))
     except AlreadyHandled:
         return False
     return True

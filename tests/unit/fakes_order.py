@@ -18,6 +18,7 @@ from tests.unit.fakes import FakeUnitOfWork
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import records
 from tinysaga.order import domain
+from tinysaga.order.orchestrator import Outgoing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -197,7 +198,7 @@ class FakeOrderRepository:
 
     # ---- changes -------------------------------------------------------------------------------
 
-    async def add_order(self, order: domain.NewOrder, event: ev.Event) -> dict[str, Any]:
+    async def add_order(self, order: domain.NewOrder, event: ev.Event, commands: Outgoing = ()) -> dict[str, Any]:
         """The order INITIATED, its first history row, and its event staged; a key the user
         already used raises UniqueViolationError and writes nothing."""
         assert self.uow is not None
@@ -239,10 +240,17 @@ class FakeOrderRepository:
             }
         )
         await self.uow.stage(event)
+        for topic, command in commands:
+            await self.uow.stage(command, topic)
         return dict(row)
 
     async def save_change(
-        self, row: Any, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+        self,
+        row: Any,
+        new: domain.OrderState,
+        event_name: str,
+        announce: ev.Event | None = None,
+        commands: Outgoing = (),
     ) -> None:
         """The transition (version + 1, the settled flags), its history row, the NOTIFY; a
         REFUND_FAILED alert once per order; `announce` staged on the unit of work."""
@@ -263,6 +271,9 @@ class FakeOrderRepository:
         if announce is not None:
             assert self.uow is not None
             await self.uow.stage(announce)
+        for topic, command in commands:
+            assert self.uow is not None
+            await self.uow.stage(command, topic)
         self.db.history.append(
             {
                 "order_id": order_id,
@@ -285,7 +296,9 @@ class FakeOrderRepository:
                 },
             )
 
-    async def _requested_change(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+    async def _requested_change(
+        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> dict[str, Any] | None:
         """Only if the order is still in the status `row` was read in: the new status, status
         info and flags (version + 1), a history row under the event's name, the NOTIFY, the event
         staged; the new row. Else None, nothing written or staged."""
@@ -313,23 +326,33 @@ class FakeOrderRepository:
         )
         self.db.notified.append(str(row["order_id"]))
         await self.uow.stage(event)
+        for topic, command in commands:
+            await self.uow.stage(command, topic)
         return dict(current)
 
-    async def cancel(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+    async def cancel(
+        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> dict[str, Any] | None:
         """CANCELING with ORDER_CANCEL_REQUESTED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def ship(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+    async def ship(
+        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> dict[str, Any] | None:
         """ON_THE_WAY with ORDER_SHIPPED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def deliver(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+    async def deliver(
+        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> dict[str, Any] | None:
         """DELIVERED with ORDER_DELIVERED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def retry_refund(self, row: Any, new: domain.OrderState, event: ev.Event) -> dict[str, Any] | None:
+    async def retry_refund(
+        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> dict[str, Any] | None:
         """REFUND_RETRY_REQUESTED with its history row (as `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
     async def overdue(self, limit: int) -> list[dict[str, Any]]:
         """In-flight orders whose deadline is before the clock, oldest deadline first, at most `limit`."""

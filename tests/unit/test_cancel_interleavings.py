@@ -6,7 +6,9 @@ Order's own (fake) history. No I/O.
 Kafka is modelled as the saga relies on it: every event of the order is in one partition of
 order-topic, sent by its producer's relay once the transaction that staged it commits, each
 producer's in commit order; each consumer group (order,
-payment, inventory) reads the partition in order with its own cursor. Hypothesis chooses the
+payment, inventory) reads the partition in order with its own cursor. The same runs in both saga
+modes: in orchestration, Order's transactions also stage commands, which go to the order's
+partition of saga-commands, and Payment and Inventory read that one instead. Hypothesis chooses the
 schedule: which group handles its next record; a redelivery of a record a group already handled
 (same eventId: skipped, nothing changes); a re-publication under a new eventId (a relay that crashed
 after sending, before deleting its outbox row); a producer's relay stalled for a while (its rows
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -38,11 +41,13 @@ from tests.unit.fakes_order import FakeOrderRepository
 from tests.unit.fakes_order import FakeOrders as OrderTables
 from tests.unit.fakes_payment import FakePayments, FakeWallet, PaymentTable
 from tinysaga.contracts import events as ev
+from tinysaga.contracts import saga
 from tinysaga.inventory.domain import RESERVED
 from tinysaga.inventory.handlers import InventoryHandlers
 from tinysaga.order import domain as order_domain
 from tinysaga.order import handlers as order_handlers
 from tinysaga.order.adapters import Product
+from tinysaga.order.orchestrator import CHOREOGRAPHY, Orchestrator
 from tinysaga.payment.adapters import WalletUnavailable
 from tinysaga.payment.domain import Status as PaymentStatus
 from tinysaga.payment.handlers import PaymentHandlers
@@ -94,15 +99,20 @@ class Catalogue:
 
 
 class Shop:
-    """The three services over their fakes, and the order's partition with a cursor per group."""
+    """The three services over their fakes, and the order's partitions (of order-topic, and of
+    saga-commands in orchestration) with a cursor per group."""
 
-    def __init__(self, balance: Decimal, stock: int) -> None:
+    def __init__(self, balance: Decimal, stock: int, mode: str = saga.CHOREOGRAPHY) -> None:
+        self.mode = mode
         self.balance0, self.stock0 = balance, stock
         self.uows = {g: FakeUnitOfWork() for g in GROUPS}
         self.relayed = dict.fromkeys(GROUPS, 0)  # how much each producer committed has been seen
         self.outbox: dict[str, list[ev.Event]] = {g: [] for g in GROUPS}  # committed, not yet sent
         self.stalled: set[str] = set()  # producers whose relay is not sending for now
-        self.log: list[ev.Event] = []
+        self.logs: dict[str, list[ev.Event]] = {saga.ORDER_TOPIC: [], saga.COMMANDS_TOPIC: []}
+        self.log = self.logs[saga.ORDER_TOPIC]
+        commanded = mode == saga.ORCHESTRATION
+        self.reads = {g: saga.COMMANDS_TOPIC if commanded and g != ORDER else saga.ORDER_TOPIC for g in GROUPS}
         self.cursor = dict.fromkeys(GROUPS, 0)
         self.order_id: uuid.UUID | None = None
         self.rival_taken = 0
@@ -114,11 +124,12 @@ class Shop:
         self.wallet = Wallet(balances={USER: balance, RIVAL: Decimal(1000)})
         route = OrderRoute(self.orders)
         reader = FakeOrderRepository(self.orders)
+        director = Orchestrator(saga.COMMANDS_TOPIC) if commanded else CHOREOGRAPHY
         self.create = order_handlers.CreateOrder(
             reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory), currency="USD",
-            timeout_seconds=60,
+            timeout_seconds=60, orchestrator=director,
         )  # fmt: skip
-        self.cancel_order = order_handlers.CancelOrder(reader=reader, writer=self._order_writer)
+        self.cancel_order = order_handlers.CancelOrder(reader=reader, writer=self._order_writer, orchestrator=director)
         self.payment = PaymentHandlers(
             repo=lambda uow: FakePayments(self.payments, uow),
             reader=FakePayments(self.payments),
@@ -128,7 +139,7 @@ class Shop:
             currency="USD",
         )
         self.handlers: dict[str, dict[str, Any]] = {
-            ORDER: order_handlers.handlers(self.orders.of),
+            ORDER: order_handlers.handlers(self.orders.of, orchestrator=director),
             PAYMENT: self.payment.by_step(),
             INVENTORY: InventoryHandlers(self.inventory.of, route).by_step(),
         }
@@ -148,16 +159,21 @@ class Shop:
             self.outbox[g] += [e for e in uow.published[self.relayed[g] :] if e.orderId == str(self.order_id)]
             self.relayed[g] = len(uow.published)
             if g not in self.stalled:
-                self.log += self.outbox[g]
+                for e in self.outbox[g]:
+                    self.logs[uow.topics[e.eventId]].append(e)
                 self.outbox[g] = []
 
     def pending(self, group: str) -> bool:
-        return self.cursor[group] < len(self.log)
+        return self.cursor[group] < len(self.logs[self.reads[group]])
+
+    async def _deliver(self, group: str, event: ev.Event) -> None:
+        topic = self.reads[group]
+        await deliver(group, self.handlers[group], event, self.uows[group], topic=topic, mode=self.mode)
 
     async def consume(self, group: str) -> None:
         """The group handles its next record (the consumer commits its offset after)."""
-        event = self.log[self.cursor[group]]
-        await deliver(group, self.handlers[group], event, self.uows[group])
+        event = self.logs[self.reads[group]][self.cursor[group]]
+        await self._deliver(group, event)
         self.cursor[group] += 1
         self.relay()
         self.check_now()
@@ -179,13 +195,14 @@ class Shop:
     async def redeliver(self, group: str, index: int) -> None:
         """A record the group handled comes again (its offset was not committed): skipped."""
         before = self.snapshot()
-        await deliver(group, self.handlers[group], self.log[index], self.uows[group])
-        assert self.snapshot() == before, f"{group} handled {self.log[index].eventName} twice"
+        record = self.logs[self.reads[group]][index]
+        await self._deliver(group, record)
+        assert self.snapshot() == before, f"{group} handled {record.eventName} twice"
 
-    def republish(self, index: int) -> None:
+    def republish(self, topic: str, index: int) -> None:
         """A relay sent the record, crashed before deleting its outbox row, and sent it again under a
         new eventId."""
-        self.log.append(self.log[index].model_copy(update={"eventId": uuid.uuid4()}))
+        self.logs[topic].append(self.logs[topic][index].model_copy(update={"eventId": uuid.uuid4()}))
 
     # ---- requests and background work ---------------------------------------------------------
 
@@ -218,7 +235,9 @@ class Shop:
             productId=PRODUCT, productQuantity=quantity, price=PRICE, totalAmount=PRICE * quantity,
             currency="USD", transactionId="tx-rival",
         )  # fmt: skip
-        await deliver(INVENTORY, self.handlers[INVENTORY], paid, self.uows[INVENTORY])
+        if self.reads[INVENTORY] == saga.COMMANDS_TOPIC:  # the rival's orchestrator asks for it
+            paid = ev.command(ev.RESERVE_STOCK, paid)
+        await self._deliver(INVENTORY, paid)
         if self.inventory.reservations["rival"].status == RESERVED:
             self.rival_taken = quantity
         self.relay()
@@ -274,7 +293,7 @@ class Shop:
 ACTIONS = (*GROUPS * 3, "redeliver", "republish", "stall", "voider", "wallet", "rival")
 
 
-async def play(data: st.DataObject) -> Shop:
+async def play(data: st.DataObject, mode: str) -> Shop:
     quantity = data.draw(st.integers(1, 2), label="quantity")
     stock = data.draw(st.integers(quantity, quantity + 2), label="stock")
     total = PRICE * quantity
@@ -282,7 +301,7 @@ async def play(data: st.DataObject) -> Shop:
     steps = data.draw(st.integers(0, MAX_STEPS), label="steps")
     # when the owner cancels: before step i, or (i == steps) once the saga has come to rest
     cancels = data.draw(st.lists(st.integers(0, steps), max_size=2), label="cancels at")
-    shop = Shop(balance, stock)
+    shop = Shop(balance, stock, mode)
     await shop.place(quantity)
     republished = 0
     for i in range(steps):
@@ -297,8 +316,9 @@ async def play(data: st.DataObject) -> Shop:
             if shop.cursor[group]:
                 await shop.redeliver(group, data.draw(st.integers(0, shop.cursor[group] - 1), label="record"))
         elif action == "republish":
-            if republished < 3:
-                shop.republish(data.draw(st.integers(0, len(shop.log) - 1), label="record"))
+            topic = data.draw(st.sampled_from(sorted({shop.reads[g] for g in GROUPS})), label="topic")
+            if republished < 3 and shop.logs[topic]:
+                shop.republish(topic, data.draw(st.integers(0, len(shop.logs[topic]) - 1), label="record"))
                 republished += 1
         elif action == "stall":  # a producer's relay stops sending, or starts again
             shop.stalled ^= {data.draw(st.sampled_from(GROUPS), label="relay")}
@@ -387,21 +407,26 @@ def check(shop: Shop) -> None:
                 assert kept == 0, "money kept for a failed order"
 
 
+@pytest.mark.parametrize("mode", saga.MODES)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_cancel_in_any_interleaving_ends_canceled_with_nothing_kept_or_is_refused(data: st.DataObject) -> None:
+def test_a_cancel_in_any_interleaving_ends_canceled_with_nothing_kept_or_is_refused(
+    mode: str, data: st.DataObject
+) -> None:
     alerts = refund_failed_alerts()
-    shop = asyncio.run(play(data))
+    shop = asyncio.run(play(data, mode))
     check(shop)
     failed = shop.row()["refund_status"] == order_domain.Refund.REFUND_FAILED
     assert refund_failed_alerts() == alerts + failed, "the refund-failed alert not raised once for the order"
 
 
-def test_the_model_runs_the_whole_saga() -> None:
-    """Without a cancel or a fault: PLACED, charged once, stock taken (the model is not vacuous)."""
+@pytest.mark.parametrize("mode", saga.MODES)
+def test_the_model_runs_the_whole_saga(mode: str) -> None:
+    """Without a cancel or a fault: PLACED, charged once, stock taken (the model is not vacuous);
+    in orchestration each step was asked for by a command, and the outcomes are the same."""
 
     async def run() -> Shop:
-        shop = Shop(Decimal(100), 3)
+        shop = Shop(Decimal(100), 3, mode)
         await shop.place(2)
         await shop.settle()
         return shop
@@ -411,11 +436,17 @@ def test_the_model_runs_the_whole_saga() -> None:
     assert shop.row()["order_status"] == S.PLACED
     assert [e.eventName for e in shop.log] == [ev.ORDER_INITIATED, ev.PAYMENT_DONE, ev.INVENTORY_RESERVED]
     assert shop.wallet.balances[USER] == Decimal(80) and shop.inventory.stock[PRODUCT] == 1
+    commands = [(c.eventName, c.cause) for c in shop.logs[saga.COMMANDS_TOPIC]]
+    if mode == saga.ORCHESTRATION:
+        assert commands == [(ev.CHARGE_PAYMENT, ev.ORDER_INITIATED), (ev.RESERVE_STOCK, ev.PAYMENT_DONE)]
+    else:
+        assert commands == []
 
 
-def test_a_cancel_of_a_placed_order_gives_everything_back() -> None:
+@pytest.mark.parametrize("mode", saga.MODES)
+def test_a_cancel_of_a_placed_order_gives_everything_back(mode: str) -> None:
     async def run() -> Shop:
-        shop = Shop(Decimal(100), 3)
+        shop = Shop(Decimal(100), 3, mode)
         await shop.place(2)
         await shop.settle()
         await shop.cancel()
@@ -425,22 +456,28 @@ def test_a_cancel_of_a_placed_order_gives_everything_back() -> None:
     shop = asyncio.run(run())
     check(shop)
     assert shop.cancels == [(202, S.PLACED)]
+    if mode == saga.ORCHESTRATION:
+        assert [(c.eventName, c.cause) for c in shop.logs[saga.COMMANDS_TOPIC][2:]] == [
+            (ev.REFUND_PAYMENT, ev.ORDER_CANCEL_REQUESTED),
+            (ev.RELEASE_STOCK, ev.ORDER_CANCEL_REQUESTED),
+        ]
     assert shop.row()["order_status"] == S.CANCELED and shop.row()["refund_status"] == "REFUND_DONE"
     assert shop.wallet.balances[USER] == Decimal(100) and shop.inventory.stock[PRODUCT] == 3
 
 
-def test_a_refund_that_fails_before_the_stock_side_settles_raises_one_alert() -> None:
+@pytest.mark.parametrize("mode", saga.MODES)
+def test_a_refund_that_fails_before_the_stock_side_settles_raises_one_alert(mode: str) -> None:
     """Found by the property: cancel at INITIATED, Payment charges, the wallet goes down and the
     refund fails (CANCELING with REFUND_FAILED), then INVENTORY_RELEASED makes it CANCELED. The alert
     (metric and ERROR line) is raised when the refund fails, not again when the order moves on."""
 
     async def run() -> Shop:
-        shop = Shop(Decimal(10), 1)
+        shop = Shop(Decimal(10), 1, mode)
         await shop.place(1)
         await shop.cancel()
-        await shop.consume(PAYMENT)  # ORDER_INITIATED: charged
+        await shop.consume(PAYMENT)  # ORDER_INITIATED (or its CHARGE_PAYMENT): charged
         shop.wallet.down = True
-        await shop.consume(PAYMENT)  # ORDER_CANCEL_REQUESTED: the refund fails
+        await shop.consume(PAYMENT)  # ORDER_CANCEL_REQUESTED (or its REFUND_PAYMENT): the refund fails
         await shop.settle()
         return shop
 

@@ -320,7 +320,7 @@ def test_kafka_is_the_local_broker_on_three_kraft_nodes(overlay: str) -> None:
 def test_the_saga_topics_are_kafka_topics_with_three_replicas(overlay: str) -> None:
     s = local_defaults()
     topics = {t["spec"]["topicName"]: t for t in objects(overlay, "KafkaTopic")}
-    assert set(topics) == {s.topic, s.user_topic, s.dead_letter_topic}
+    assert set(topics) == {s.topic, s.user_topic, s.dead_letter_topic, s.commands_topic}
     for t in topics.values():
         assert t["metadata"]["labels"]["strimzi.io/cluster"] == "tinysaga"
         assert t["spec"]["partitions"] == s.topic_partitions

@@ -33,6 +33,13 @@ ORDER_SHIPPED = "ORDER_SHIPPED"
 ORDER_DELIVERED = "ORDER_DELIVERED"
 # An operator's action (issue 17)
 REFUND_RETRY_REQUESTED = "REFUND_RETRY_REQUESTED"
+# The orchestrator's commands (SPEC section 5, topic `saga-commands`): each asks a participant for
+# one step of the saga, and carries the fields of the event that led to it (`cause`).
+CHARGE_PAYMENT = "CHARGE_PAYMENT"
+RESERVE_STOCK = "RESERVE_STOCK"
+REFUND_PAYMENT = "REFUND_PAYMENT"
+RELEASE_STOCK = "RELEASE_STOCK"
+COMMANDS = (CHARGE_PAYMENT, RESERVE_STOCK, REFUND_PAYMENT, RELEASE_STOCK)
 
 ALIASES = {INVENTORY_RESERVED_SEED_ALIAS: INVENTORY_RESERVED}
 
@@ -56,7 +63,7 @@ ORDER_CHANGES = (ORDER_CANCEL_REQUESTED, ORDER_CANCELED, ORDER_SHIPPED, ORDER_DE
 OPERATOR_REQUESTS = (REFUND_RETRY_REQUESTED,)
 # The events of the order saga, as published (the seed's alias is only read).
 SAGA_EVENTS = (ORDER_INITIATED, *STEP_OUTCOMES, ORDER_TIMED_OUT, *CANCEL_OUTCOMES, *ORDER_CHANGES, *OPERATOR_REQUESTS)
-# Every event name that may be on the wire, the seed's alias included.
+# Every event name that may be on the wire, the seed's alias included (commands are not events).
 ALL_NAMES = (*SAGA_EVENTS, INVENTORY_RESERVED_SEED_ALIAS, USER_REGISTERED)
 
 # PAYMENT_FAIL reasons on the wire (the seed's spelling)
@@ -261,6 +268,14 @@ class UserRegistered(Event):
     name: str = Field(max_length=200)
 
 
+class Command(OrderEvent):
+    """An orchestrator's command: the step it asks for is its name; `cause` names the event that
+    led to it, whose fields it carries, so the participant runs the same step code as when that
+    event reaches it directly (choreography)."""
+
+    cause: str = Field(min_length=1, max_length=64)
+
+
 TYPES: dict[str, type[Event]] = {
     ORDER_INITIATED: OrderInitiated,
     PAYMENT_DONE: PaymentDone,
@@ -279,6 +294,7 @@ TYPES: dict[str, type[Event]] = {
     ORDER_DELIVERED: OrderChange,
     REFUND_RETRY_REQUESTED: RefundRetryRequested,
     USER_REGISTERED: UserRegistered,
+    **{name: Command for name in COMMANDS},
 }
 
 
@@ -304,3 +320,29 @@ def make_event(event_name: str, /, *, correlation_id: str, **fields: Any) -> Eve
     event that lacks what its readers need."""
     model = TYPES.get(ALIASES.get(event_name, event_name), Event)
     return model(eventName=event_name, correlationId=correlation_id, **fields)
+
+
+def command(name: str, cause: Event) -> Event:
+    """The command `name` for the step that `cause` starts: a new message (its own eventId) with
+    the cause's fields."""
+    fields = cause.model_dump(exclude_none=True, exclude={"eventId", "eventName", "timestamp", "correlationId"})
+    fields["cause"] = cause.eventName
+    return make_event(name, correlation_id=cause.correlationId, **fields)
+
+
+def as_cause(cmd: Event) -> Event:
+    """What a participant's step sees of a command: the event that led to it (typed when complete,
+    as `Event.from_bytes` reads it), under the command's eventId so that handling it is recorded
+    once. ValueError for a command without a cause (dead letter)."""
+    cause = getattr(cmd, "cause", None)
+    if not isinstance(cmd, Command) or not cause:
+        raise ValueError(f"{cmd.eventName} without a valid orderId, userId and cause")
+    data = cmd.model_dump(exclude_none=True, exclude={"cause"})
+    data["eventName"] = cause
+    typed = TYPES.get(ALIASES.get(cause, cause))
+    if typed is not None and typed is not Command:
+        try:
+            return typed.model_validate(data)
+        except ValidationError:
+            pass
+    return Event.model_validate(data)

@@ -23,6 +23,14 @@ from tinysaga.contracts import events as ev
 
 ORDER_TOPIC = "order-topic"
 USER_TOPIC = "user-topic"
+COMMANDS_TOPIC = "saga-commands"  # orchestration mode only (SPEC section 5)
+
+# How the saga runs (TINYSAGA_SAGA_MODE). Choreography: each participant reacts to the events that
+# trigger its steps. Orchestration: Order directs the saga; the steps that have a `command` are
+# started only by that command on COMMANDS_TOPIC, which Order sends, in the transaction that
+# records the event that calls for it (ADR 14).
+CHOREOGRAPHY, ORCHESTRATION = "choreography", "orchestration"
+MODES = (CHOREOGRAPHY, ORCHESTRATION)
 
 # The participants: the services with a part in the saga (Auth only opens the user's story).
 ORDER, PAYMENT, WALLET, INVENTORY, NOTIFICATION, AUTH = (
@@ -58,6 +66,7 @@ class Step:
     topic: str = ORDER_TOPIC
     batch: bool = False  # the participant may handle a poll's worth of this step in one transaction
     ends: tuple[tuple[str, str], ...] = ()  # (outcome, order status) for the outcomes that end the saga
+    command: str | None = None  # in orchestration mode, what starts the step instead of its triggers
 
     @property
     def handled_events(self) -> tuple[str, ...]:
@@ -86,6 +95,7 @@ STEPS: tuple[Step, ...] = (
         stay_seconds=10,
         batch=True,
         ends=((ev.PAYMENT_FAIL, "FAILED"),),
+        command=ev.CHARGE_PAYMENT,
     ),
     Step(
         "reserve",
@@ -97,6 +107,7 @@ STEPS: tuple[Step, ...] = (
         leads_to="PLACED",
         batch=True,
         ends=((ev.INVENTORY_RESERVED, "PLACED"),),
+        command=ev.RESERVE_STOCK,
     ),
     # ---- compensations -----------------------------------------------------------------------
     Step(
@@ -108,6 +119,7 @@ STEPS: tuple[Step, ...] = (
         leads_to="FAILED",
         kind="compensation",
         ends=((ev.REFUND_DONE, "FAILED or CANCELED"), (ev.REFUND_FAILED, "FAILED or CANCELED")),
+        command=ev.REFUND_PAYMENT,
     ),
     Step(
         "release",
@@ -116,6 +128,7 @@ STEPS: tuple[Step, ...] = (
         (ev.ORDER_TIMED_OUT, ev.ORDER_CANCEL_REQUESTED),
         (ev.INVENTORY_RELEASED,),  # to a cancel only
         kind="compensation",
+        command=ev.RELEASE_STOCK,
     ),
     Step(
         "time_out",
@@ -213,14 +226,37 @@ def steps_of(participant: str, topic: str | None = None) -> tuple[Step, ...]:
     return tuple(s for s in STEPS if s.participant == participant and (topic is None or s.topic == topic))
 
 
-def consumed_steps(participant: str, topic: str) -> tuple[Step, ...]:
-    """The steps of a participant that an event on `topic` starts."""
-    return tuple(s for s in steps_of(participant, topic) if s.handled_events)
+def starters(step: Step, mode: str) -> tuple[str, ...]:
+    """What a participant receives that starts `step`: its triggering events, or, in orchestration
+    mode, its command if it has one."""
+    if mode == ORCHESTRATION and step.command is not None:
+        return (step.command,)
+    return step.handled_events
 
 
-def handled_by(participant: str, topic: str = ORDER_TOPIC) -> frozenset[str]:
-    """Every event name the participant handles on `topic`, the seed's aliases included."""
-    names = {n for s in consumed_steps(participant, topic) for n in s.handled_events}
+def topic_of(step: Step, mode: str) -> str:
+    """The topic on which what starts `step` arrives."""
+    return COMMANDS_TOPIC if mode == ORCHESTRATION and step.command is not None else step.topic
+
+
+def consumed_steps(participant: str, topic: str, mode: str = CHOREOGRAPHY) -> tuple[Step, ...]:
+    """The steps of a participant that a message on `topic` starts."""
+    return tuple(s for s in STEPS if s.participant == participant and topic_of(s, mode) == topic and starters(s, mode))
+
+
+def consumed_topics(participant: str, mode: str = CHOREOGRAPHY) -> tuple[str, ...]:
+    """The topics a participant consumes, in the definition's order."""
+    topics: list[str] = []
+    for s in STEPS:
+        t = topic_of(s, mode)
+        if s.participant == participant and starters(s, mode) and t not in topics:
+            topics.append(t)
+    return tuple(topics)
+
+
+def handled_by(participant: str, topic: str = ORDER_TOPIC, mode: str = CHOREOGRAPHY) -> frozenset[str]:
+    """Every message name the participant handles on `topic`, the seed's aliases included."""
+    names = {n for s in consumed_steps(participant, topic, mode) for n in starters(s, mode)}
     names |= {alias for alias, canonical in ev.ALIASES.items() if canonical in names}
     return frozenset(names)
 
@@ -229,21 +265,30 @@ def producers_of(event_name: str) -> tuple[Step, ...]:
     return tuple(s for s in STEPS if event_name in s.outcomes)
 
 
-def routes(participant: str, topic: str, narrowed: Iterable[str] | None = None) -> dict[str, Step]:
-    """Event name -> the participant's step it triggers, for the names it handles on `topic`. A
+def commanded_by(event_name: str) -> tuple[Step, ...]:
+    """In orchestration mode, the steps whose command Order sends when `event_name` happens: the
+    commanded steps it triggers in choreography."""
+    name = ev.ALIASES.get(event_name, event_name)
+    return tuple(s for s in STEPS if s.command is not None and name in s.triggers)
+
+
+def routes(
+    participant: str, topic: str, narrowed: Iterable[str] | None = None, mode: str = CHOREOGRAPHY
+) -> dict[str, Step]:
+    """Message name -> the participant's step it starts, for the names it handles on `topic`. A
     setting (`narrowed`) may leave names out; one the definition does not route to this participant
     is refused."""
-    allowed = handled_by(participant, topic)
+    allowed = handled_by(participant, topic, mode)
     names = allowed if narrowed is None else frozenset(narrowed)
     unknown = names - allowed
     if unknown:
         raise SagaDefinitionError(
             f"the settings make {participant} handle {sorted(unknown)} on {topic}, which the saga definition"
-            f" does not route to it (it routes {sorted(allowed)})"
+            f" does not route to it in {mode} (it routes {sorted(allowed)})"
         )
     out: dict[str, Step] = {}
-    for step in consumed_steps(participant, topic):
-        for n in step.handled_events:
+    for step in consumed_steps(participant, topic, mode):
+        for n in starters(step, mode):
             if n in out:
                 raise SagaDefinitionError(f"{participant}: {n} triggers both {out[n].name} and {step.name}")
             out[n] = step
@@ -251,8 +296,9 @@ def routes(participant: str, topic: str, narrowed: Iterable[str] | None = None) 
 
 
 def check_handlers(participant: str, topic: str, handlers: Mapping[str, object]) -> None:
-    """Every step of the participant that an event on `topic` triggers has a handler, and every
-    handler is for such a step."""
+    """Every step of the participant that an event on `topic` triggers (in choreography; in
+    orchestration the commanded ones come by command instead) has a handler, and every handler is
+    for such a step."""
     wanted = {s.name for s in consumed_steps(participant, topic)}
     given = set(handlers)
     if given != wanted:
@@ -297,13 +343,15 @@ def check_definition() -> None:
 def table() -> str:
     """The saga as a Markdown table, one row per step."""
     rows = [
-        "| step | participant | kind | triggered by | publishes | compensated by | order status after | may stay |",
-        "|---|---|---|---|---|---|---|---|",
+        "| step | participant | kind | triggered by | in orchestration, by the command | publishes | compensated by"
+        " | order status after | may stay |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in STEPS:
         rows.append(
-            f"| `{s.name}` | {s.participant} | {s.kind} | {', '.join(s.triggers)} | {', '.join(s.outcomes) or '-'}"
-            f" | {s.compensation or '-'} | {s.leads_to or '-'} | {f'{s.stay_seconds:g} s' if s.stay_seconds else '-'} |"
+            f"| `{s.name}` | {s.participant} | {s.kind} | {', '.join(s.triggers)} | {s.command or '-'}"
+            f" | {', '.join(s.outcomes) or '-'} | {s.compensation or '-'} | {s.leads_to or '-'}"
+            f" | {f'{s.stay_seconds:g} s' if s.stay_seconds else '-'} |"
         )
     return "\n".join(rows)
 
@@ -350,10 +398,11 @@ def participants() -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.participant for s in STEPS))
 
 
-def definition() -> dict[str, object]:
+def definition(mode: str = CHOREOGRAPHY) -> dict[str, object]:
     """The saga as data for a client (`GET /api/saga/definition`, the saga map): every step with its
-    fields, and every arrow of `edges`."""
+    fields (and what starts it in `mode`: its events, or its command), and every arrow of `edges`."""
     return {
+        "mode": mode,
         "steps": [
             {
                 "name": s.name,
@@ -367,6 +416,8 @@ def definition() -> dict[str, object]:
                 "staySeconds": s.stay_seconds,
                 "ends": [{"event": e, "orderStatus": status} for e, status in s.ends],
                 "topic": s.topic,
+                "command": s.command,
+                "startedBy": list(starters(s, mode)),
             }
             for s in STEPS
         ],

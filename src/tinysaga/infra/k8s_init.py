@@ -47,7 +47,7 @@ async def migrate(settings: Settings, service: str) -> None:
 
 
 async def topics_missing(settings: Settings) -> set[str]:
-    wanted = {settings.topic, settings.user_topic, settings.dead_letter_topic}
+    wanted = {settings.topic, settings.user_topic, settings.dead_letter_topic, settings.commands_topic}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:

@@ -101,7 +101,7 @@ async def consumer_lag(settings: Settings, topics: Iterable[str] | None = None) 
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
 
-    wanted = set(topics or (settings.topic, settings.user_topic))
+    wanted = set(topics or (settings.topic, settings.user_topic, settings.commands_topic))
     bootstrap = settings.kafka_bootstrap_direct
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=10000)

@@ -14,8 +14,8 @@ waits, bounded, until every process is back and healthy and the gateway sees eve
 - connections dropped to PostgreSQL, to Wallet and to a Kafka node (the proxy disabled for 2 s,
   which closes every open connection and refuses new ones);
 - with three nodes, one Kafka node cut off from the services for a while (its proxy disabled);
-- a stretch where every event on `order-topic` is delivered twice (each record copied, with its key,
-  headers and partition, as it is published).
+- a stretch where every event on `order-topic` (and command on `saga-commands`) is delivered twice
+  (each record copied, with its key, headers and partition, as it is published).
 
 Then it waits (bounded) until nothing is in flight, runs the audit, and prints the schedule as it
 ran, the orders by outcome, the saga durations (p50, p99, max) per fault window, and the
@@ -249,8 +249,8 @@ class Injector:
 
 
 async def duplicate(settings: Settings, seconds: float) -> int:
-    """Copy every record published on the saga topic during `seconds` (same partition, key, value
-    and headers): each event is delivered twice."""
+    """Copy every record published on the saga topic (and, in orchestration mode, the commands topic)
+    during `seconds` (same partition, key, value and headers): each is delivered twice."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
 
     bootstrap = settings.kafka_bootstrap_direct
@@ -260,7 +260,8 @@ async def duplicate(settings: Settings, seconds: float) -> int:
     await producer.start()
     copied = 0
     try:
-        parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
+        topics = (settings.topic, settings.commands_topic)
+        parts = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         for tp in parts:  # fix the starting point now: only what is published from here on is copied

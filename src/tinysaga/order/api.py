@@ -236,11 +236,11 @@ async def order_history(
 
 
 @router.get("/api/saga/definition")
-async def saga_definition(_: Identity = Depends(current_user)) -> dict[str, Any]:
+async def saga_definition(request: Request, _: Identity = Depends(current_user)) -> dict[str, Any]:
     """The saga as declared in the code (contracts/saga.py): every step (participant, kind, what
-    triggers it, what it publishes, its compensation, the status it leads to) and every arrow
-    between them. What the saga map draws."""
-    return saga.definition()
+    triggers it, what it publishes, its compensation, the status it leads to, what starts it in the
+    stack's saga mode) and every arrow between them. What the saga map draws."""
+    return saga.definition(deps(request).saga_mode)
 
 
 @router.get("/api/orders/{order_id}/saga")

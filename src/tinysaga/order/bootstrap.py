@@ -24,6 +24,7 @@ from tinysaga.order.handlers import (
     TimeOut,
     handlers,
 )
+from tinysaga.order.orchestrator import Orchestrator
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository
 from tinysaga.platform.service import Runtime, create_service_app, runtime
 from tinysaga.platform.settings import Settings
@@ -49,6 +50,7 @@ class OrderDeps:
     retry_refund: RetryRefund
     replay_dead_letters: ReplayDeadLetters
     saga_map: SagaMap
+    saga_mode: str = "choreography"  # how the saga runs (TINYSAGA_SAGA_MODE)
 
 
 def deps(request: Any) -> OrderDeps:
@@ -72,7 +74,9 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
     dead_letters = DeadLetterRepository(rt.pool)
     catalogue = CatalogueClient(rt)
     fanout = StatusFanout()
+    orchestrator = Orchestrator.of(settings)  # sends no command in choreography
     rt.deps = OrderDeps(
+        saga_mode=settings.saga_mode,
         orders=orders,
         dead_letters=dead_letters,
         create_order=CreateOrder(
@@ -81,8 +85,9 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
             catalogue=catalogue,
             currency=settings.currency,
             timeout_seconds=settings.saga_timeout_seconds,
+            orchestrator=orchestrator,
         ),
-        cancel_order=CancelOrder(reader=orders, writer=writer),
+        cancel_order=CancelOrder(reader=orders, writer=writer, orchestrator=orchestrator),
         ship_order=ShipOrder(reader=orders, writer=writer),
         deliver_order=DeliverOrder(reader=orders, writer=writer),
         fanout=fanout,
@@ -91,13 +96,18 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         currency=settings.currency,
         begin=begin,
         stuck=StuckSagas(reader=orders, timeout_seconds=settings.saga_timeout_seconds),
-        retry_refund=RetryRefund(reader=orders, writer=writer),
+        retry_refund=RetryRefund(reader=orders, writer=writer, orchestrator=orchestrator),
         replay_dead_letters=ReplayDeadLetters(reader=dead_letters, begin=begin, repository=DeadLetterRepository.of),
         saga_map=SagaMap(reader=orders, fetch=RecordsClient(rt)),
     )
     rt.scrape_hooks.append(rt.deps.stuck.refresh_gauges)
-    rt.consume(handlers(OrderRepository.of))
-    sweeper = TimeOut(begin=begin, repository=OrderRepository.of, interval_seconds=settings.sweeper_interval_seconds)
+    rt.consume(handlers(OrderRepository.of, orchestrator=orchestrator))
+    sweeper = TimeOut(
+        begin=begin,
+        repository=OrderRepository.of,
+        interval_seconds=settings.sweeper_interval_seconds,
+        orchestrator=orchestrator,
+    )
 
     async def status_listener() -> None:
         await fanout.run(rt.dsn)

@@ -22,6 +22,7 @@ from tinysaga.contracts import saga
 from tinysaga.contracts.records import Record
 from tinysaga.order import domain, saga_map
 from tinysaga.order.adapters import CatalogueClient
+from tinysaga.order.orchestrator import CHOREOGRAPHY, Orchestrator, Outgoing
 from tinysaga.order.repository import DeadLetterRepository, OrderRepository, Row, state_of
 from tinysaga.platform import tracing
 from tinysaga.platform.consumer import Handler, HandlerContext
@@ -103,11 +104,12 @@ async def _save(
     event_name: str,
     announce: ev.Event | None = None,
     now: datetime | None = None,
+    commands: Outgoing = (),
 ) -> None:
     """Save a transition (with the event that announces it, if any); count it and time it (when
     `now` is given), and raise the alarm when the refund has just failed (once per order: a canceled
     order's later changes keep REFUND_FAILED and raise nothing again)."""
-    await repo.save_change(row, new, event_name, announce)
+    await repo.save_change(row, new, event_name, announce, commands)
     TRANSITIONS.labels(new.status).inc()
     if now is not None:
         observe(row, new, event_name, now)
@@ -139,12 +141,14 @@ class CreateOrder:
         catalogue: CatalogueClient,
         currency: str,
         timeout_seconds: float,
+        orchestrator: Orchestrator = CHOREOGRAPHY,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.catalogue = catalogue
         self.currency = currency
         self.timeout_seconds = timeout_seconds
+        self.orchestrator = orchestrator
 
     async def __call__(
         self,
@@ -191,7 +195,7 @@ class CreateOrder:
         )
         async with self.writer() as repo:
             try:
-                row = await repo.add_order(order, event)
+                row = await repo.add_order(order, event, self.orchestrator.commands(event))
             except asyncpg.UniqueViolationError:
                 # the same Idempotency-Key raced in twice: the first one won
                 prior = await repo.by_idempotency_key(user_id, key)
@@ -219,11 +223,15 @@ class OrderRequest:
         *,
         reader: OrderRepository,
         writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+        orchestrator: Orchestrator = CHOREOGRAPHY,
     ) -> None:
         self.reader = reader
         self.writer = writer
+        self.orchestrator = orchestrator
 
-    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
+    async def _write(
+        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
+    ) -> Row | None:
         raise NotImplementedError
 
     async def __call__(self, order_id: uuid.UUID, owner: str | None = None) -> Row:
@@ -240,7 +248,7 @@ class OrderRequest:
             new = domain.requested(state, self.request)
             event = announcement(domain.ANNOUNCES[self.request], row, new)
             async with self.writer() as repo:
-                changed = await self._write(repo, row, new, event)
+                changed = await self._write(repo, row, new, event, self.orchestrator.commands(event))
             if changed is not None:
                 TRANSITIONS.labels(new.status).inc()
                 log.info("order %s: %s (was %s)", order_id, new.status, state.status, extra={"orderId": str(order_id)})
@@ -261,9 +269,11 @@ class RetryRefund:
         *,
         reader: OrderRepository,
         writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
+        orchestrator: Orchestrator = CHOREOGRAPHY,
     ) -> None:
         self.reader = reader
         self.writer = writer
+        self.orchestrator = orchestrator
 
     async def __call__(self, order_id: uuid.UUID) -> Row:
         for _ in range(self.attempts):
@@ -285,7 +295,7 @@ class RetryRefund:
                 transactionId=row["transaction_id"],
             )
             async with self.writer() as repo:
-                changed = await repo.retry_refund(row, new, event)
+                changed = await repo.retry_refund(row, new, event, self.orchestrator.commands(event))
             if changed is not None:
                 log.warning("order %s: an operator retries its refund", order_id, extra={"orderId": str(order_id)})
                 return changed
@@ -329,8 +339,10 @@ class CancelOrder(OrderRequest):
 
     request = domain.Request.CANCEL
 
-    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
-        return await repo.cancel(row, new, event)
+    async def _write(
+        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
+    ) -> Row | None:
+        return await repo.cancel(row, new, event, commands)
 
 
 class ShipOrder(OrderRequest):
@@ -338,8 +350,10 @@ class ShipOrder(OrderRequest):
 
     request = domain.Request.SHIP
 
-    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
-        return await repo.ship(row, new, event)
+    async def _write(
+        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
+    ) -> Row | None:
+        return await repo.ship(row, new, event, commands)
 
 
 class DeliverOrder(OrderRequest):
@@ -347,8 +361,10 @@ class DeliverOrder(OrderRequest):
 
     request = domain.Request.DELIVER
 
-    async def _write(self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event) -> Row | None:
-        return await repo.deliver(row, new, event)
+    async def _write(
+        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
+    ) -> Row | None:
+        return await repo.deliver(row, new, event, commands)
 
 
 # ---- stuck sagas (ADR 40) --------------------------------------------------------------------------
@@ -472,9 +488,12 @@ class Track:
     order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
     order, leaves it as it is (counted)."""
 
-    def __init__(self, repository: RepositoryFactory, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, repository: RepositoryFactory, clock: Clock = utc_now, orchestrator: Orchestrator = CHOREOGRAPHY
+    ) -> None:
         self.repository = repository
         self.clock = clock
+        self.orchestrator = orchestrator
 
     async def __call__(self, event: ev.Event, ctx: HandlerContext) -> None:
         event = ev.typed_as(event, ev.OrderEvent)
@@ -506,12 +525,20 @@ class Track:
                 await _save(repo, row, new, name, announce, now=self.clock())
                 log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
             else:
-                await _save(repo, row, new, name, now=self.clock())
+                # an outcome that moves the order on calls for the next step (orchestration)
+                moved = new.status != before.status
+                await _save(
+                    repo, row, new, name, now=self.clock(), commands=self.orchestrator.commands(event) if moved else ()
+                )
 
 
-def handlers(repository: RepositoryFactory = OrderRepository.of, clock: Clock = utc_now) -> dict[str, Handler]:
+def handlers(
+    repository: RepositoryFactory = OrderRepository.of,
+    clock: Clock = utc_now,
+    orchestrator: Orchestrator = CHOREOGRAPHY,
+) -> dict[str, Handler]:
     """Order's consumer handlers, by step name."""
-    return {"track": Track(repository, clock)}
+    return {"track": Track(repository, clock, orchestrator)}
 
 
 # ---- time_out ------------------------------------------------------------------------------------
@@ -531,12 +558,14 @@ class TimeOut:
         interval_seconds: float,
         limit: int = 100,
         clock: Clock = utc_now,
+        orchestrator: Orchestrator = CHOREOGRAPHY,
     ) -> None:
         self.begin = begin
         self.repository = repository
         self.interval_seconds = interval_seconds
         self.limit = limit
         self.clock = clock
+        self.orchestrator = orchestrator
 
     async def sweep_once(self) -> int:
         """One transaction over at most `limit` overdue orders; how many there were."""
@@ -547,10 +576,11 @@ class TimeOut:
                 new = domain.apply(state_of(row), domain.Input(ev.ORDER_TIMED_OUT))
                 if new is None:
                     continue
+                timed_out = announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason)
                 # the time-out and its compensations: a trace of their own, naming the order's
                 with tracing.span("time out", order_id=str(row["order_id"]), order_trace_id=row["trace_id"]):
-                    await _save(repo, row, new, ev.ORDER_TIMED_OUT, now=self.clock())
-                    await uow.stage(announcement(ev.ORDER_TIMED_OUT, row, new, failReason=new.fail_reason))
+                    commands = self.orchestrator.commands(timed_out)
+                    await _save(repo, row, new, ev.ORDER_TIMED_OUT, timed_out, self.clock(), commands)
                     log.warning("order %s timed out in %s; compensating", row["order_id"], row["order_status"])
         return len(rows)
 

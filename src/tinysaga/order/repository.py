@@ -15,6 +15,7 @@ import asyncpg
 
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
+from tinysaga.order.orchestrator import Outgoing
 from tinysaga.platform.uow import PgUnitOfWork
 
 STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each change (live streams)
@@ -174,7 +175,7 @@ class OrderRepository:
 
     # ---- changes -------------------------------------------------------------------------------
 
-    async def add_order(self, order: domain.NewOrder, event: ev.Event) -> asyncpg.Record:
+    async def add_order(self, order: domain.NewOrder, event: ev.Event, commands: Outgoing = ()) -> asyncpg.Record:
         """The order, its first history row and its ORDER_INITIATED in the outbox (with the NOTIFY
         that wakes the relay at commit): one statement, so on a connection outside a transaction
         one implicit transaction and one round trip. A reused Idempotency-Key raises
@@ -204,16 +205,23 @@ class OrderRepository:
             ],
             event,
             returning="o.*",
+            also=commands,
         )
         assert row is not None  # an INSERT ... VALUES writes its row or raises
         return row
 
     async def save_change(
-        self, row: Row, new: domain.OrderState, event_name: str, announce: ev.Event | None = None
+        self,
+        row: Row,
+        new: domain.OrderState,
+        event_name: str,
+        announce: ev.Event | None = None,
+        commands: Outgoing = (),
     ) -> None:
         """A transition with its history row, and the NOTIFY of live streams at commit (one
         statement); with a failed refund, the operator's alert too (once per order); `announce`
-        (ORDER_CANCELED) staged in the same transaction."""
+        (ORDER_CANCELED, ORDER_TIMED_OUT) and an orchestrator's `commands` staged in the same
+        transaction."""
         await self.db.execute(
             "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
             " transaction_id=$6, payment_settled=$9, stock_settled=$10, version = version + 1,"
@@ -234,6 +242,8 @@ class OrderRepository:
         )
         if announce is not None:
             await self._uow().stage(announce)
+        for topic, command in commands:
+            await self._uow().stage(command, topic)
         if domain.needs_alert(new):
             await self.db.execute(
                 "INSERT INTO alerts(order_id, user_id, kind, detail) VALUES ($1,$2,'REFUND_FAILED',$3)"
@@ -243,9 +253,12 @@ class OrderRepository:
                 domain.refund_failed_detail(row["total_amount"], row["currency"]),
             )
 
-    async def _requested_change(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+    async def _requested_change(
+        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> asyncpg.Record | None:
         """A request's change: the new status (a cancel also resets the settled flags), its
-        history row under the event's name, the event staged, the NOTIFY of live streams: one
+        history row under the event's name, the event (and an orchestrator's `commands`) staged,
+        the NOTIFY of live streams: one
         statement, done only if the order is still in the status it was read in. The new row, or
         None when the order moved on meanwhile (nothing written, nothing staged)."""
         return await self._uow().change_with_event(
@@ -268,24 +281,33 @@ class OrderRepository:
             ],
             event,
             returning="s.*",
+            also=commands,
         )
 
-    async def cancel(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+    async def cancel(
+        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> asyncpg.Record | None:
         """CANCELING with ORDER_CANCEL_REQUESTED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def ship(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+    async def ship(
+        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> asyncpg.Record | None:
         """ON_THE_WAY with ORDER_SHIPPED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def deliver(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+    async def deliver(
+        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> asyncpg.Record | None:
         """DELIVERED with ORDER_DELIVERED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
-    async def retry_refund(self, row: Row, new: domain.OrderState, event: ev.Event) -> asyncpg.Record | None:
+    async def retry_refund(
+        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
+    ) -> asyncpg.Record | None:
         """An operator's REFUND_RETRY_REQUESTED, its history row and the new status info (see
         `_requested_change`: only if the order is still in the status it was read in)."""
-        return await self._requested_change(row, new, event)
+        return await self._requested_change(row, new, event, commands)
 
     async def overdue(self, limit: int) -> list[asyncpg.Record]:
         """In-flight orders past their deadline, oldest deadline first, locked; rows another

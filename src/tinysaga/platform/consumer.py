@@ -154,9 +154,14 @@ class ConsumerLoop:
     batch: frozenset[str] = frozenset()  # the event names whose handlers may share a poll's transaction
     prepare: Prepare | None = None
     idle_wait: float = IDLE_WAIT
+    reply_topic: str | None = None  # where the handlers' events go by default (None: the topic read)
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     connected: bool = field(default=False, init=False)
     _lag_labels: set[tuple[str, ...]] = field(default_factory=set, init=False)
+
+    @property
+    def answers_on(self) -> str:
+        return self.reply_topic or self.topics[0]
 
     async def run(self) -> None:
         while True:
@@ -403,7 +408,7 @@ class ConsumerLoop:
         with tracing.batch_span(self.service, self._group, [r for _, _, r in run]) as batch:
             prepared = await self._prepare(run)
             try:
-                async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+                async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
@@ -417,7 +422,9 @@ class ConsumerLoop:
                         token = correlation_id.set(event.correlationId)
                         try:
                             with tracing.consume_span(self.service, self._group, record, event, batch=batch):
-                                ctx = HandlerContext(self.pool, event, self.topics[0], uow, prepared.get(event.eventId))
+                                ctx = HandlerContext(
+                                    self.pool, event, self.answers_on, uow, prepared.get(event.eventId)
+                                )
                                 await handler(event, ctx)
                         finally:
                             correlation_id.reset(token)
@@ -443,7 +450,7 @@ class ConsumerLoop:
         attempt, outage = 0, 0
         while True:
             try:
-                await handler(event, HandlerContext(self.pool, event, self.topics[0], prepared=prepared))
+                await handler(event, HandlerContext(self.pool, event, self.answers_on, prepared=prepared))
                 metrics.count_event(self.service, event.eventName, metrics.HANDLED)
                 return
             except AlreadyHandled:
@@ -470,5 +477,5 @@ class ConsumerLoop:
                 await asyncio.sleep(retry_pause(attempt))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
             await add_dead_letter(uow, self.settings, self.service, record, error)

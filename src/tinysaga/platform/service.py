@@ -20,8 +20,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
 
 from tinysaga.contracts import saga
+from tinysaga.contracts.events import Event, as_cause
 from tinysaga.platform import metrics, tracing, web
-from tinysaga.platform.consumer import ConsumerLoop, Handler, Prepare
+from tinysaga.platform.consumer import ConsumerLoop, Handler, HandlerContext, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
 from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn, internal_secret
@@ -45,7 +46,7 @@ async def ensure_topics(settings: Settings) -> None:
                 settings.replication_factor,
                 topic_configs={"min.insync.replicas": str(settings.min_insync_replicas)},
             )
-            for t in (settings.topic, settings.user_topic, settings.dead_letter_topic)
+            for t in (settings.topic, settings.user_topic, settings.dead_letter_topic, settings.commands_topic)
             if t not in existing
         ]
         if wanted:
@@ -76,7 +77,11 @@ class Runtime:
 
     def topic_name(self, logical: str) -> str:
         """The Kafka topic a saga topic is, in this deployment's settings."""
-        return {saga.ORDER_TOPIC: self.settings.topic, saga.USER_TOPIC: self.settings.user_topic}[logical]
+        return {
+            saga.ORDER_TOPIC: self.settings.topic,
+            saga.USER_TOPIC: self.settings.user_topic,
+            saga.COMMANDS_TOPIC: self.settings.commands_topic,
+        }[logical]
 
     def consume(
         self,
@@ -87,27 +92,46 @@ class Runtime:
         group: str | None = None,
         prepare: Prepare | None = None,
     ) -> None:
-        """Consume a saga topic in the service's own consumer group, with a handler per step of the
-        saga definition (by step name). The definition says which events start each step, and which
-        steps' events may share a poll's transaction; the settings may narrow the names handled. A
-        step without a handler, a handler without a step, or a setting naming an event the saga does
-        not route here stops the service at start-up (`saga.SagaDefinitionError`). `prepare` is
-        called before a batch's transaction with its events (see `ConsumerLoop`)."""
+        """Consume what starts the participant's steps declared on a saga topic, in the service's own
+        consumer group, with a handler per step of the saga definition (by step name). The definition
+        says which events start each step, and which steps' events may share a poll's transaction;
+        the settings may narrow the names handled. A step without a handler, a handler without a
+        step, or a setting naming an event the saga does not route here stops the service at
+        start-up (`saga.SagaDefinitionError`). `prepare` is called before a batch's transaction with
+        its events (see `ConsumerLoop`).
+
+        In orchestration mode the steps that have a command are started by it instead, on the
+        commands topic: the handler sees the event that led to the command (`ev.as_cause`), under
+        the command's id, and so runs the same code as in choreography."""
         who = participant or self.name
+        mode = self.settings.saga_mode
         saga.check_handlers(who, topic, handlers)
-        routes = saga.routes(who, topic, self.settings.handled_events(who, topic))
-        self.consumers.append(
-            ConsumerLoop(
-                self.settings,
-                self.name,
-                self.pool,
-                {name: handlers[step.name] for name, step in routes.items()},
-                (self.topic_name(topic),),
-                group_id=group,
-                batch=frozenset(name for name, step in routes.items() if step.batch),
-                prepare=prepare,
+        for on in (
+            (topic, saga.COMMANDS_TOPIC) if mode == saga.ORCHESTRATION and topic == saga.ORDER_TOPIC else (topic,)
+        ):
+            steps = {s.name for s in saga.consumed_steps(who, on, mode)}
+            if not steps:
+                continue
+            narrowed = self.settings.handled_events(who, on)
+            routes = saga.routes(who, on, narrowed, mode)
+            by_name = {name: handlers[step.name] for name, step in routes.items()}
+            prep = prepare
+            if on == saga.COMMANDS_TOPIC:
+                by_name = {name: _on_cause(h) for name, h in by_name.items()}
+                prep = None if prepare is None else _prepare_causes(prepare)
+            self.consumers.append(
+                ConsumerLoop(
+                    self.settings,
+                    self.name,
+                    self.pool,
+                    by_name,
+                    (self.topic_name(on),),
+                    group_id=group,
+                    batch=frozenset(name for name, step in routes.items() if step.batch),
+                    prepare=prep,
+                    reply_topic=self.topic_name(topic),  # a command is answered on the saga's topic
+                )
             )
-        )
 
     @property
     def dsn(self) -> str:
@@ -115,6 +139,28 @@ class Runtime:
 
     def internal_headers(self) -> dict[str, str]:
         return {"x-internal-secret": self.secret}
+
+
+def _on_cause(handler: Handler) -> Handler:
+    """A step's handler, given a command: it sees the event that led to it."""
+
+    async def on_command(command: Event, ctx: HandlerContext) -> None:
+        await handler(as_cause(command), ctx)
+
+    return on_command
+
+
+def _prepare_causes(prepare: Prepare) -> Prepare:
+    async def prepare_commands(commands: list[Event]) -> dict[Any, Any]:
+        causes = []
+        for c in commands:
+            try:
+                causes.append(as_cause(c))
+            except ValueError:
+                pass  # its handler refuses it
+        return await prepare(causes)
+
+    return prepare_commands
 
 
 def runtime(request: Any) -> Runtime:

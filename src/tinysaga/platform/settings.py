@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     topic: str = "order-topic"
     user_topic: str = "user-topic"
     dead_letter_topic: str = "order-topic.DLT"
+    commands_topic: str = "saga-commands"  # orchestration mode only
     topic_partitions: int = 6
+    saga_mode: str = Field("choreography", description="choreography (the seed's design) or orchestration")
 
     currency: str = "USD"
     jwt_issuer: str = "tinysaga"
@@ -105,6 +107,13 @@ class Settings(BaseSettings):
     # Tracing (ADR 42): off unless set; the OTLP/HTTP endpoint of a collector, e.g. http://127.0.0.1:4318
     otlp_endpoint: str | None = None
     trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="the share of orders traced, when on")
+
+    @field_validator("saga_mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in ("choreography", "orchestration"):
+            raise ValueError("TINYSAGA_SAGA_MODE must be choreography or orchestration")
+        return v
 
     @field_validator("kafka_nodes")
     @classmethod

@@ -83,19 +83,27 @@ class PgUnitOfWork:
         *,
         returning: str = "1",
         topic: str | None = None,
+        also: Sequence[tuple[str, Event]] = (),
     ) -> asyncpg.Record | None:
         """One statement: the change (`ctes`, data-modifying CTEs using `args` as $1..$n; `source`
-        names the one whose rows say the change happened), then the event's outbox row if `source`
-        wrote a row, with its NOTIFY. Returns the first row of `source` (as `returning`), or None
-        when the change wrote nothing (and so nothing was staged)."""
+        names the one whose rows say the change happened), then the event's outbox row (and those of
+        `also`, (topic, event) pairs: an orchestrator's commands) if `source` wrote a row, with its
+        NOTIFY. Returns the first row of `source` (as `returning`), or None when the change wrote
+        nothing (and so nothing was staged)."""
+        rows = [outbox_values(topic or self.topic, event), *(outbox_values(t, e) for t, e in also)]
         n = len(args)
-        values = ", ".join(f"${n + 1 + i}" for i in range(5))
+        values = ", ".join(
+            f"(${n + 1 + 5 * i}::text, ${n + 2 + 5 * i}::text, ${n + 3 + 5 * i}::text, ${n + 4 + 5 * i}::bytea,"
+            f" ${n + 5 + 5 * i}::jsonb)"
+            for i in range(len(rows))
+        )
         sql = (
-            f"WITH {ctes}, _o AS ({_OUTBOX_INSERT} SELECT {values} FROM {source} LIMIT 1 RETURNING 1),"
-            f" _n AS (SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM _o)"
+            f"WITH {ctes}, _o AS ({_OUTBOX_INSERT} SELECT v.* FROM (VALUES {values}) v"
+            f" WHERE EXISTS (SELECT 1 FROM {source}) RETURNING 1),"
+            f" _n AS (SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM _o LIMIT 1)"
             f" SELECT {returning} FROM {source} LEFT JOIN _n ON true LIMIT 1"
         )
-        return await self.conn.fetchrow(sql, *args, *outbox_values(topic or self.topic, event))
+        return await self.conn.fetchrow(sql, *args, *(v for row in rows for v in row))
 
     async def record_handled(self, events: Sequence[Event]) -> set[object]:
         """Record events as handled in this transaction, in one statement; the ids that were not

@@ -1421,11 +1421,12 @@ function sagaMapView(ctx, path, { onMap = () => {} } = {}) {
   const records = h("ol", { class: "map-timeline", "data-testid": "map-timeline", "aria-label": "What each service did, oldest first" });
   const unknown = h("p", { class: "note warn", "data-testid": "map-unknown", hidden: true });
   const live = h("span", { class: "live", "data-testid": "map-live", "data-state": "idle" });
+  const mode = h("p", { class: "muted small-text", "data-testid": "map-mode" });
   const box = messageBox("saga-map-error");
   const el = h("section", { class: "saga-map", "data-testid": "saga-map", "aria-labelledby": "saga-map-h" },
     h("h2", { id: "saga-map-h" }, "Saga map"),
     h("p", { class: "muted small-text" }, "Every step of the saga as the code declares it; where this order is, and what each service did for it and when, from each service's own records. ", live),
-    box, unknown,
+    mode, box, unknown,
     h("div", { class: "map-grid" },
       h("div", { class: "map-main" }, drawing, mapLegend(), stepsList),
       h("div", { class: "map-side" }, h("h3", null, "What each service did"), records)));
@@ -1477,7 +1478,13 @@ function sagaMapView(ctx, path, { onMap = () => {} } = {}) {
       do {
         again = false;
         polls += 1;
-        if (!def) def = await sagaDefinition();
+        if (!def) {
+          def = await sagaDefinition();
+          mode.dataset.mode = def.mode;
+          mode.textContent = def.mode === "orchestration"
+            ? "Run by orchestration: Order sends each step to its participant as a command (saga-commands)."
+            : "Run by choreography: each participant reacts to the events that start its steps.";
+        }
         const m = await api(path, { signal: ctx.signal });
         box.show("");
         show(m);
