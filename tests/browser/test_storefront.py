@@ -18,6 +18,7 @@ from tests.support import ApiUser, Stack, register, run_sync, unique_email
 pytestmark = pytest.mark.browser
 
 SAGA_TIMEOUT_MS = 60_000
+SIGN_IN_TIMEOUT_MS = 20_000  # the password check is Argon2 on purpose: slow on a busy two-core runner
 ORDER_URL = re.compile(r"/orders/[0-9a-f-]{36}$")
 TERMINAL = re.compile(r"^(PLACED|FAILED)$")  # the outcomes of a saga that nobody cancels
 
@@ -31,7 +32,7 @@ def sign_in(page: Page, email: str, password: str) -> None:
     tid(page, "signin-email").fill(email)
     tid(page, "signin-password").fill(password)
     tid(page, "signin-submit").click()
-    expect(tid(page, "user-email")).to_have_text(email)
+    expect(tid(page, "user-email")).to_have_text(email, timeout=SIGN_IN_TIMEOUT_MS)
     expect(tid(page, "signout")).to_be_visible()
 
 
