@@ -296,7 +296,7 @@ class FakeOrderRepository:
                 },
             )
 
-    async def _requested_change(
+    async def requested_change(
         self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
     ) -> dict[str, Any] | None:
         """Only if the order is still in the status `row` was read in: the new status, status
@@ -329,30 +329,6 @@ class FakeOrderRepository:
         for topic, command in commands:
             await self.uow.stage(command, topic)
         return dict(current)
-
-    async def cancel(
-        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> dict[str, Any] | None:
-        """CANCELING with ORDER_CANCEL_REQUESTED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def ship(
-        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> dict[str, Any] | None:
-        """ON_THE_WAY with ORDER_SHIPPED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def deliver(
-        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> dict[str, Any] | None:
-        """DELIVERED with ORDER_DELIVERED (as `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def retry_refund(
-        self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> dict[str, Any] | None:
-        """REFUND_RETRY_REQUESTED with its history row (as `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
 
     async def overdue(self, limit: int) -> list[dict[str, Any]]:
         """In-flight orders whose deadline is before the clock, oldest deadline first, at most `limit`."""

@@ -229,11 +229,6 @@ class OrderRequest:
         self.writer = writer
         self.orchestrator = orchestrator
 
-    async def _write(
-        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
-    ) -> Row | None:
-        raise NotImplementedError
-
     async def __call__(self, order_id: uuid.UUID, owner: str | None = None) -> Row:
         for _ in range(self.attempts):
             row = await self.reader.get(order_id)
@@ -248,7 +243,7 @@ class OrderRequest:
             new = domain.requested(state, self.request)
             event = announcement(domain.ANNOUNCES[self.request], row, new)
             async with self.writer() as repo:
-                changed = await self._write(repo, row, new, event, self.orchestrator.commands(event))
+                changed = await repo.requested_change(row, new, event, self.orchestrator.commands(event))
             if changed is not None:
                 TRANSITIONS.labels(new.status).inc()
                 log.info("order %s: %s (was %s)", order_id, new.status, state.status, extra={"orderId": str(order_id)})
@@ -295,7 +290,7 @@ class RetryRefund:
                 transactionId=row["transaction_id"],
             )
             async with self.writer() as repo:
-                changed = await repo.retry_refund(row, new, event, self.orchestrator.commands(event))
+                changed = await repo.requested_change(row, new, event, self.orchestrator.commands(event))
             if changed is not None:
                 log.warning("order %s: an operator retries its refund", order_id, extra={"orderId": str(order_id)})
                 return changed
@@ -339,32 +334,17 @@ class CancelOrder(OrderRequest):
 
     request = domain.Request.CANCEL
 
-    async def _write(
-        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
-    ) -> Row | None:
-        return await repo.cancel(row, new, event, commands)
-
 
 class ShipOrder(OrderRequest):
     """`ship` (an admin): PLACED -> ON_THE_WAY with ORDER_SHIPPED."""
 
     request = domain.Request.SHIP
 
-    async def _write(
-        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
-    ) -> Row | None:
-        return await repo.ship(row, new, event, commands)
-
 
 class DeliverOrder(OrderRequest):
     """`deliver` (an admin): ON_THE_WAY -> DELIVERED with ORDER_DELIVERED."""
 
     request = domain.Request.DELIVER
-
-    async def _write(
-        self, repo: OrderRepository, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing
-    ) -> Row | None:
-        return await repo.deliver(row, new, event, commands)
 
 
 # ---- stuck sagas (ADR 40) --------------------------------------------------------------------------

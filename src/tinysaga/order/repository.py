@@ -253,14 +253,14 @@ class OrderRepository:
                 domain.refund_failed_detail(row["total_amount"], row["currency"]),
             )
 
-    async def _requested_change(
+    async def requested_change(
         self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
     ) -> asyncpg.Record | None:
-        """A request's change: the new status (a cancel also resets the settled flags), its
-        history row under the event's name, the event (and an orchestrator's `commands`) staged,
-        the NOTIFY of live streams: one
-        statement, done only if the order is still in the status it was read in. The new row, or
-        None when the order moved on meanwhile (nothing written, nothing staged)."""
+        """A request's change (a cancel, a ship, a deliver, an operator's refund retry): the new
+        status (a cancel also resets the settled flags), its history row under the event's name, the
+        event (and an orchestrator's `commands`) staged, the NOTIFY of live streams: one statement,
+        done only if the order is still in the status it was read in. The new row, or None when the
+        order moved on meanwhile (nothing written, nothing staged)."""
         return await self._uow().change_with_event(
             "u AS (UPDATE orders SET order_status=$2, status_info=$3, payment_settled=$4, stock_settled=$5,"
             " version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1 AND order_status=$6"
@@ -283,31 +283,6 @@ class OrderRepository:
             returning="s.*",
             also=commands,
         )
-
-    async def cancel(
-        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> asyncpg.Record | None:
-        """CANCELING with ORDER_CANCEL_REQUESTED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def ship(
-        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> asyncpg.Record | None:
-        """ON_THE_WAY with ORDER_SHIPPED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def deliver(
-        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> asyncpg.Record | None:
-        """DELIVERED with ORDER_DELIVERED (see `_requested_change`)."""
-        return await self._requested_change(row, new, event, commands)
-
-    async def retry_refund(
-        self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
-    ) -> asyncpg.Record | None:
-        """An operator's REFUND_RETRY_REQUESTED, its history row and the new status info (see
-        `_requested_change`: only if the order is still in the status it was read in)."""
-        return await self._requested_change(row, new, event, commands)
 
     async def overdue(self, limit: int) -> list[asyncpg.Record]:
         """In-flight orders past their deadline, oldest deadline first, locked; rows another
