@@ -115,8 +115,8 @@ class Shop:
         route = OrderRoute(self.orders)
         reader = FakeOrderRepository(self.orders)
         self.create = order_handlers.CreateOrder(
-            reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory), currency="USD",
-            timeout_seconds=60,
+            reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory),
+            bound=order_handlers.InFlightBound(reader.count_unsettled, 0), currency="USD", timeout_seconds=60,
         )  # fmt: skip
         self.cancel_order = order_handlers.CancelOrder(reader=reader, writer=self._order_writer)
         self.payment = PaymentHandlers(

@@ -21,6 +21,10 @@ STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each c
 
 Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
 
+_COUNT_UNSETTLED = "SELECT count(*) FROM orders WHERE order_status IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in domain.UNSETTLED)
+)
+
 
 def state_of(row: Row) -> domain.OrderState:
     """The state machine's view of an orders row."""
@@ -150,6 +154,11 @@ class OrderRepository:
             list(after.values()),
         )
         return {r["status"]: (r["n"], r["stuck"]) for r in rows}
+
+    async def count_unsettled(self) -> int:
+        """How many sagas are in flight (orders in an unsettled status): an index-only count on
+        orders_unsettled, whose predicate this one repeats so the planner can use it (ADR 50)."""
+        return await self.db.fetchval(_COUNT_UNSETTLED)
 
     async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
         """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or
