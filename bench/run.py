@@ -69,30 +69,37 @@ class Processes:
         self.s = settings
 
     def named(self) -> dict[str, list[psutil.Process]]:
+        """One pass over the machine's processes (others' included: the host is shared), then each
+        tree from it: asking psutil for each process's children scans them all again, each time,
+        and that was most of the load generator's own CPU."""
+        procs: dict[int, psutil.Process] = {}
+        kids: dict[int, list[int]] = {}
+        for p in psutil.process_iter(["ppid"]):
+            procs[p.pid] = p
+            kids.setdefault(p.info["ppid"] or 0, []).append(p.pid)
+
+        def tree(pid: int) -> list[psutil.Process]:
+            out, todo = [], [pid]
+            while todo:
+                q = todo.pop()
+                if q in procs:
+                    out.append(procs[q])
+                    todo += kids.get(q, [])
+            return out
+
         out: dict[str, list[psutil.Process]] = {}
         state = json.loads((self.s.run_dir / "state.json").read_text())
         for name, c in state["children"].items():
-            if c.get("pid"):
-                try:
-                    p = psutil.Process(c["pid"])
-                    out[name] = [p, *p.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    pass
+            if c.get("pid") and c["pid"] in procs:
+                out[name] = tree(c["pid"])
         sup = state.get("supervisor")
-        if sup:
-            try:
-                out["supervisor"] = [psutil.Process(sup)]
-            except psutil.NoSuchProcess:
-                pass
+        if sup and sup in procs:
+            out["supervisor"] = [procs[sup]]
         from tinysaga.infra import postgres
 
         pm = postgres.pid(self.s)
-        if pm:
-            try:
-                p = psutil.Process(pm)
-                out["postgres"] = [p, *p.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
+        if pm and pm in procs:
+            out["postgres"] = tree(pm)
         return out
 
     def cpu_by_name(self) -> dict[str, float]:
