@@ -53,9 +53,16 @@ class OrderRepository:
     @asynccontextmanager
     async def outside_transaction(cls, pool: asyncpg.Pool, topic: str) -> AsyncIterator[OrderRepository]:
         """On a pool connection without an explicit transaction: each one-statement change is
-        its own transaction (one round trip, no BEGIN/COMMIT)."""
-        async with pool.acquire() as conn:
-            yield cls(conn, PgUnitOfWork(conn, topic))
+        its own transaction (one round trip, no BEGIN/COMMIT), so what it staged is published at
+        the end even when a later statement failed."""
+        uow: PgUnitOfWork | None = None
+        try:
+            async with pool.acquire() as conn:
+                uow = PgUnitOfWork(conn, topic)
+                yield cls(conn, uow)
+        finally:
+            if uow is not None:
+                await uow.committed()
 
     def _uow(self) -> PgUnitOfWork:
         if self.uow is None:
@@ -182,10 +189,9 @@ class OrderRepository:
     # ---- changes -------------------------------------------------------------------------------
 
     async def add_order(self, order: domain.NewOrder, event: ev.Event) -> asyncpg.Record:
-        """The order, its first history row and its ORDER_INITIATED in the outbox (with the NOTIFY
-        that wakes the relay at commit): one statement, so on a connection outside a transaction
-        one implicit transaction and one round trip. A reused Idempotency-Key raises
-        asyncpg.UniqueViolationError."""
+        """The order, its first history row and its ORDER_INITIATED in the outbox: one statement,
+        so on a connection outside a transaction one implicit transaction and one round trip. A
+        reused Idempotency-Key raises asyncpg.UniqueViolationError."""
         row = await self._uow().change_with_event(
             "o AS (INSERT INTO orders(order_id, user_id, product_id, product_quantity, price, total_amount,"
             " currency, payment_type, order_status, status_info, idempotency_key, request_hash, deadline_at)"

@@ -98,7 +98,7 @@ class HandlerContext:
         if self.shared is not None:
             yield self.shared
             return
-        async with PgUnitOfWork.begin(self.pool, self.topic) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.topic, confirm=False) as uow:
             if not await uow.record_handled([self.event]):
                 raise AlreadyHandled
             yield uow
@@ -368,7 +368,7 @@ class ConsumerLoop:
                 log.warning("preparing a batch of %d events failed", len(run), exc_info=True)
         if len(run) > 1:
             try:
-                async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+                async with PgUnitOfWork.begin(self.pool, self.topics[0], confirm=False) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
@@ -434,5 +434,5 @@ class ConsumerLoop:
                 await asyncio.sleep(retry_pause(attempt))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        async with PgUnitOfWork.begin(self.pool, self.topics[0]) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.topics[0], confirm=False) as uow:
             await add_dead_letter(uow, self.settings, self.service, record, error)
