@@ -302,6 +302,7 @@ class Phase:
     cpu_by: dict[str, float] = field(default_factory=dict)
     steal_s: float = 0.0
     generator_cpu_s: float = 0.0
+    wall_s: float = 0.0  # from the first offer until every saga had ended (the CPU's window)
     counters: dict[str, Any] = field(default_factory=dict)
     bench_queries: int = 0  # the bench's own transactions on Order's database (backlog, waiting)
     drain_s: float = 0.0
@@ -459,8 +460,8 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         }
         if ended
         else {},
-        "cpuCoresBusy": round(phase.cpu_s / (phase.seconds + phase.drain_s), 2),
-        "hostStealCores": round(phase.steal_s / (phase.seconds + phase.drain_s), 3),
+        "cpuCoresBusy": round(phase.cpu_s / phase.wall_s, 2) if phase.wall_s else None,
+        "hostStealCores": round(phase.steal_s / phase.wall_s, 3) if phase.wall_s else None,
         "drainSeconds": round(phase.drain_s, 1),
         "backlogMax": max(phase.backlog or [0]),
         "backlogLast": (phase.backlog or [0])[-1],
@@ -470,7 +471,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         else 0.0,
         "turnedAway": phase.turned_away,
         "generatorCpuMsPerSaga": round(phase.generator_cpu_s * 1000 / len(ended), 2) if ended else None,
-        "generatorCores": round(phase.generator_cpu_s / (phase.seconds + phase.drain_s), 3),
+        "generatorCores": round(phase.generator_cpu_s / phase.wall_s, 3) if phase.wall_s else None,
         "perSaga": per_saga(phase, len(ended)) if ended and phase.counters else {},
     }
 
@@ -865,7 +866,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         async def one_phase(ph: Phase) -> None:
             nonlocal before
             print(f"phase {ph.name}: {ph.rate:g}/s for {ph.seconds:g} s ...", flush=True)
-            c0, st0, g0 = procs.cpu_by_name(), steal_seconds(), generator_cpu_seconds()
+            c0, st0, g0, w0 = procs.cpu_by_name(), steal_seconds(), generator_cpu_seconds(), time.perf_counter()
             profiling = (
                 asyncio.create_task(profile(procs, ph, opts.results, flame))
                 if ph.rate == opts.flame_rate and ph.name != OVERLOAD
@@ -877,6 +878,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             ph.cpu_s = sum(ph.cpu_by.values())
             ph.steal_s = steal_seconds() - st0
             ph.generator_cpu_s = generator_cpu_seconds() - g0
+            ph.wall_s = time.perf_counter() - w0
             if profiling is not None:
                 await profiling
             await asyncio.sleep(STATS_SETTLE_SECONDS)
