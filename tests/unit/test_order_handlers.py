@@ -473,7 +473,7 @@ async def test_the_bound_admits_again_once_sagas_settle() -> None:
         await bound.admit()
 
     counts.n = 2  # one saga ended (on whichever replica)
-    clock.t += 0.02
+    clock.t += 0.1
     await bound.admit()
     with pytest.raises(domain.Overloaded):
         await bound.admit()  # the one just admitted fills it again, before any new count

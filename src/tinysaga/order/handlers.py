@@ -148,7 +148,7 @@ class InFlightBound:
         *,
         retry_after: int = 1,
         max_age: float = 1.0,
-        min_age: float = 0.01,
+        min_age: float = 0.05,
         near: float = 0.75,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
