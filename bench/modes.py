@@ -8,11 +8,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.run import best_kept_up, kept_up
+from bench.run import OVERLOAD, best_kept_up, kept_up
 
 
 def _load(results: Path, mode: str) -> dict[str, Any]:
     return json.loads((results / mode / "report.json").read_text())
+
+
+def _best(report: dict[str, Any]) -> float:
+    best = best_kept_up(report["phases"][1:])
+    return best["completedPerSecond"] if best else 0.0
+
+
+def _messages(phase: dict[str, Any]) -> float | None:
+    """Kafka messages per saga: records put on the saga's topics over the phase, per saga ended."""
+    return phase.get("perSaga", {}).get("messages")
 
 
 def _fmt(v: Any) -> str:
@@ -37,7 +47,7 @@ def write_comparison(results: Path, modes: list[str]) -> None:
         "| | " + " | ".join(modes) + " |",
         "|---|" + "---|" * len(modes),
         "| completed sagas/s, best load step that kept up | "
-        + " | ".join(_fmt(best_kept_up(reports[m])) for m in modes)
+        + " | ".join(_fmt(_best(reports[m])) for m in modes)
         + " |",
         "| p50 / p99 ms at light load | "
         + " | ".join(
@@ -49,7 +59,7 @@ def write_comparison(results: Path, modes: list[str]) -> None:
         + " | ".join(_fmt(reports[m]["phases"][0]["cpuMsPerSaga"]) for m in modes)
         + " |",
         "| Kafka messages per saga at light load | "
-        + " | ".join(_fmt(reports[m]["phases"][0].get("kafkaMessagesPerSaga")) for m in modes)
+        + " | ".join(_fmt(_messages(reports[m]["phases"][0])) for m in modes)
         + " |",
         "| idle CPU, % of one core | " + " | ".join(_fmt(reports[m]["idleCpuPercentOfOneCore"]) for m in modes) + " |",
         "",
@@ -61,9 +71,13 @@ def write_comparison(results: Path, modes: list[str]) -> None:
         "| phase | offered/s | sagas/s | p50 ms | p95 ms | p99 ms | CPU ms/saga | Kafka msgs/saga |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    names = [p["name"] for p in first["phases"]]
+    names = list(dict.fromkeys(p["name"] for m in modes for p in reports[m]["phases"]))
     for i, name in enumerate(names):
-        ps = [reports[m]["phases"][i] for m in modes]
+        # the overload phase is run only by a mode that kept up at some step
+        ps = [next((p for p in reports[m]["phases"] if p["name"] == name), None) for m in modes]
+        if any(p is None for p in ps):
+            lines.append(f"| {name} | " + " | ".join(["—"] * 7) + " |")
+            continue
 
         def cell(get: Any, ps: list[dict[str, Any]] = ps) -> str:
             return " / ".join(_fmt(get(p)) for p in ps)
@@ -77,7 +91,7 @@ def write_comparison(results: Path, modes: list[str]) -> None:
             f"| {name} | {_fmt(ps[0]['offeredRate'])} | {rate}"
             f" | {cell(lambda p: p['latencyMs']['p50'])} | {cell(lambda p: p['latencyMs']['p95'])}"
             f" | {cell(lambda p: p['latencyMs']['p99'])} | {cell(lambda p: p['cpuMsPerSaga'])}"
-            f" | {cell(lambda p: p.get('kafkaMessagesPerSaga'))} |"
+            f" | {cell(_messages)} |"
         )
     lines += [
         "",
@@ -106,7 +120,7 @@ def _plot(results: Path, reports: dict[str, dict[str, Any]], modes: list[str]) -
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for m in modes:
-        steps = reports[m]["phases"][1:]
+        steps = [p for p in reports[m]["phases"][1:] if p["name"] != OVERLOAD]
         rates = [p["offeredRate"] for p in steps]
         a.plot(rates, [p["latencyMs"]["p99"] for p in steps], marker="o", label=m)
         b.plot(rates, [p["cpuMsPerSaga"] for p in steps], marker="o", label=m)

@@ -194,8 +194,8 @@ def test_too_little_money_disables_the_wallet_with_the_reason(
 def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(
     new_context, gateway: str, product, stack: Stack, shots
 ) -> None:
-    """Two tabs of one user order the last item; the relay (outbox → Kafka) is held so both orders
-    are accepted before either reserves stock. One is PLACED, the other FAILED and refunded, and
+    """Two tabs of one user order the last item; Payment is held so both orders are
+    accepted before either reserves stock. One is PLACED, the other FAILED and refunded, and
     each tab shows it live."""
     pid = product(stock=1, price="5.00")
     user = register(gateway, tag="race")
@@ -208,7 +208,7 @@ def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(
         open_product(p, pid)
         expect(tid(p, "order-submit")).to_be_enabled()
 
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         for p in (a, b):
             tid(p, "order-submit").click()
@@ -216,7 +216,7 @@ def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(
             expect(tid(p, "order-status")).to_have_attribute("data-status", "INITIATED")
             expect(tid(p, "live-indicator")).to_have_attribute("data-state", "live")
     finally:
-        stack.release("relay")
+        stack.release("payment")
 
     for p in (a, b):
         expect(tid(p, "order-status")).to_have_attribute("data-status", TERMINAL, timeout=SAGA_TIMEOUT_MS)

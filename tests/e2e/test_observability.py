@@ -96,13 +96,13 @@ def test_a_stuck_saga_is_listed_and_counted_before_the_sweeper_fails_it(
 ) -> None:
     pid = product(stock=2, price="4.00")
     user.deposit(20)
-    stack.hold("relay")  # so that the order is accepted (Order checks the stock with Inventory) ...
+    stack.hold("payment")  # so that the order is accepted (Order checks the stock with Inventory) ...
     try:
         oid = user.place(pid)
         stack.hold("inventory-1")  # ... and then held in PAYMENT_DONE
         stack.hold("inventory-2")
     finally:
-        stack.release("relay")
+        stack.release("payment")
     try:
         user.wait_until(oid, lambda o: o["orderStatus"] == "PAYMENT_DONE", timeout=20)
 

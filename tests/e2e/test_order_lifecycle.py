@@ -218,13 +218,13 @@ def test_cancel_at_payment_done_waits_for_inventory_and_releases_the_late_reserv
     is back, reserves late (PAYMENT_DONE comes first in its partition) and gives it back."""
     pid = product(stock=4, price="9.00")
     user.deposit(30)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         oid = user.place(pid, 2)
         stack.hold("inventory-1")
         stack.hold("inventory-2")
     finally:
-        stack.release("relay")
+        stack.release("payment")
     try:
         paid = user.wait_until(oid, lambda o: o["orderStatus"] != "INITIATED", timeout=30)
         assert paid["orderStatus"] == "PAYMENT_DONE", paid

@@ -76,17 +76,17 @@ def test_early_fail_when_stock_is_short_creates_nothing(rich_user: ApiUser, prod
 def test_inventory_insufficient_after_payment_is_refunded(
     gateway: str, product, stack: Stack, settings: Settings
 ) -> None:
-    """Two orders for the last unit both pass the early check (the relay is held so that both are
+    """Two orders for the last unit both pass the early check (Payment is held so that both are
     accepted before either is paid); one is placed, the other refunded."""
     pid = product(stock=1, price="15.00")
     a, b = register(gateway, tag="a"), register(gateway, tag="b")
     a.deposit(100)
     b.deposit(100)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         oa, ob = a.place(pid), b.place(pid)
     finally:
-        stack.release("relay")
+        stack.release("payment")
     fa, fb = a.wait_terminal(oa), b.wait_terminal(ob)
     placed, failed = (fa, fb) if fa["orderStatus"] == "PLACED" else (fb, fa)
     loser = b if failed is fb else a
@@ -109,13 +109,13 @@ def test_refund_that_cannot_be_done_raises_an_alert(gateway: str, product, stack
     a, b = register(gateway, tag="a"), register(gateway, tag="b")
     a.deposit(50)
     b.deposit(50)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         oa, ob = a.place(pid), b.place(pid)
         stack.hold("inventory-1")
         stack.hold("inventory-2")
     finally:
-        stack.release("relay")
+        stack.release("payment")
     try:
         for u, o in ((a, oa), (b, ob)):
             u.wait_until(o, lambda x: x["orderStatus"] == "PAYMENT_DONE")
@@ -165,13 +165,13 @@ def test_stuck_saga_times_out_and_is_compensated(user: ApiUser, product, stack: 
     refunded; when inventory comes back, the late PAYMENT_DONE reserves nothing."""
     pid = product(stock=4, price="8.00")
     user.deposit(30)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         oid = user.place(pid, 2)
         stack.hold("inventory-1")
         stack.hold("inventory-2")
     finally:
-        stack.release("relay")
+        stack.release("payment")
     try:
         final = user.wait_terminal(oid, timeout=settings.saga_timeout_seconds + 30)
         assert final["orderStatus"] == "FAILED" and final["failReason"] == "TIMEOUT"
@@ -277,18 +277,18 @@ def test_sse_stream_sends_current_state_then_each_change_and_ends(rich_user: Api
 def test_forty_concurrent_orders_for_ten_units_place_exactly_ten(
     gateway: str, product, stack: Stack, settings: Settings
 ) -> None:
-    """All 40 are accepted while the relay is held (the early check sees 10 in stock each time);
+    """All 40 are accepted while Payment is held (the early check sees 10 in stock each time);
     then both inventory replicas race for the 10 units: exactly 10 placed, 30 refunded."""
     pid = product(stock=10, price="1.00")
     users = [register(gateway, tag=f"c{i}") for i in range(8)]
     for u in users:
         u.deposit(100)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             ids = list(pool.map(lambda i: (i % 8, users[i % 8].place(pid, 1)), range(40)))
     finally:
-        stack.release("relay")
+        stack.release("payment")
     run_sync(wait_at_rest(settings))
     finals = [users[i].get(f"/api/orders/{oid}").json() for i, oid in ids]
     placed = [f for f in finals if f["orderStatus"] == "PLACED"]

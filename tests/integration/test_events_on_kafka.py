@@ -308,7 +308,7 @@ def test_every_event_the_services_publish_validates_against_its_schema(
     gateway: str, product, stack, settings: Settings
 ) -> None:
     """The producers' contract test on the real broker: a placed order, an insufficient-funds one and
-    one refunded after payment (two orders for the last unit, the relay held so both pass the early
+    one refunded after payment (two orders for the last unit, Payment held so both pass the early
     check); each event of theirs on order-topic validates against docs/events/<name>.json, and
     every step of the saga that publishes in those flows is seen."""
     import jsonschema_rs
@@ -320,11 +320,11 @@ def test_every_event_the_services_publish_validates_against_its_schema(
     a, b, poor = register(gateway, tag="a"), register(gateway, tag="b"), register(gateway, tag="poor")
     a.deposit(100)
     b.deposit(100)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         orders = {a.place(pid): a, b.place(pid): b}
     finally:
-        stack.release("relay")
+        stack.release("payment")
     orders[poor.place(product(stock=5, price="15.00"))] = poor
     for oid, u in orders.items():
         u.wait_until(

@@ -112,6 +112,9 @@ class FakeOrderRepository:
         """As `get` (nothing else runs concurrently here to lock against)."""
         return await self.get(order_id)
 
+    async def count_unsettled(self) -> int:
+        return sum(1 for r in self.db.orders.values() if r["order_status"] in domain.UNSETTLED)
+
     async def by_idempotency_key(self, user_id: str, key: str | None) -> dict[str, Any] | None:
         """The user's order made with that key, or None (a None key matches nothing, as SQL's =)."""
         for row in self.db.orders.values():

@@ -126,8 +126,9 @@ class Shop:
         reader = FakeOrderRepository(self.orders)
         director = Orchestrator(saga.COMMANDS_TOPIC) if commanded else CHOREOGRAPHY
         self.create = order_handlers.CreateOrder(
-            reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory), currency="USD",
-            timeout_seconds=60, orchestrator=director,
+            reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory),
+            bound=order_handlers.InFlightBound(reader.count_unsettled, 0), currency="USD", timeout_seconds=60,
+            orchestrator=director,
         )  # fmt: skip
         self.cancel_order = order_handlers.CancelOrder(reader=reader, writer=self._order_writer, orchestrator=director)
         self.payment = PaymentHandlers(

@@ -488,7 +488,8 @@ async def test_the_reservation_row_and_its_answer_are_one_statement() -> None:
     await repo.add_reservation("o1", "widget", 2, RESERVED, answer)
     [(sql, args)] = conn.statements
     assert sql.startswith("WITH r AS (INSERT INTO reservations(order_id, product_id, quantity, status)")
-    assert "INSERT INTO outbox" in sql and "WHERE EXISTS (SELECT 1 FROM r)" in sql and "pg_notify" in sql
+    assert "INSERT INTO outbox" in sql and "WHERE EXISTS (SELECT 1 FROM r)" in sql and "RETURNING id" in sql
+    assert "pg_notify" not in sql
     assert args[:4] == ("o1", "widget", 2, "RESERVED") and len(args) == 9
     assert args[4:7] == ("order-topic", "o1", ev.INVENTORY_RESERVED)
     assert "$9" in sql and "$10" not in sql

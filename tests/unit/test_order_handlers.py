@@ -6,6 +6,7 @@ once), `time_out` (the sweeper), `create_order` (stock, idempotency) and the req
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,16 @@ from tinysaga.contracts import events as ev
 from tinysaga.order import domain
 from tinysaga.order.adapters import Product
 from tinysaga.order.domain import FailReason, Refund, Status
-from tinysaga.order.handlers import CancelOrder, CreateOrder, DeliverOrder, OrderRequest, ShipOrder, TimeOut, handlers
+from tinysaga.order.handlers import (
+    CancelOrder,
+    CreateOrder,
+    DeliverOrder,
+    InFlightBound,
+    OrderRequest,
+    ShipOrder,
+    TimeOut,
+    handlers,
+)
 
 ORDER = "order"
 
@@ -334,16 +344,18 @@ class FakeCatalogue:
         return self.products[product_id]
 
 
-def create_order(db: FakeOrders, uow: FakeUnitOfWork, catalogue: FakeCatalogue) -> CreateOrder:
+def create_order(db: FakeOrders, uow: FakeUnitOfWork, catalogue: FakeCatalogue, bound: int = 0) -> CreateOrder:
     @asynccontextmanager
     async def writer() -> AsyncIterator[FakeOrderRepository]:
         async with uow.transaction():
             yield db.of(uow)
 
+    reader = FakeOrderRepository(db)
     return CreateOrder(
-        reader=FakeOrderRepository(db),
+        reader=reader,
         writer=writer,
         catalogue=catalogue,  # type: ignore[arg-type]
+        bound=InFlightBound(reader.count_unsettled, bound, retry_after=2),
         currency="USD",
         timeout_seconds=60,
     )
@@ -403,6 +415,122 @@ async def test_create_order_losing_an_idempotency_race_answers_the_winner(db: Fa
 
     assert loser["order_id"] == winner["order_id"]
     assert len(db.orders) == 1 and uow.names() == [ev.ORDER_INITIATED]
+
+
+# ---- the bound on sagas in flight (ADR 50) --------------------------------------------------------
+
+
+class Counts:
+    """The orders table's count of unsettled orders, as the test sets it; counts the queries."""
+
+    def __init__(self, n: int = 0) -> None:
+        self.n, self.queries = n, 0
+
+    async def __call__(self) -> int:
+        self.queries += 1
+        return self.n
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_create_order_beyond_the_bound_creates_nothing_and_says_when_to_come_back(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    catalogue = FakeCatalogue(P1=Product(Decimal("1.00"), 9))
+    create = create_order(db, uow, catalogue, bound=2)
+    await create("user-1", "P1", 1, "WALLET")
+    await create("user-1", "P1", 1, "WALLET")
+
+    with pytest.raises(domain.Overloaded) as e:
+        await create("user-1", "P1", 1, "WALLET")
+
+    assert (e.value.in_flight, e.value.bound, e.value.retry_after) == (2, 2, 2)
+    assert len(db.orders) == 2 and uow.names() == [ev.ORDER_INITIATED] * 2
+    assert catalogue.calls == 2  # turned away before asking the catalogue
+
+
+async def test_create_order_with_a_key_used_before_answers_the_first_order_even_at_the_bound(
+    db: FakeOrders, uow: FakeUnitOfWork
+) -> None:
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("1.00"), 9)), bound=1)
+    first = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    again = await create("user-1", "P1", 1, "WALLET", key="k-1", digest="h")
+
+    assert again["order_id"] == first["order_id"]
+
+
+async def test_the_bound_admits_again_once_sagas_settle() -> None:
+    counts, clock = Counts(3), Clock()
+    bound = InFlightBound(counts, 3, clock=clock)
+    with pytest.raises(domain.Overloaded):
+        await bound.admit()
+
+    counts.n = 2  # one saga ended (on whichever replica)
+    clock.t += 0.1
+    await bound.admit()
+    with pytest.raises(domain.Overloaded):
+        await bound.admit()  # the one just admitted fills it again, before any new count
+
+
+async def test_far_from_the_bound_an_order_costs_no_count() -> None:
+    counts, clock = Counts(0), Clock()
+    bound = InFlightBound(counts, 100, clock=clock, max_age=1.0, near=0.75)
+    for _ in range(50):
+        await bound.admit()
+    assert counts.queries == 1
+    clock.t += 1.0  # the count is old: read again, and what this replica admitted is in it now
+    counts.n = 50
+    await bound.admit()
+    assert counts.queries == 2 and bound.counted + bound.since == 51
+
+
+async def test_near_the_bound_it_counts_again_so_the_other_replica_is_seen() -> None:
+    counts, clock = Counts(70), Clock()
+    bound = InFlightBound(counts, 100, clock=clock, min_age=0.01, near=0.75)
+    for _ in range(5):
+        await bound.admit()  # 70 counted, 5 admitted here: the estimate is 75, near the bound
+    assert counts.queries == 1
+    counts.n = 99  # those 5, and 24 the other replica accepted meanwhile
+
+    clock.t += 0.01
+    await bound.admit()  # counts again before answering: 99, so this one is the 100th
+
+    assert counts.queries == 2
+    with pytest.raises(domain.Overloaded) as e:
+        await bound.admit()  # within min_age: no new count, the estimate says full
+    assert counts.queries == 2 and e.value.in_flight == 100
+
+
+async def test_requests_waiting_for_a_count_share_it() -> None:
+    gate = asyncio.Event()
+
+    class Slow(Counts):
+        async def __call__(self) -> int:
+            self.queries += 1
+            await gate.wait()
+            return self.n
+
+    counts = Slow(0)
+    bound = InFlightBound(counts, 10, clock=Clock())
+    waiting = [asyncio.create_task(bound.admit()) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*waiting)
+    assert counts.queries == 1 and bound.since == 5
+
+
+async def test_a_bound_of_zero_never_counts() -> None:
+    counts = Counts(10**6)
+    bound = InFlightBound(counts, 0)
+    await bound.admit()
+    assert counts.queries == 0
 
 
 # ---- track: the answers to a cancel (ADR 13) -----------------------------------------------------

@@ -123,6 +123,14 @@ async def create_order(
             f"only {e.available} of {body.productId!r} in stock; no order was created",
             type_="urn:tinysaga:problem:out-of-stock",
         ) from e
+    except domain.Overloaded as e:
+        raise Problem(
+            503,
+            "Service Unavailable",
+            f"{e}; no order was created, try again shortly",
+            type_="urn:tinysaga:problem:overloaded",
+            headers={"Retry-After": str(e.retry_after)},
+        ) from e
     if row["request_hash"] != digest:
         raise reused_with_other_body()
     return JSON(order_json(row), status_code=202, headers={"Location": f"/api/orders/{row['order_id']}"})

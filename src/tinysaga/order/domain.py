@@ -414,6 +414,14 @@ class OutOfStock(Exception):
         self.product_id, self.available = product_id, available
 
 
+class Overloaded(Exception):
+    """As many sagas in flight as the bound allows (ADR 50): no order is created; try again later."""
+
+    def __init__(self, in_flight: int, bound: int, retry_after: int) -> None:
+        super().__init__(f"{in_flight} orders are in progress, the most this shop takes at once is {bound}")
+        self.in_flight, self.bound, self.retry_after = in_flight, bound, retry_after
+
+
 def total(unit_price: Decimal, quantity: int) -> Decimal:
     """What an order of `quantity` costs, to the cent."""
     return (unit_price * quantity).quantize(CENT)

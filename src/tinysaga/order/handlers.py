@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +49,9 @@ STEP_SECONDS = Histogram(
 )
 
 IN_FLIGHT_SAGAS = Gauge("tinysaga_sagas_in_flight", "orders whose saga is not settled yet, by status", ["status"])
+TURNED_AWAY = Counter(
+    "tinysaga_orders_turned_away_total", "orders answered 503 because the sagas in flight reached the bound (ADR 50)"
+)
 STUCK_SAGAS = Gauge(
     "tinysaga_sagas_stuck", "orders that stayed in their status past its deadline (ADR 40), by status", ["status"]
 )
@@ -128,10 +133,58 @@ async def _save(
 # ---- create_order --------------------------------------------------------------------------------
 
 
+class InFlightBound:
+    """The bound on sagas in flight (ADR 50): once `bound` orders are accepted and not yet settled,
+    across every replica of Order, a new order is turned away (domain.Overloaded) until some end.
+
+    The truth is the orders table (`count`: one index-only count of the unsettled orders). A
+    replica counts at most once every `max_age` seconds and adds the orders it accepted since, so
+    far from the bound an order costs no query. Once that estimate reaches `near` of the bound it
+    counts before each answer, at most once every `min_age` seconds, and requests waiting meanwhile
+    share that count: the other replica's orders are seen within `min_age`, so the bound is passed
+    by at most what the replicas accept in that time. A bound of 0 or less turns it off. An order
+    turned away is told to come back after `retry_after` seconds."""
+
+    def __init__(
+        self,
+        count: Callable[[], Awaitable[int]],
+        bound: int,
+        *,
+        retry_after: int = 1,
+        max_age: float = 1.0,
+        min_age: float = 0.05,
+        near: float = 0.75,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.count, self.bound, self.retry_after = count, bound, retry_after
+        self.max_age, self.min_age, self.near_at = max_age, min_age, near * bound
+        self.clock = clock
+        self.counted, self.counted_at, self.since = 0, -math.inf, 0
+        self._lock = asyncio.Lock()
+
+    async def admit(self) -> None:
+        """Return when one more saga fits (and count it), raise domain.Overloaded when not."""
+        if self.bound <= 0:
+            return
+        asked = self.clock()
+        age = asked - self.counted_at
+        if age >= self.max_age or (self.counted + self.since >= self.near_at and age >= self.min_age):
+            async with self._lock:
+                if self.counted_at < asked:  # nobody counted while this one waited
+                    counted = await self.count()
+                    self.counted, self.counted_at, self.since = counted, self.clock(), 0
+        estimate = self.counted + self.since
+        if estimate >= self.bound:
+            TURNED_AWAY.inc()
+            raise domain.Overloaded(estimate, self.bound, self.retry_after)
+        self.since += 1
+
+
 class CreateOrder:
-    """`create_order`: checks the product and its stock, then writes the order INITIATED with its
-    ORDER_INITIATED (one statement). A request with an Idempotency-Key already used gets the order
-    made the first time (the route compares the bodies)."""
+    """`create_order`: checks that one more saga fits in the bound, the product and its stock, then
+    writes the order INITIATED with its ORDER_INITIATED (one statement). A request with an
+    Idempotency-Key already used gets the order made the first time (the route compares the
+    bodies), bound or not: it starts nothing."""
 
     def __init__(
         self,
@@ -139,11 +192,13 @@ class CreateOrder:
         reader: OrderRepository,
         writer: Callable[[], AbstractAsyncContextManager[OrderRepository]],
         catalogue: CatalogueClient,
+        bound: InFlightBound,
         currency: str,
         timeout_seconds: float,
         orchestrator: Orchestrator = CHOREOGRAPHY,
     ) -> None:
         self.reader = reader
+        self.bound = bound
         self.writer = writer
         self.catalogue = catalogue
         self.currency = currency
@@ -163,6 +218,7 @@ class CreateOrder:
             prior = await self.reader.by_idempotency_key(user_id, key)
             if prior is not None:
                 return prior
+        await self.bound.admit()
         product = await self.catalogue.product(product_id)
         if not domain.in_stock(product.available_count, quantity):
             raise domain.OutOfStock(product_id, product.available_count)

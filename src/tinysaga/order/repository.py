@@ -22,6 +22,10 @@ STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each c
 
 Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
 
+_COUNT_UNSETTLED = "SELECT count(*) FROM orders WHERE order_status IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in domain.UNSETTLED)
+)
+
 
 def state_of(row: Row) -> domain.OrderState:
     """The state machine's view of an orders row."""
@@ -50,9 +54,16 @@ class OrderRepository:
     @asynccontextmanager
     async def outside_transaction(cls, pool: asyncpg.Pool, topic: str) -> AsyncIterator[OrderRepository]:
         """On a pool connection without an explicit transaction: each one-statement change is
-        its own transaction (one round trip, no BEGIN/COMMIT)."""
-        async with pool.acquire() as conn:
-            yield cls(conn, PgUnitOfWork(conn, topic))
+        its own transaction (one round trip, no BEGIN/COMMIT), so what it staged is published at
+        the end even when a later statement failed."""
+        uow: PgUnitOfWork | None = None
+        try:
+            async with pool.acquire() as conn:
+                uow = PgUnitOfWork(conn, topic)
+                yield cls(conn, uow)
+        finally:
+            if uow is not None:
+                await uow.committed()
 
     def _uow(self) -> PgUnitOfWork:
         if self.uow is None:
@@ -154,6 +165,11 @@ class OrderRepository:
         )
         return {r["status"]: (r["n"], r["stuck"], r["oldest"]) for r in rows}
 
+    async def count_unsettled(self) -> int:
+        """How many sagas are in flight (orders in an unsettled status): an index-only count on
+        orders_unsettled, whose predicate this one repeats so the planner can use it (ADR 50)."""
+        return await self.db.fetchval(_COUNT_UNSETTLED)
+
     async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
         """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or
         CANCELED history row is that recent, that status (`outcome`) and the seconds from the order's
@@ -176,9 +192,9 @@ class OrderRepository:
     # ---- changes -------------------------------------------------------------------------------
 
     async def add_order(self, order: domain.NewOrder, event: ev.Event, commands: Outgoing = ()) -> asyncpg.Record:
-        """The order, its first history row and its ORDER_INITIATED in the outbox (with the NOTIFY
-        that wakes the relay at commit): one statement, so on a connection outside a transaction
-        one implicit transaction and one round trip. A reused Idempotency-Key raises
+        """The order, its first history row, its ORDER_INITIATED (and, orchestrating, the first
+        command) in the outbox: one statement, so on a connection outside a transaction one implicit
+        transaction and one round trip. A reused Idempotency-Key raises
         asyncpg.UniqueViolationError."""
         row = await self._uow().change_with_event(
             "o AS (INSERT INTO orders(order_id, user_id, product_id, product_quantity, price, total_amount,"

@@ -103,7 +103,7 @@ class HandlerContext:
         if self.shared is not None:
             yield self.shared
             return
-        async with PgUnitOfWork.begin(self.pool, self.topic) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.topic, confirm=False) as uow:
             if not await uow.record_handled([self.event]):
                 raise AlreadyHandled
             yield uow
@@ -408,7 +408,7 @@ class ConsumerLoop:
         with tracing.batch_span(self.service, self._group, [r for _, _, r in run]) as batch:
             prepared = await self._prepare(run)
             try:
-                async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
+                async with PgUnitOfWork.begin(self.pool, self.answers_on, confirm=False) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
                     new = await uow.record_handled([e for e, _, _ in run])
@@ -477,5 +477,5 @@ class ConsumerLoop:
                 await asyncio.sleep(retry_pause(attempt))
 
     async def _dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        async with PgUnitOfWork.begin(self.pool, self.answers_on) as uow:
+        async with PgUnitOfWork.begin(self.pool, self.answers_on, confirm=False) as uow:
             await add_dead_letter(uow, self.settings, self.service, record, error)

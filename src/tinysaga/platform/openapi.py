@@ -46,7 +46,8 @@ ANONYMOUS = frozenset(
 EVENT_STREAMS = frozenset({("get", "/api/orders/{order_id}/events")})
 
 # Error statuses any operation can answer: the gateway answers 400 (unreadable request), 401 (no
-# valid token), 413 (body too large), 429 (rate limits) and 503 (no healthy server) on any route;
+# valid token), 413 (body too large), 429 (rate limits) and 503 (no healthy server) on any route
+# (Order also answers 503 to a new order beyond the bound on sagas in flight, ADR 50);
 # the services answer 400 (bad JSON), 403, 404, 409 and 415 (body not JSON) through the shared
 # error handlers in `tinysaga.platform.web`.
 ERROR_STATUSES = {
@@ -58,7 +59,11 @@ ERROR_STATUSES = {
     413: ("ContentTooLarge", "Content Too Large: the body is over the gateway's limit."),
     415: ("UnsupportedMediaType", "Unsupported Media Type: send the body as application/json."),
     429: ("TooManyRequests", "Too Many Requests: a rate limit of the gateway was hit."),
-    503: ("ServiceUnavailable", "Service Unavailable: no healthy server behind the gateway."),
+    503: (
+        "ServiceUnavailable",
+        "Service Unavailable: no healthy server behind the gateway, or (a new order) as many sagas in flight"
+        " as the shop takes at once; try again after Retry-After.",
+    ),
 }
 VALIDATION_STATUS = 422
 PROBLEM = "application/problem+json"

@@ -1,12 +1,14 @@
-"""The outbox relay: publishes each service database's outbox to Kafka, in commit order.
+"""The outbox relay: publishes what the services did not (ADR 51).
 
-One task per database. It is woken by the NOTIFY that the writing transaction sends at commit (no
-polling interval on the saga path) and also looks every `FALLBACK_POLL` seconds in case a
-notification was missed across a reconnect. A session advisory lock makes it the only publisher of
-that database even if a second relay is started. Rows are deleted only after Kafka acknowledged
-them (idempotent producer, acks=all): a crash in between re-publishes them, and consumers drop the
-duplicates by eventId. When tracing is on (ADR 42), the publish of a row staged inside a span is a
-span of that trace, and the record's headers carry its context to the consumers.
+A service publishes the rows it commits itself, at once (`platform.publisher`); the relay is for
+the rows left behind: a process killed between its commit and Kafka's acknowledgement, a broker
+that did not answer in time, a process without a publisher. One task per database looks every
+`POLL` seconds for rows older than `GRACE` (so it does not race a publisher still at work) and
+publishes them in id order. A session advisory lock makes it the only relay of that database even
+if a second one is started. Rows are deleted only after Kafka acknowledged them (idempotent
+producer, acks=all): a crash in between re-publishes them, and consumers drop the duplicates by
+eventId. When tracing is on (ADR 42), the send of a row staged inside a span is a span of that
+trace, as in the publisher.
 """
 
 from __future__ import annotations
@@ -14,58 +16,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from tinysaga.platform import tracing
 from tinysaga.platform.logging import setup_logging
+from tinysaga.platform.publisher import PUBLISH_WAIT, make_producer, send_row
 from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn
 from tinysaga.platform.settings import Settings, get_settings
-from tinysaga.platform.uow import OUTBOX_CHANNEL
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("tinysaga.relay")
 
 BATCH = 500
-FALLBACK_POLL = 5.0
+POLL = 1.0  # seconds between looks at an outbox
+GRACE = PUBLISH_WAIT + 1.0  # seconds a row is left to the publisher of the process that wrote it
 _LEADER_LOCK = 724_211_002
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=0,
-        request_timeout_ms=15000,
+async def publish_batch(conn: asyncpg.Connection, producer: AIOKafkaProducer, grace: float = GRACE) -> int:
+    """Publish up to BATCH rows older than `grace` seconds, in id order; the number published."""
+    rows = await conn.fetch(
+        "SELECT id, topic, key, payload, headers::text AS headers FROM outbox"
+        " WHERE created_at < now() - $2 * interval '1 second' ORDER BY id LIMIT $1",
+        BATCH,
+        grace,
     )
-
-
-async def publish_batch(conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-    rows = await conn.fetch("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1", BATCH)
     if not rows:
         return 0
-    spans = []  # the publish spans (tracing on, rows staged in a span), ended once Kafka answered
+    spans: list[Span] = []  # the send spans (tracing on, rows staged in a span), ended once Kafka answered
     try:
-        futures = []
-        for r in rows:
-            headers = {k: str(v) for k, v in orjson.loads(r["headers"]).items()}
-            if tracing.enabled and (span := tracing.start_publish(r["topic"], r["key"], headers)) is not None:
-                spans.append(span)
-            futures.append(
-                await producer.send(
-                    r["topic"],
-                    value=r["payload"],
-                    key=r["key"].encode(),
-                    headers=[(k, v.encode()) for k, v in headers.items()],
-                )
-            )
+        futures = [await send_row(producer, r["topic"], r["key"], r["payload"], r["headers"], spans) for r in rows]
         await asyncio.gather(*futures)
     except BaseException as e:
         tracing.end_publish(spans, e)
         raise
     tracing.end_publish(spans)
+
     await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
     return len(rows)
 
@@ -78,17 +69,11 @@ async def relay_database(settings: Settings, service: str, producer: AIOKafkaPro
             conn = await asyncpg.connect(dsn)
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
                 await asyncio.sleep(1.0)
-            wake = asyncio.Event()
-            await conn.add_listener(OUTBOX_CHANNEL, lambda *_, w=wake: w.set())
             log.info("relaying outbox", extra={"database": service})
             while True:
-                wake.clear()
                 while await publish_batch(conn, producer) == BATCH:
                     pass
-                try:
-                    await asyncio.wait_for(wake.wait(), FALLBACK_POLL)
-                except TimeoutError:
-                    pass
+                await asyncio.sleep(POLL)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -25,8 +25,10 @@ from tinysaga.platform import metrics, tracing, web
 from tinysaga.platform.consumer import ConsumerLoop, Handler, HandlerContext, Prepare
 from tinysaga.platform.db import create_pool
 from tinysaga.platform.logging import setup_logging
+from tinysaga.platform.publisher import Publisher, make_producer
 from tinysaga.platform.secrets import SERVICES_WITH_DB, database_dsn, internal_secret
 from tinysaga.platform.settings import Settings, get_settings
+from tinysaga.platform.uow import publish_after_commit
 
 log = logging.getLogger("tinysaga.service")
 
@@ -74,6 +76,7 @@ class Runtime:
     # run before each scrape of /metrics: figures read from the database at that moment
     scrape_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     deps: Any = None
+    publisher: Publisher | None = None  # sends what this process commits to its outbox (ADR 51)
 
     def topic_name(self, logical: str) -> str:
         """The Kafka topic a saga topic is, in this deployment's settings."""
@@ -215,6 +218,8 @@ def create_service_app(
         if result is not None:
             await result
         running = []
+        if rt.name in SERVICES_WITH_DB:  # every service with a database has an outbox
+            running.append(asyncio.create_task(_start_publisher(rt)))
         if rt.consumers:
             running.append(asyncio.create_task(_start_consumers(rt)))
         running += [asyncio.create_task(_supervised(t.__name__, t)) for t in rt.tasks]
@@ -225,6 +230,7 @@ def create_service_app(
             for t in running:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            await _stop_publisher(rt)
             await rt.http.close()
             await rt.pool.close()
 
@@ -256,6 +262,28 @@ def create_service_app(
     for r in routers:
         app.include_router(r)
     return app
+
+
+async def _start_publisher(rt: Runtime) -> None:
+    """Publish after commit once Kafka answers; until then the relay publishes this process's rows."""
+    producer = make_producer(rt.settings)
+    while True:
+        try:
+            await producer.start()
+            break
+        except Exception as e:
+            log.warning("kafka not reachable yet, the relay publishes meanwhile: %s", e)
+            await asyncio.sleep(1.0)
+    rt.publisher = Publisher(producer, rt.pool)
+    publish_after_commit(rt.publisher)
+
+
+async def _stop_publisher(rt: Runtime) -> None:
+    publish_after_commit(None)
+    if rt.publisher is not None:
+        await rt.publisher.close()
+        await rt.publisher.producer.stop()
+        rt.publisher = None
 
 
 async def _start_consumers(rt: Runtime) -> None:

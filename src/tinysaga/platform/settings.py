@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     wallet_deadline_seconds: float = 10.0
     wallet_backoff_base_seconds: float = 0.1
     consumer_max_attempts: int = 3
+    # The most sagas in flight (orders accepted and not yet settled, over every Order replica)
+    # before a new order is answered 503 with Retry-After (ADR 50); 0 turns the bound off.
+    max_sagas_in_flight: int = 200
+    overloaded_retry_after_seconds: int = 1
 
     # The event names a service handles are those the saga definition (contracts/saga.py) routes
     # to it; a comma-separated list here narrows them (set outside the code, as the seed asks). A name

@@ -13,8 +13,8 @@ the asyncpg and aiohttp client spans come from their instrumentations. The W3C t
 - on internal HTTP (Payment → Wallet, Order → Inventory), in the request's headers (aiohttp's
   instrumentation injects it, the ASGI one extracts it);
 - across the outbox: `context_headers` captures the staging span's context into the outbox row's
-  `headers` (platform/uow.py), the relay's publish is a span that is its child (`start_publish`),
-  and the relay puts the publish span's context in the Kafka record's headers;
+  `headers` (platform/uow.py), the send to Kafka (by the publisher after the commit, or by the
+  relay) is a span that is its child (`start_publish`) and puts its context in the record's headers;
 - to each consumer: `consume_span` extracts it from the record's headers and handles the event in
   a span that is its child. Work done once for a batch of events (Payment's one wallet call for a
   poll's charges) is a span of its own (`batch_span`) with a link to each event's context, and each
@@ -184,8 +184,9 @@ def _valid(ctx: Context) -> bool:
 
 
 def start_publish(topic: str, key: str, headers: dict[str, str]) -> Span | None:
-    """The relay's publish of an outbox row as a span, child of the context the row was staged in;
-    the row's `headers` then carry the publish span's context instead (for the consumers). None,
+    """The send of an outbox row to Kafka (by the publisher or the relay) as a span, child of the
+    context the row was staged in; the row's `headers` then carry the send span's context instead
+    (for the consumers). None,
     headers untouched, when tracing is off or the row has no context."""
     if _tracer is None:
         return None

@@ -5,15 +5,20 @@ its event commit together, or neither does" holds in one place (the transactiona
 A repository makes its changes on `uow.conn`; an event that goes with a change is staged either on
 its own (`stage`, one statement) or in the same statement as the change (`change_with_event`: the
 change's CTEs, then the outbox row only if the change wrote one), which is what the measured
-one-statement writes of ADR 9/10 need. The NOTIFY that wakes the relay goes with the outbox row and
-is delivered at commit. When tracing is on, the row's headers also carry the W3C context of the
-span the event was staged in (ADR 42), which the relay passes on to Kafka.
+one-statement writes of ADR 9/10 need. When tracing is on, the row's headers also carry the W3C
+context of the span the event was staged in (ADR 42), which is passed on to Kafka.
+
+Once the transaction has committed, the unit of work hands the rows it staged to the process's
+publisher (`publish_after_commit`, ADR 51), which sends them to Kafka at once and deletes them once
+acknowledged; the outbox row stays the durable record, and the relay publishes what was not
+confirmed (a crash or a broker outage between the commit and the acknowledgement).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
@@ -22,8 +27,34 @@ import orjson
 from tinysaga.contracts.events import Event
 from tinysaga.platform import tracing
 
-OUTBOX_CHANNEL = "tinysaga_outbox"
 _OUTBOX_INSERT = "INSERT INTO outbox(topic, key, event_name, payload, headers)"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An outbox row written by a transaction: what to send to Kafka, and its id to delete it by."""
+
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+    headers: str  # JSON: header name -> value
+
+
+class Publisher(Protocol):
+    """Sends a committed transaction's outbox rows to Kafka (`platform.publisher.Publisher`);
+    `confirm`: wait for Kafka's acknowledgement too."""
+
+    async def publish(self, rows: Sequence[Staged], *, confirm: bool = True) -> None: ...
+
+
+_publisher: Publisher | None = None
+
+
+def publish_after_commit(publisher: Publisher | None) -> None:
+    """The publisher of this process's committed outbox rows (None: the relay publishes them all)."""
+    global _publisher
+    _publisher = publisher
 
 
 def outbox_values(topic: str, event: Event) -> tuple[str, str, str, bytes, str]:
@@ -46,32 +77,46 @@ class PgUnitOfWork:
     def __init__(self, conn: asyncpg.Connection, topic: str) -> None:
         self.conn = conn
         self.topic = topic
+        self.staged: list[Staged] = []  # the outbox rows written, for the publisher after the commit
 
     @classmethod
     @asynccontextmanager
-    async def begin(cls, pool: asyncpg.Pool, topic: str) -> AsyncIterator[PgUnitOfWork]:
-        """A transaction of its own, committed when the block ends without an exception."""
-        async with pool.acquire() as conn, conn.transaction():
-            yield cls(conn, topic)
+    async def begin(cls, pool: asyncpg.Pool, topic: str, *, confirm: bool = True) -> AsyncIterator[PgUnitOfWork]:
+        """A transaction of its own, committed when the block ends without an exception; then what
+        it staged is published (the pool's connection already given back), and with `confirm`
+        acknowledged by Kafka before the block is left."""
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                uow = cls(conn, topic)
+                yield uow
+        await uow.committed(confirm=confirm)
+
+    async def committed(self, *, confirm: bool = True) -> None:
+        """Call once the transaction has committed: its staged rows go to the publisher (if this
+        process has one; else the relay sends them). `confirm`: wait for Kafka's acknowledgement
+        (what a client is answered after); without, the sends are only under way, in order, when
+        it returns (what a consumer's next poll may follow: its own later events are sent after
+        them by the same producer)."""
+        rows, self.staged = self.staged, []
+        if rows and _publisher is not None:
+            await _publisher.publish(rows, confirm=confirm)
+
+    def _staged(self, outbox_id: int, values: tuple[str, str, str, bytes, str]) -> None:
+        topic, key, _name, payload, headers = values
+        self.staged.append(Staged(outbox_id, topic, key, payload, headers))
 
     async def stage(self, event: Event, topic: str | None = None) -> None:
         """Stage an event; it is published only if this transaction commits."""
-        await self.conn.execute(
-            f"WITH o AS ({_OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
-            f" SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o",
-            *outbox_values(topic or self.topic, event),
+        values = outbox_values(topic or self.topic, event)
+        self._staged(
+            await self.conn.fetchval(f"{_OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5) RETURNING id", *values), values
         )
 
     async def stage_raw(self, topic: str, key: str, name: str, payload: bytes, headers: dict[str, str]) -> None:
         """Stage bytes that are not an event of ours (a dead letter, a replayed message) as they are."""
-        await self.conn.execute(
-            f"WITH o AS ({_OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5) RETURNING 1)"
-            f" SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM o",
-            topic,
-            key,
-            name,
-            payload,
-            orjson.dumps({**headers, **tracing.context_headers()}).decode(),
+        values = (topic, key, name, payload, orjson.dumps({**headers, **tracing.context_headers()}).decode())
+        self._staged(
+            await self.conn.fetchval(f"{_OUTBOX_INSERT} VALUES ($1, $2, $3, $4, $5) RETURNING id", *values), values
         )
 
     async def change_with_event(
@@ -87,9 +132,9 @@ class PgUnitOfWork:
     ) -> asyncpg.Record | None:
         """One statement: the change (`ctes`, data-modifying CTEs using `args` as $1..$n; `source`
         names the one whose rows say the change happened), then the event's outbox row (and those of
-        `also`, (topic, event) pairs: an orchestrator's commands) if `source` wrote a row, with its
-        NOTIFY. Returns the first row of `source` (as `returning`), or None when the change wrote
-        nothing (and so nothing was staged)."""
+        `also`, (topic, event) pairs: an orchestrator's commands) if `source` wrote a row. Returns
+        the first row of `source` (as `returning`, with the outbox rows' ids as `outbox_ids`), or
+        None when the change wrote nothing (and so nothing was staged)."""
         rows = [outbox_values(topic or self.topic, event), *(outbox_values(t, e) for t, e in also)]
         n = len(args)
         values = ", ".join(
@@ -99,11 +144,15 @@ class PgUnitOfWork:
         )
         sql = (
             f"WITH {ctes}, _o AS ({_OUTBOX_INSERT} SELECT v.* FROM (VALUES {values}) v"
-            f" WHERE EXISTS (SELECT 1 FROM {source}) RETURNING 1),"
-            f" _n AS (SELECT pg_notify('{OUTBOX_CHANNEL}', '') FROM _o LIMIT 1)"
-            f" SELECT {returning} FROM {source} LEFT JOIN _n ON true LIMIT 1"
+            f" WHERE EXISTS (SELECT 1 FROM {source}) RETURNING id)"
+            f" SELECT {returning}, (SELECT array_agg(id ORDER BY id) FROM _o) AS outbox_ids FROM {source} LIMIT 1"
         )
-        return await self.conn.fetchrow(sql, *args, *(v for row in rows for v in row))
+        row = await self.conn.fetchrow(sql, *args, *(v for r in rows for v in r))
+        if row is not None:
+            for outbox_id, values in zip(row["outbox_ids"], rows, strict=True):
+                self._staged(outbox_id, values)
+        return row
+
 
     async def record_handled(self, events: Sequence[Event]) -> set[object]:
         """Record events as handled in this transaction, in one statement; the ids that were not

@@ -202,8 +202,12 @@ function explain(err, context = "") {
     }
     case 429:
       return `Too many requests: wait ${retrySeconds(err.retryAfter)} seconds and try again.`;
-    case 502:
     case 503:
+      if (p.type === "urn:tinysaga:problem:overloaded") {
+        return `The shop is very busy: no order was created. Try again in ${retrySeconds(err.retryAfter)} seconds.`;
+      }
+      return "A part of the shop is unavailable right now. Try again in a moment.";
+    case 502:
     case 504:
       return "A part of the shop is unavailable right now. Try again in a moment.";
     default:
