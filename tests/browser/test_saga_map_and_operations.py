@@ -47,7 +47,7 @@ def test_the_map_draws_the_declared_saga_and_follows_an_order_to_placed(
     open_product(page, pid)
     expect(tid(page, "order-submit")).to_be_enabled()
 
-    stack.hold("relay")  # the order is accepted, and waits for its charge
+    stack.hold("payment")  # the order is accepted, and waits for its charge
     try:
         tid(page, "order-submit").click()
         expect(page).to_have_url(ORDER_URL)
@@ -63,7 +63,7 @@ def test_the_map_draws_the_declared_saga_and_follows_an_order_to_placed(
         expect(status_node(page, "PLACED")).to_have_attribute("data-reached", "false")
         expect(tid(page, "map-live")).to_have_attribute("data-state", "live")
     finally:
-        stack.release("relay")
+        stack.release("payment")
 
     expect(status_node(page, "PLACED")).to_have_attribute("data-reached", "true", timeout=SAGA_TIMEOUT_MS)
     for name in ("create_order", "charge", "reserve", "track"):
@@ -94,11 +94,11 @@ def test_the_map_shows_a_refund_to_the_owner_and_the_admin_sees_any_map(
     a, b = register(gateway, tag="map-a"), register(gateway, tag="map-b")
     a.deposit(20)
     b.deposit(20)
-    stack.hold("relay")  # both pass the early check: one is placed, the other refunded
+    stack.hold("payment")  # both pass the early check: one is placed, the other refunded
     try:
         oa, ob = a.place(pid), b.place(pid)
     finally:
-        stack.release("relay")
+        stack.release("payment")
     fa = a.wait_terminal(oa)
     b.wait_terminal(ob)
     (loser, lost), (_, won) = ((a, oa), (b, ob)) if fa["orderStatus"] == "FAILED" else ((b, ob), (a, oa))
@@ -156,15 +156,15 @@ def test_the_operations_page_is_live_and_shows_a_saga_held_by_its_step(
     expect(live).to_have_attribute("data-reads", re.compile(r"^([3-9]|\d\d+)$"), timeout=LIVE_MS)  # on its own
     three_or_more = re.compile(r"^([3-9]|\d\d+)$")
 
-    # three orders held before their charge (the relay stopped): in flight, waiting for `charge`,
-    # and in Order's outbox; then let go: they end, and the last minute's figures show them
+    # three orders held before their charge (Payment stopped): in flight, waiting for `charge`;
+    # then let go: they end, and the last minute's figures show them
     pid = product(stock=10, price="2.00")
     shopper = register(gateway, tag="ops")
     shopper.deposit(50)
     initiated = page.locator('[data-testid="ops-in-flight-row"][data-status="INITIATED"]')
     expect(initiated).to_contain_text("charge")
     before = int(initiated.get_by_test_id("in-flight").get_attribute("data-value") or "0")
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         placed = [shopper.place(pid) for _ in range(3)]
         page.wait_for_function(
@@ -173,10 +173,10 @@ def test_the_operations_page_is_live_and_shows_a_saga_held_by_its_step(
             arg=before + 3,
         )
         expect(tid(page, "ops-in-flight-total")).to_have_attribute("data-value", three_or_more, timeout=LIVE_MS)
-        order_outbox = page.locator('[data-testid="ops-outbox-row"][data-service="order"]')
-        expect(order_outbox.locator("td").nth(1)).to_have_text(three_or_more, timeout=LIVE_MS)
+        # Order's outbox is listed (empty or nearly: its rows go to Kafka right after the commit)
+        expect(page.locator('[data-testid="ops-outbox-row"][data-service="order"]')).to_be_visible()
     finally:
-        stack.release("relay")
+        stack.release("payment")
     for oid in placed:
         assert shopper.wait_terminal(oid)["orderStatus"] == "PLACED"
     expect(tid(page, "ops-ended")).to_have_attribute("data-value", three_or_more, timeout=LIVE_MS)
@@ -188,13 +188,13 @@ def test_the_operations_page_is_live_and_shows_a_saga_held_by_its_step(
     shots.take(page, "operations", publish_as="operations.png")
 
     # an order held in PAYMENT_DONE (Inventory down): in flight, waiting for `reserve`, for so long
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         held = shopper.place(pid)
         stack.hold("inventory-1")
         stack.hold("inventory-2")
     finally:
-        stack.release("relay")
+        stack.release("payment")
     try:
         shopper.wait_until(held, lambda o: o["orderStatus"] == "PAYMENT_DONE", timeout=20)
         row = page.locator('[data-testid="ops-in-flight-row"][data-status="PAYMENT_DONE"]')

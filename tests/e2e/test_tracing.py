@@ -1,7 +1,8 @@
 """Tracing end to end (ADR 42): a stack with `TINYSAGA_OTLP_ENDPOINT` pointing at an OTLP/HTTP
 receiver that this test runs (a real endpoint, decoding the protobuf `ExportTraceServiceRequest`
 the services' exporters send); one order placed through the gateway; the spans that arrive form
-one trace, rooted at Order's POST /api/orders, through the relay, Payment, Wallet, Inventory,
+one trace, rooted at Order's POST /api/orders, through each event's send to Kafka (by the process
+that wrote it, after its commit: ADR 51), Payment, Wallet, Inventory,
 Order's tracking consumer and Notification; the admin sees the order's trace id and Order's log
 line about the order names it.
 
@@ -140,28 +141,28 @@ def _of(spans: list[Span], service: str, kind: str, name: str | None = None) -> 
 ORCHESTRATED = get_settings().saga_mode == saga.ORCHESTRATION
 CHARGE = ev.CHARGE_PAYMENT if ORCHESTRATED else ev.ORDER_INITIATED
 RESERVE = ev.RESERVE_STOCK if ORCHESTRATED else ev.PAYMENT_DONE
-# What the order's trace must hold: Order's request (the gateway-facing service), the relay's
-# publishes, Payment's consumer and its call to Wallet (Wallet's server span), Inventory's
+# What the order's trace must hold: Order's request (the gateway-facing service), its send to Kafka
+# after the commit, Payment's consumer and its call to Wallet (Wallet's server span), Inventory's
 # reservation, Order's tracking consumer and Notification.
 EXPECTED = {
     "order's request": lambda t: _of(t, "tinysaga-order", "SPAN_KIND_SERVER", "POST /api/orders"),
-    "the relay's publish": lambda t: _of(t, "tinysaga-relay", "SPAN_KIND_PRODUCER", f"send {CHARGE}"),
+    "order's send": lambda t: _of(t, "tinysaga-order", "SPAN_KIND_PRODUCER", f"send {CHARGE}"),
     "payment": lambda t: _of(t, "tinysaga-payment", "SPAN_KIND_CONSUMER", f"process {CHARGE}"),
     "wallet": lambda t: _of(t, "tinysaga-wallet", "SPAN_KIND_SERVER"),
     "inventory": lambda t: _of(t, "tinysaga-inventory", "SPAN_KIND_CONSUMER", f"process {RESERVE}"),
     "order's update": lambda t: _of(t, "tinysaga-order", "SPAN_KIND_CONSUMER", "process INVENTORY_RESERVED"),
     "notification": lambda t: _of(t, "tinysaga-notification", "SPAN_KIND_CONSUMER"),
 }
-# the hops in order: request -> relay -> Payment -> relay -> (Order -> relay ->) Inventory -> relay ->
-# Order's update
+# the hops in order, each event sent by the process that wrote it: request -> send -> Payment -> send
+# -> (Order -> send ->) Inventory -> send -> Order's update
 HOPS = [
     "tinysaga-order: POST /api/orders",
-    f"tinysaga-relay: send {CHARGE}",
+    f"tinysaga-order: send {CHARGE}",
     f"tinysaga-payment: process {CHARGE}",
-    "tinysaga-relay: send PAYMENT_DONE",
-    *(["tinysaga-order: process PAYMENT_DONE", f"tinysaga-relay: send {RESERVE}"] if ORCHESTRATED else []),
+    "tinysaga-payment: send PAYMENT_DONE",
+    *(["tinysaga-order: process PAYMENT_DONE", f"tinysaga-order: send {RESERVE}"] if ORCHESTRATED else []),
     f"tinysaga-inventory: process {RESERVE}",
-    "tinysaga-relay: send INVENTORY_RESERVED",
+    "tinysaga-inventory: send INVENTORY_RESERVED",
     "tinysaga-order: process INVENTORY_RESERVED",
 ]
 

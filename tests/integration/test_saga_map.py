@@ -76,18 +76,18 @@ def test_each_participant_tells_what_it_did_for_a_placed_order(
 def test_an_order_out_of_stock_after_payment_shows_its_refund(
     gateway: str, product, stack: Stack, settings: Settings
 ) -> None:
-    """Two orders for the last unit both pass the early check (the relay held); one is placed, the
+    """Two orders for the last unit both pass the early check (Payment held); one is placed, the
     other refunded: its map has the charge, the failed reservation and the refund, from Payment,
     Wallet and Inventory's own rows."""
     pid = product(stock=1, price="9.00")
     a, b = register(gateway, tag="map-a"), register(gateway, tag="map-b")
     a.deposit(50)
     b.deposit(50)
-    stack.hold("relay")
+    stack.hold("payment")
     try:
         oa, ob = a.place(pid), b.place(pid)
     finally:
-        stack.release("relay")
+        stack.release("payment")
     fa, fb = a.wait_terminal(oa), b.wait_terminal(ob)
     assert sorted([fa["orderStatus"], fb["orderStatus"]]) == ["FAILED", "PLACED"]
     loser, oid = (a, oa) if fa["orderStatus"] == "FAILED" else (b, ob)

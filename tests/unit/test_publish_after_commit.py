@@ -25,11 +25,23 @@ class Connection:
     def __init__(self) -> None:
         self.next_id = 0
         self.state = "idle"
+        self.changed = True
 
     async def fetchval(self, sql: str, *args: Any) -> int:
         assert sql.startswith("INSERT INTO outbox") and sql.endswith("RETURNING id")
         self.next_id += 1
         return self.next_id
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        """A change with its outbox rows (`change_with_event`): each row of its VALUES gets the next
+        id; `self.changed` False: the change wrote nothing, so neither did the outbox."""
+        assert "INSERT INTO outbox" in sql and "outbox_ids" in sql
+        if not self.changed:
+            return None
+        n = sql.count("::jsonb)")
+        ids = list(range(self.next_id + 1, self.next_id + n + 1))
+        self.next_id += n
+        return {"order_id": "o-1", "outbox_ids": ids}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -101,6 +113,26 @@ async def test_the_rows_of_a_transaction_are_published_once_it_has_committed(poo
     assert [(r.id, r.topic, r.key) for r in rows] == [(1, "order-topic", "o-1"), (2, "other-topic", "o-1")]
     names = [ev.Event.from_bytes(r.payload).eventName for r in rows]
     assert names == [ev.PAYMENT_VOIDED, ev.INVENTORY_RELEASED]
+
+
+async def test_a_change_with_its_event_and_an_orchestrator_s_commands_hands_over_each_row(
+    pool: Pool, recorder: Recorder
+) -> None:
+    """One statement writes the change, its event and (orchestrating) its commands: each outbox row
+    comes back with its id, in the order staged, for the publisher."""
+    command = ev.command(ev.RELEASE_STOCK, event(ev.PAYMENT_VOIDED))
+    async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]
+        row = await uow.change_with_event(
+            "u AS (UPDATE orders SET order_status = 'CANCELED' RETURNING *)", "u", [], event(),
+            returning="u.order_id", also=[("saga-commands", command)],
+        )  # fmt: skip
+        assert row is not None
+        pool.conn.changed = False  # a change that wrote nothing stages nothing
+        assert await uow.change_with_event("u AS (UPDATE orders SET x = 1 RETURNING *)", "u", [], event()) is None
+    [(rows, state)] = recorder.published
+    assert state == "committed"
+    assert [(r.id, r.topic) for r in rows] == [(1, "order-topic"), (2, "saga-commands")]
+    assert ev.Event.from_bytes(rows[1].payload).eventName == ev.RELEASE_STOCK
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(pool: Pool, recorder: Recorder) -> None:

@@ -153,7 +153,6 @@ class PgUnitOfWork:
                 self._staged(outbox_id, values)
         return row
 
-
     async def record_handled(self, events: Sequence[Event]) -> set[object]:
         """Record events as handled in this transaction, in one statement; the ids that were not
         recorded before (a redelivered event, or a repeat within `events`, is not among them)."""
