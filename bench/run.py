@@ -660,7 +660,10 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         "",
         "Latency: from the order's INITIATED history row to its PLACED row (database clock)."
         f" Turned away: answered 503 because {report.get('maxSagasInFlight')} sagas were in flight"
-        " (`TINYSAGA_MAX_SAGAS_IN_FLIGHT`, ADR 50); the overload phase is offered twice the best rate kept up."
+        " (`TINYSAGA_MAX_SAGAS_IN_FLIGHT`, ADR 50), or because, with at least"
+        f" {report.get('maxSagaSecondsFrom')} in flight, a new one would have taken over"
+        f" {report.get('maxSagaSeconds')} s (`TINYSAGA_MAX_SAGA_SECONDS`, ADR 52); the overload phase is offered"
+        " twice the best rate kept up."
         " The load generator's line: its own CPU (this process: the load, its readings of the stack), in ms per"
         " saga and in cores, phase by phase, on the same two cores as the stack.",
         "sagas/s: sagas ended / (last end − first acceptance). Backlog: sagas in flight, sampled each second;"
@@ -920,6 +923,8 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "sagaMode": settings.saga_mode,
         "settingsChanged": RAISED_LIMITS,
         "maxSagasInFlight": settings.max_sagas_in_flight,
+        "maxSagaSeconds": settings.max_saga_seconds,
+        "maxSagaSecondsFrom": settings.max_saga_seconds_from,
         "warmUp": {"rate": opts.warmup_rate, "seconds": opts.warmup_seconds},
         "idleCpuPercentOfOneCore": idle_warm["percentOfOneCore"],
         "idle": {"afterLoad": idle_warm, "freshStack": idle_fresh},

@@ -112,8 +112,14 @@ class FakeOrderRepository:
         """As `get` (nothing else runs concurrently here to lock against)."""
         return await self.get(order_id)
 
-    async def count_unsettled(self) -> int:
-        return sum(1 for r in self.db.orders.values() if r["order_status"] in domain.UNSETTLED)
+    async def in_flight(self) -> domain.InFlight:
+        """As the real one: how many unsettled, and the median one's age (percentile_disc: the
+        lower middle one)."""
+        created = sorted(r["created_at"] for r in self.db.orders.values() if r["order_status"] in domain.UNSETTLED)
+        if not created:
+            return domain.InFlight(0, 0.0)
+        median = created[(len(created) - 1) // 2]
+        return domain.InFlight(len(created), max(0.0, (datetime.now(UTC) - median).total_seconds()))
 
     async def by_idempotency_key(self, user_id: str, key: str | None) -> dict[str, Any] | None:
         """The user's order made with that key, or None (a None key matches nothing, as SQL's =)."""

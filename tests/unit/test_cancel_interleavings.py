@@ -127,7 +127,7 @@ class Shop:
         director = Orchestrator(saga.COMMANDS_TOPIC) if commanded else CHOREOGRAPHY
         self.create = order_handlers.CreateOrder(
             reader=reader, writer=self._order_writer, catalogue=Catalogue(self.inventory),
-            bound=order_handlers.InFlightBound(reader.count_unsettled, 0), currency="USD", timeout_seconds=60,
+            bound=order_handlers.InFlightBound(reader.in_flight, 0), currency="USD", timeout_seconds=60,
             orchestrator=director,
         )  # fmt: skip
         self.cancel_order = order_handlers.CancelOrder(reader=reader, writer=self._order_writer, orchestrator=director)

@@ -355,7 +355,7 @@ def create_order(db: FakeOrders, uow: FakeUnitOfWork, catalogue: FakeCatalogue, 
         reader=reader,
         writer=writer,
         catalogue=catalogue,  # type: ignore[arg-type]
-        bound=InFlightBound(reader.count_unsettled, bound, retry_after=2),
+        bound=InFlightBound(reader.in_flight, bound, retry_after=2),
         currency="USD",
         timeout_seconds=60,
     )
@@ -423,12 +423,12 @@ async def test_create_order_losing_an_idempotency_race_answers_the_winner(db: Fa
 class Counts:
     """The orders table's count of unsettled orders, as the test sets it; counts the queries."""
 
-    def __init__(self, n: int = 0) -> None:
-        self.n, self.queries = n, 0
+    def __init__(self, n: int = 0, median_age: float = 0.0) -> None:
+        self.n, self.median_age, self.queries = n, median_age, 0
 
-    async def __call__(self) -> int:
+    async def __call__(self) -> domain.InFlight:
         self.queries += 1
-        return self.n
+        return domain.InFlight(self.n, self.median_age)
 
 
 class Clock:
@@ -488,7 +488,7 @@ async def test_far_from_the_bound_an_order_costs_no_count() -> None:
     clock.t += 1.0  # the count is old: read again, and what this replica admitted is in it now
     counts.n = 50
     await bound.admit()
-    assert counts.queries == 2 and bound.counted + bound.since == 51
+    assert counts.queries == 2 and bound.counted.count + bound.since == 51
 
 
 async def test_near_the_bound_it_counts_again_so_the_other_replica_is_seen() -> None:
@@ -512,10 +512,10 @@ async def test_requests_waiting_for_a_count_share_it() -> None:
     gate = asyncio.Event()
 
     class Slow(Counts):
-        async def __call__(self) -> int:
+        async def __call__(self) -> domain.InFlight:
             self.queries += 1
             await gate.wait()
-            return self.n
+            return domain.InFlight(self.n, 0.0)
 
     counts = Slow(0)
     bound = InFlightBound(counts, 10, clock=Clock())
@@ -527,10 +527,60 @@ async def test_requests_waiting_for_a_count_share_it() -> None:
 
 
 async def test_a_bound_of_zero_never_counts() -> None:
-    counts = Counts(10**6)
+    counts = Counts(10**6, median_age=60)
     bound = InFlightBound(counts, 0)
     await bound.admit()
     assert counts.queries == 0
+
+
+# ---- the wait a new order would have (ADR 52) ----------------------------------------------------
+
+
+def test_the_expected_wait_is_twice_the_median_age_of_the_sagas_in_flight() -> None:
+    assert domain.InFlight(120, 0.3).expected_wait() == 0.6
+    assert domain.InFlight(0, 0.0).expected_wait() == 0.0
+
+
+async def test_sagas_that_would_wait_too_long_turn_a_new_order_away_below_the_bound() -> None:
+    counts, clock = Counts(60, median_age=0.4), Clock()  # 60 in flight, a new one would take ~0.8 s
+    bound = InFlightBound(counts, 200, max_wait=0.5, wait_from=50, clock=clock, retry_after=2)
+    with pytest.raises(domain.Overloaded) as e:
+        await bound.admit()
+    assert (e.value.in_flight, e.value.wait, e.value.retry_after) == (60, 0.8, 2)
+    assert "would take about 0.8 s" in str(e.value)
+
+    counts.median_age = 0.2  # the stack caught up: 0.4 s expected, within the wait allowed
+    clock.t += 0.1
+    await bound.admit()
+
+
+async def test_below_wait_from_a_long_wait_turns_nothing_away() -> None:
+    """A few sagas held (a participant down for a moment) do not stop the shop: their age counts
+    only once at least `wait_from` are in flight."""
+    counts, clock = Counts(10, median_age=30.0), Clock()
+    bound = InFlightBound(counts, 200, max_wait=0.5, wait_from=50, clock=clock)
+    for _ in range(28):
+        await bound.admit()
+    assert counts.queries == 1  # far from both limits: no count
+    with pytest.raises(domain.Overloaded):  # 38 in flight, near wait_from: it counts again
+        clock.t += 0.1
+        counts.n = 50
+        await bound.admit()
+
+
+async def test_the_wait_rule_off_leaves_the_bound_alone() -> None:
+    counts = Counts(150, median_age=30.0)
+    bound = InFlightBound(counts, 200, max_wait=0.0, wait_from=50, clock=Clock())
+    await bound.admit()
+    assert bound.near_at == 0.75 * 200  # counted again only near the bound, as without the rule
+
+
+async def test_the_wait_rule_alone_without_a_bound() -> None:
+    counts, clock = Counts(100, median_age=1.0), Clock()
+    bound = InFlightBound(counts, 0, max_wait=0.5, wait_from=50, clock=clock)
+    with pytest.raises(domain.Overloaded) as e:
+        await bound.admit()
+    assert e.value.wait == 2.0
 
 
 # ---- track: the answers to a cancel (ADR 13) -----------------------------------------------------

@@ -6,6 +6,7 @@ in-memory exporter; the database is a fake connection that keeps the statements 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,12 +28,13 @@ from tests.unit.fakes_order import FakeOrderRepository, FakeOrders
 from tinysaga.contracts import events as ev
 from tinysaga.order.adapters import Product
 from tinysaga.order.domain import Status
-from tinysaga.order.handlers import CreateOrder, TimeOut
+from tinysaga.order.handlers import CreateOrder, InFlightBound, TimeOut
 from tinysaga.platform import tracing
 from tinysaga.platform.consumer import ConsumerLoop, HandlerContext
 from tinysaga.platform.logging import JsonFormatter
+from tinysaga.platform.publisher import Publisher
 from tinysaga.platform.settings import Settings
-from tinysaga.platform.uow import outbox_values
+from tinysaga.platform.uow import PgUnitOfWork, outbox_values, publish_after_commit
 
 
 @dataclass
@@ -56,6 +58,10 @@ class FakeConn:
 
     async def execute(self, sql: str, *args: Any) -> None:
         self.executed.append((sql, args))
+
+    async def fetchval(self, sql: str, *args: Any) -> int:
+        self.executed.append((sql, args))
+        return len(self.executed)  # an outbox row's id
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         assert "processed_events" in sql
@@ -104,6 +110,19 @@ def traceparent(span: Any) -> str:
 def by_name(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
     (s,) = [s for s in exporter.get_finished_spans() if s.name == name]
     return s
+
+
+class FakeProducer:
+    """An aiokafka producer that keeps what it is sent; each send acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def send(self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        self.sent.append((topic, key, {k: v.decode() for k, v in headers}))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 def kafka_headers(row_headers: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -176,6 +195,31 @@ async def test_the_relay_publish_is_a_span_child_of_the_row_and_hands_its_own_co
     # a row staged outside any span: published as it is, no span
     bare = {"eventName": "X", "correlationId": "c"}
     assert tracing.start_publish("order-topic", "k", bare) is None and bare == {"eventName": "X", "correlationId": "c"}
+
+
+async def test_the_publish_after_commit_sends_each_row_in_a_span_that_the_record_carries(
+    spans: InMemorySpanExporter,
+) -> None:
+    """The writing process's publisher (ADR 51) and the relay share `send_row`: the row's send is a
+    span child of the staging span, ended at Kafka's acknowledgement, whose context the record
+    carries; a row staged outside any span is sent as it is."""
+    pool, producer = FakePool(), FakeProducer()
+    publish_after_commit(Publisher(producer, pool))  # type: ignore[arg-type]
+    try:
+        with tracing.span("POST /api/orders") as request:
+            async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]
+                await uow.stage(an_event())
+        async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]
+            await uow.stage(an_event(ev.PAYMENT_DONE))
+    finally:
+        publish_after_commit(None)
+    (_, _, traced), (_, _, bare) = producer.sent
+    sent = by_name(spans, f"send {ev.ORDER_INITIATED}")
+    assert sent.kind == SpanKind.PRODUCER and sent.end_time is not None
+    assert sent.parent is not None and sent.parent.span_id == request.get_span_context().span_id
+    assert traced["traceparent"] == traceparent(sent)
+    assert "traceparent" not in bare and bare["eventName"] == ev.PAYMENT_DONE
+    assert [s.name for s in spans.get_finished_spans()].count(f"send {ev.PAYMENT_DONE}") == 0
 
 
 async def test_a_failed_publish_ends_its_spans_as_errors(spans: InMemorySpanExporter) -> None:
@@ -332,10 +376,12 @@ def create_order(db: FakeOrders, uow: FakeUnitOfWork) -> CreateOrder:
         async with uow.transaction():
             yield db.of(uow)
 
+    reader = FakeOrderRepository(db)
     return CreateOrder(
-        reader=FakeOrderRepository(db),
+        reader=reader,
         writer=writer,
         catalogue=OneProduct(),  # type: ignore[arg-type]
+        bound=InFlightBound(reader.in_flight, 0),
         currency="USD",
         timeout_seconds=60,
     )

@@ -85,8 +85,10 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
             writer=writer,
             catalogue=catalogue,
             bound=InFlightBound(
-                orders.count_unsettled,
+                orders.in_flight,
                 settings.max_sagas_in_flight,
+                max_wait=settings.max_saga_seconds,
+                wait_from=settings.max_saga_seconds_from,
                 retry_after=settings.overloaded_retry_after_seconds,
             ),
             currency=settings.currency,

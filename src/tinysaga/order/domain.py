@@ -414,12 +414,33 @@ class OutOfStock(Exception):
         self.product_id, self.available = product_id, available
 
 
-class Overloaded(Exception):
-    """As many sagas in flight as the bound allows (ADR 50): no order is created; try again later."""
+@dataclass(frozen=True)
+class InFlight:
+    """The sagas in flight over every replica (orders accepted, not yet settled): how many, and how
+    long ago the median one was accepted (seconds; 0 when none is)."""
 
-    def __init__(self, in_flight: int, bound: int, retry_after: int) -> None:
-        super().__init__(f"{in_flight} orders are in progress, the most this shop takes at once is {bound}")
-        self.in_flight, self.bound, self.retry_after = in_flight, bound, retry_after
+    count: int
+    median_age: float
+
+    def expected_wait(self) -> float:
+        """How long an order accepted now can expect to take, from the sagas in flight alone: they
+        were accepted at a steady pace over the time one takes, so their median age is half of it
+        (Little's law; robust to a few stuck sagas, which the mean is not)."""
+        return 2 * self.median_age
+
+
+class Overloaded(Exception):
+    """No more sagas fit (ADR 50): as many in flight as the bound allows, or so many that a new one
+    would take longer than the stack is allowed to make an order wait. No order is created; try
+    again later."""
+
+    def __init__(self, in_flight: int, bound: int, retry_after: int, wait: float | None = None) -> None:
+        if wait is None:
+            reason = f"{in_flight} orders are in progress, the most this shop takes at once is {bound}"
+        else:
+            reason = f"{in_flight} orders are in progress and a new one would take about {wait:.1f} s"
+        super().__init__(reason)
+        self.in_flight, self.bound, self.retry_after, self.wait = in_flight, bound, retry_after, wait
 
 
 def total(unit_price: Decimal, quantity: int) -> Decimal:

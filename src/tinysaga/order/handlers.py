@@ -50,7 +50,9 @@ STEP_SECONDS = Histogram(
 
 IN_FLIGHT_SAGAS = Gauge("tinysaga_sagas_in_flight", "orders whose saga is not settled yet, by status", ["status"])
 TURNED_AWAY = Counter(
-    "tinysaga_orders_turned_away_total", "orders answered 503 because the sagas in flight reached the bound (ADR 50)"
+    "tinysaga_orders_turned_away_total",
+    "orders answered 503 because no more sagas fit (ADR 50, 52), by why: the bound, or the wait",
+    ["reason"],
 )
 STUCK_SAGAS = Gauge(
     "tinysaga_sagas_stuck", "orders that stayed in their status past its deadline (ADR 40), by status", ["status"]
@@ -134,22 +136,28 @@ async def _save(
 
 
 class InFlightBound:
-    """The bound on sagas in flight (ADR 50): once `bound` orders are accepted and not yet settled,
-    across every replica of Order, a new order is turned away (domain.Overloaded) until some end.
+    """The bound on sagas in flight (ADR 50, ADR 52): a new order is turned away
+    (domain.Overloaded) while `bound` orders are accepted and not yet settled, across every replica
+    of Order, or while at least `wait_from` are and an order accepted now would take longer than
+    `max_wait` seconds (the sagas in flight's expected wait, `domain.InFlight.expected_wait`): the
+    first holds whatever the machine, the second keeps an accepted order's wait short on a machine
+    slower than the bound assumes. Either of `bound` and `max_wait` at 0 or less turns it off.
 
-    The truth is the orders table (`count`: one index-only count of the unsettled orders). A
+    The truth is the orders table (`count`: one scan of the unsettled orders' partial index). A
     replica counts at most once every `max_age` seconds and adds the orders it accepted since, so
-    far from the bound an order costs no query. Once that estimate reaches `near` of the bound it
-    counts before each answer, at most once every `min_age` seconds, and requests waiting meanwhile
-    share that count: the other replica's orders are seen within `min_age`, so the bound is passed
-    by at most what the replicas accept in that time. A bound of 0 or less turns it off. An order
+    far from the bound an order costs no query. Once that estimate reaches `near` of a limit (the
+    bound, or `wait_from`) it counts before each answer, at most once every `min_age` seconds, and
+    requests waiting meanwhile share that count: the other replica's orders are seen within
+    `min_age`, so a limit is passed by at most what the replicas accept in that time. An order
     turned away is told to come back after `retry_after` seconds."""
 
     def __init__(
         self,
-        count: Callable[[], Awaitable[int]],
+        count: Callable[[], Awaitable[domain.InFlight]],
         bound: int,
         *,
+        max_wait: float = 0.0,
+        wait_from: int = 0,
         retry_after: int = 1,
         max_age: float = 1.0,
         min_age: float = 0.05,
@@ -157,26 +165,33 @@ class InFlightBound:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.count, self.bound, self.retry_after = count, bound, retry_after
-        self.max_age, self.min_age, self.near_at = max_age, min_age, near * bound
+        self.max_wait, self.wait_from = max_wait, wait_from
+        self.max_age, self.min_age = max_age, min_age
+        limits = ([bound] if bound > 0 else []) + ([wait_from] if max_wait > 0 else [])
+        self.near_at = near * min(limits, default=math.inf)
         self.clock = clock
-        self.counted, self.counted_at, self.since = 0, -math.inf, 0
+        self.counted, self.counted_at, self.since = domain.InFlight(0, 0.0), -math.inf, 0
         self._lock = asyncio.Lock()
 
     async def admit(self) -> None:
         """Return when one more saga fits (and count it), raise domain.Overloaded when not."""
-        if self.bound <= 0:
+        if self.near_at == math.inf:
             return
         asked = self.clock()
         age = asked - self.counted_at
-        if age >= self.max_age or (self.counted + self.since >= self.near_at and age >= self.min_age):
+        if age >= self.max_age or (self.counted.count + self.since >= self.near_at and age >= self.min_age):
             async with self._lock:
                 if self.counted_at < asked:  # nobody counted while this one waited
                     counted = await self.count()
                     self.counted, self.counted_at, self.since = counted, self.clock(), 0
-        estimate = self.counted + self.since
-        if estimate >= self.bound:
-            TURNED_AWAY.inc()
+        estimate = self.counted.count + self.since
+        if 0 < self.bound <= estimate:
+            TURNED_AWAY.labels("bound").inc()
             raise domain.Overloaded(estimate, self.bound, self.retry_after)
+        wait = self.counted.expected_wait()
+        if self.max_wait > 0 and estimate >= self.wait_from and wait > self.max_wait:
+            TURNED_AWAY.labels("wait").inc()
+            raise domain.Overloaded(estimate, self.bound, self.retry_after, wait=wait)
         self.since += 1
 
 

@@ -22,9 +22,10 @@ STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each c
 
 Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
 
-_COUNT_UNSETTLED = "SELECT count(*) FROM orders WHERE order_status IN ({})".format(
-    ", ".join(f"'{s.value}'" for s in domain.UNSETTLED)
-)
+_IN_FLIGHT = (
+    "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - percentile_disc(0.5) WITHIN GROUP"
+    " (ORDER BY created_at)), 0)::float8 AS median_age FROM orders WHERE order_status IN ({})"
+).format(", ".join(f"'{s.value}'" for s in domain.UNSETTLED))
 
 
 def state_of(row: Row) -> domain.OrderState:
@@ -165,10 +166,12 @@ class OrderRepository:
         )
         return {r["status"]: (r["n"], r["stuck"], r["oldest"]) for r in rows}
 
-    async def count_unsettled(self) -> int:
-        """How many sagas are in flight (orders in an unsettled status): an index-only count on
-        orders_unsettled, whose predicate this one repeats so the planner can use it (ADR 50)."""
-        return await self.db.fetchval(_COUNT_UNSETTLED)
+    async def in_flight(self) -> domain.InFlight:
+        """The sagas in flight (orders in an unsettled status), how many and the median one's age:
+        a scan of orders_unsettled, whose predicate this one repeats so the planner can use it, and
+        of the rows it finds, at most the bound's (ADR 50, 52)."""
+        row = await self.db.fetchrow(_IN_FLIGHT)
+        return domain.InFlight(row["n"], max(0.0, row["median_age"]))
 
     async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
         """The sagas that ended in the last `seconds`: for each order whose first PLACED, FAILED or

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # The most sagas in flight (orders accepted and not yet settled, over every Order replica)
     # before a new order is answered 503 with Retry-After (ADR 50); 0 turns the bound off.
     max_sagas_in_flight: int = 200
+    # Once at least max_saga_seconds_from sagas are in flight, a new order is also answered 503 when
+    # they say it would take longer than this to settle (twice their median age, ADR 52); 0 turns
+    # this off.
+    max_saga_seconds: float = 0.5
+    max_saga_seconds_from: int = 50
     overloaded_retry_after_seconds: int = 1
 
     # The event names a service handles are those the saga definition (contracts/saga.py) routes
