@@ -213,6 +213,12 @@ class Stack:
         return server not in states or states[server].startswith("UP")
 
 
+def is_overloaded(r: httpx.Response) -> bool:
+    """Order's 503 for no more sagas fitting (ADR 50, 52): nothing was written, come back after
+    Retry-After (the gateway's own 503, no server up, is another problem type)."""
+    return r.status_code == 503 and r.json().get("type") == "urn:tinysaga:problem:overloaded"
+
+
 @contextmanager
 def scratch_stack(settings: Settings, name: str, port_offset: int, **env: str) -> Iterator[Settings]:
     """A whole stack of its own, as `./tiny-saga up` starts it with `env` on top (e.g. a setting the
