@@ -6,7 +6,7 @@ work it was built with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,10 @@ class FakeUnitOfWork:
     _pending: list[Event] = field(default_factory=list)
     commits: int = 0
     topics: dict[object, str] = field(default_factory=dict)  # eventId -> the topic it was staged on
+    _after: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after.append(callback)
 
     async def stage(self, event: Event, topic: str | None = None) -> None:
         check_wire(event)  # every event a handler stages is checked against its schema
@@ -47,15 +51,18 @@ class FakeUnitOfWork:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
-        self._pending = []
+        self._pending, self._after = [], []
         try:
             yield self
         except BaseException:
-            self._pending = []
+            self._pending, self._after = [], []
             raise
         self.published += self._pending
         self._pending = []
         self.commits += 1
+        after, self._after = self._after, []
+        for callback in after:
+            callback()
 
     def names(self) -> list[str]:
         return [e.eventName for e in self.published]

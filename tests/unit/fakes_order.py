@@ -30,7 +30,6 @@ class FakeOrders:
     orders: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     alert_rows: dict[tuple[uuid.UUID, str], dict[str, Any]] = field(default_factory=dict)
-    notified: list[str] = field(default_factory=list)  # pg_notify of the status channel, in order
     now: datetime = T0
     tick: int = 0
 
@@ -261,7 +260,7 @@ class FakeOrderRepository:
         announce: ev.Event | None = None,
         commands: Outgoing = (),
     ) -> None:
-        """The transition (version + 1, the settled flags), its history row, the NOTIFY; a
+        """The transition (version + 1, the settled flags), its history row; a
         REFUND_FAILED alert once per order; `announce` staged on the unit of work."""
         order_id = row["order_id"]
         current = self.db.orders[order_id]
@@ -292,7 +291,6 @@ class FakeOrderRepository:
                 "at": at,
             }
         )
-        self.db.notified.append(str(order_id))
         if domain.needs_alert(new):
             self.db.alert_rows.setdefault(
                 (order_id, "REFUND_FAILED"),
@@ -309,7 +307,7 @@ class FakeOrderRepository:
         self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
     ) -> dict[str, Any] | None:
         """Only if the order is still in the status `row` was read in: the new status, status
-        info and flags (version + 1), a history row under the event's name, the NOTIFY, the event
+        info and flags (version + 1), a history row under the event's name, the event
         staged; the new row. Else None, nothing written or staged."""
         assert self.uow is not None
         current = self.db.orders.get(row["order_id"])
@@ -333,7 +331,6 @@ class FakeOrderRepository:
                 "at": at,
             }
         )
-        self.db.notified.append(str(row["order_id"]))
         await self.uow.stage(event)
         for topic, command in commands:
             await self.uow.stage(command, topic)

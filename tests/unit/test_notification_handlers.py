@@ -3,6 +3,7 @@ deliverer does with a due notification (`tinysaga.notification.domain.delivery_f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,25 +32,28 @@ class FakeNotifications:
 
     rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    wakes: int = 0  # the NOTIFYs that would wake the deliverer
+    wakes: int = 0  # the deliverer woken, after a commit that added some
+
+    def wake(self) -> None:
+        self.wakes += 1
 
     def of(self, uow: FakeUnitOfWork) -> FakeNotifications:
         return self
 
     async def add_notifications(
         self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
-    ) -> None:
+    ) -> bool:
         """Both channels' rows unless the (order, type, channel) has one (or, `unless` given, the order
-        has a notification of that type); a wake-up when any was added."""
+        has a notification of that type); whether any was added."""
         if unless is not None and any(o == order_id and k == unless for o, k, _ in self.rows):
-            return
+            return False
         added = False
         for channel in ("EMAIL", "SMS"):
             key = (order_id, kind, channel)
             if key not in self.rows:
                 self.rows[key] = {"user_id": user_id, "message": message, "status": "PENDING", "attempts": 0}
                 added = True
-        self.wakes += added
+        return added
 
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
@@ -70,7 +74,7 @@ def uow() -> FakeUnitOfWork:
 
 
 def order_handlers(store: FakeNotifications) -> dict[str, Any]:
-    return NotificationHandlers(store.of).on_order_topic()
+    return NotificationHandlers(store.of, added=store.wake).on_order_topic()
 
 
 def user_handlers(store: FakeNotifications) -> dict[str, Any]:
@@ -347,10 +351,36 @@ async def test_a_round_sends_retries_and_skips_each_row_on_its_own() -> None:
     )
     email = FakeChannel({"down@example.com": ChannelDown("smtp: refused"), "bad@example.com": Undeliverable("no")})
     sms = FakeChannel()
-    d = Deliverer(repo, email, sms, listen=None)  # type: ignore[arg-type]
+    d = Deliverer(repo, email, sms)  # type: ignore[arg-type]
     assert await d.deliver_due() == 6
     assert email.sent == [("ann@example.com", "Tiny-Saga: payment done", "message 1")]
     assert sms.sent == [("conn", 2, "+1555", "message 2")]
     assert repo.sent == [1, 2]
     assert repo.skipped == [(4, "no"), (6, "no phone number")]
     assert repo.retried == [(3, "smtp: refused", 2.0), (5, "no contact yet", 1.0)]
+
+
+async def test_the_deliverer_runs_a_round_as_soon_as_it_is_woken() -> None:
+    """Woken by the handlers once their notifications are committed (no NOTIFY, ADR 53), it does
+    not wait for its idle look."""
+    rounds: list[float] = []
+
+    class Counting(FakeDue):
+        async def lock_due(self, limit: int) -> list[dict[str, Any]]:
+            rounds.append(asyncio.get_running_loop().time())
+            return []
+
+        async def seconds_to_next_due(self) -> float | None:
+            return None
+
+    d = Deliverer(Counting([]), FakeChannel(), FakeChannel())  # type: ignore[arg-type]
+    task = asyncio.create_task(d.notification_deliverer())
+    try:
+        while not rounds:
+            await asyncio.sleep(0.01)
+        d.wake()
+        while len(rounds) < 2:
+            await asyncio.sleep(0.01)
+        assert rounds[1] - rounds[0] < 1.0 < d.IDLE_LOOK
+    finally:
+        task.cancel()

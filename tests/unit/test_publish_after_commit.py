@@ -135,6 +135,19 @@ async def test_a_change_with_its_event_and_an_orchestrator_s_commands_hands_over
     assert ev.Event.from_bytes(rows[1].payload).eventName == ev.RELEASE_STOCK
 
 
+async def test_what_waits_for_the_commit_runs_after_it_and_never_after_a_rollback(pool: Pool) -> None:
+    seen: list[str] = []
+    async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]
+        uow.after_commit(lambda: seen.append(pool.conn.state))
+        assert seen == []
+    assert seen == ["committed"]
+    with pytest.raises(RuntimeError):
+        async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]
+            uow.after_commit(lambda: seen.append("rolled back, yet called"))
+            raise RuntimeError("the handler failed")
+    assert seen == ["committed"]
+
+
 async def test_a_rolled_back_transaction_publishes_nothing(pool: Pool, recorder: Recorder) -> None:
     with pytest.raises(RuntimeError):
         async with PgUnitOfWork.begin(pool, "order-topic") as uow:  # type: ignore[arg-type]

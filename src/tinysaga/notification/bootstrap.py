@@ -4,7 +4,6 @@ topic), the deliverer task, the routes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,7 +12,7 @@ from tinysaga.contracts import saga
 from tinysaga.notification.adapters import EmailSender, sms_provider
 from tinysaga.notification.api import router
 from tinysaga.notification.handlers import Deliverer, NotificationHandlers
-from tinysaga.notification.repository import NotificationRepository, listen_for_new
+from tinysaga.notification.repository import NotificationRepository
 from tinysaga.platform.service import Runtime, create_service_app
 from tinysaga.platform.settings import Settings
 
@@ -29,11 +28,10 @@ class NotificationDeps:
 def setup(rt: Runtime) -> None:
     s = rt.settings
     rt.deps = NotificationDeps(NotificationRepository(rt.pool), s.home / "mail")
-    hs = NotificationHandlers(NotificationRepository.of)
+    deliverer = Deliverer(NotificationRepository(rt.pool), EmailSender(s), sms_provider(s))
+    hs = NotificationHandlers(NotificationRepository.of, added=deliverer.wake)
     rt.consume(hs.on_order_topic())
     rt.consume(hs.on_user_topic(), topic=saga.USER_TOPIC, group="notification-contacts")
-    listen = partial(listen_for_new, rt.dsn)
-    deliverer = Deliverer(NotificationRepository(rt.pool), EmailSender(s), sms_provider(s), listen)
     rt.tasks.append(deliverer.notification_deliverer)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
@@ -25,15 +25,16 @@ class Notifications(Protocol):
 
     async def add_notifications(
         self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
-    ) -> None: ...
+    ) -> bool: ...
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
     ) -> None: ...
 
 
 class NotificationHandlers:
-    def __init__(self, repository: Callable[[Any], Notifications]) -> None:
+    def __init__(self, repository: Callable[[Any], Notifications], added: Callable[[], None] = lambda: None) -> None:
         self.repository = repository  # the repository of a unit of work
+        self.added = added  # called once notifications added are committed (wakes the deliverer)
 
     def on_order_topic(self) -> dict[str, Handler]:
         return {"notify": self.notify}
@@ -49,9 +50,10 @@ class NotificationHandlers:
             if what is None or not event.orderId or not event.userId:
                 return
             kind, message = what
-            await self.repository(uow).add_notifications(
+            if await self.repository(uow).add_notifications(
                 event.userId, event.orderId, kind, message, unless=SUPERSEDED_BY.get(kind)
-            )
+            ):
+                uow.after_commit(self.added)
 
     async def remember_contact(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Keep (or replace) the user's email, phone and name."""
@@ -67,19 +69,26 @@ def retry_pause(attempts: int) -> float:
 
 
 class Deliverer:
-    """Sends the notifications that are due, woken by a NOTIFY or when the next retry falls due."""
+    """Sends the notifications that are due: woken by this process's handlers once what they added
+    is committed (`wake`), when the next retry falls due, and at least every `IDLE_LOOK` seconds
+    (for rows another replica added, ADR 53)."""
+
+    IDLE_LOOK = 5.0
 
     def __init__(
         self,
         repository: NotificationRepository,  # on the pool
         email: EmailSender,
         sms: SmsProvider,
-        listen: Callable[[Callable[[], None]], Awaitable[Any]],  # a connection that calls back on new rows
     ) -> None:
         self.repository = repository
         self.email = email
         self.sms = sms
-        self.listen = listen
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New notifications are committed: deliver them now."""
+        self._wake.set()
 
     async def deliver_due(self) -> int:
         """One round: send what is due. Each row stands alone: a channel that is down is retried
@@ -117,17 +126,17 @@ class Deliverer:
 
     async def notification_deliverer(self) -> None:
         """The background task."""
-        wake = asyncio.Event()
-        conn = await self.listen(wake.set)
+        wake = self._wake
         try:
             while True:
                 wake.clear()
                 while await self.deliver_due() == DELIVERY_BATCH:
                     pass
-                # sleep until a new notification (NOTIFY) or the next retry falls due
+                # sleep until new notifications are committed here or the next retry falls due
                 due = await self.repository.seconds_to_next_due()
+                look = self.IDLE_LOOK
                 try:
-                    await asyncio.wait_for(wake.wait(), min(5.0, max(0.05, due)) if due is not None else 5.0)
+                    await asyncio.wait_for(wake.wait(), min(look, max(0.05, due)) if due is not None else look)
                 except TimeoutError:
                     # Quiet for a while: let the SMTP connection go. While mail keeps coming it is
                     # kept open across rounds (a new connection per round was most of the cost of
@@ -135,4 +144,3 @@ class Deliverer:
                     await self.email.close()
         finally:
             await self.email.close()
-            await conn.close()

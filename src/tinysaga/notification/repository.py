@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-
-NEW_CHANNEL = "tinysaga_notification_new"  # NOTIFY: a notification was added (wakes the deliverer)
 
 
 class NotificationRepository:
@@ -36,15 +34,14 @@ class NotificationRepository:
 
     async def add_notifications(
         self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
-    ) -> None:
+    ) -> bool:
         """Both channels' rows of an (order, type), unless it has them already (or, `unless` given,
-        a notification of that type), and the NOTIFY that wakes the deliverer, in one statement."""
-        await self.db.execute(
-            "WITH n AS (INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
+        a notification of that type), in one statement; whether any was added."""
+        status = await self.db.execute(
+            "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
             " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6), ($2::uuid,$3,$4,$5,'SMS',$6)) v"
             " WHERE $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM notifications WHERE order_id=$4 AND type=$7)"
-            " ON CONFLICT (order_id, type, channel) DO NOTHING RETURNING 1)"
-            f" SELECT pg_notify('{NEW_CHANNEL}', '') FROM n LIMIT 1",
+            " ON CONFLICT (order_id, type, channel) DO NOTHING",
             uuid.uuid4(),
             uuid.uuid4(),
             user_id,
@@ -53,6 +50,7 @@ class NotificationRepository:
             message,
             unless,
         )
+        return status != "INSERT 0 0"  # the command tag: INSERT 0 <rows added>
 
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
@@ -136,10 +134,3 @@ class NotificationRepository:
             to,
             body,
         )
-
-
-async def listen_for_new(dsn: str, wake: Callable[[], None]) -> asyncpg.Connection:
-    """A connection of its own that calls `wake` on each NOTIFY of a new notification."""
-    conn = await asyncpg.connect(dsn)
-    await conn.add_listener(NEW_CHANNEL, lambda *_: wake())
-    return conn

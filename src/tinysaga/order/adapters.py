@@ -1,11 +1,13 @@
 """Order's view of other services, over HTTP: the catalogue (Inventory), the balance (Wallet), each
-participant's records of an order (the saga map); and the LISTEN connection that wakes the live
-status streams."""
+participant's records of an order (the saga map); and the reading of the watched orders' versions
+that wakes the live status streams."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,11 +16,12 @@ import asyncpg
 
 from tinysaga.contracts import records, routes
 from tinysaga.contracts.ids import is_product_id
-from tinysaga.order.repository import STATUS_CHANNEL
 from tinysaga.platform.calls import Unreachable, get_from_any
 from tinysaga.platform.money import money
 from tinysaga.platform.service import Runtime
 from tinysaga.platform.web import Problem
+
+log = logging.getLogger("tinysaga.order")
 
 
 async def _get(rt: Runtime, service: str, path: str) -> tuple[int, Any]:
@@ -79,35 +82,52 @@ class RecordsClient:
 
 
 class StatusFanout:
-    """One LISTEN connection per process; wakes the streams waiting on an order."""
+    """Wakes the live streams of orders when their order changes (ADR 53). While any stream is
+    open, one query every `poll` seconds reads the versions of the orders watched (`versions`), and
+    each stream whose order is past the version it last saw is woken; with none open, nothing is
+    read. The saga's transitions send no NOTIFY for it: a committing transaction that NOTIFYs holds
+    PostgreSQL's cluster-wide notification lock through its commit, so those commits (and their WAL
+    flushes) go one at a time, every order's, for the few that someone is watching."""
 
-    def __init__(self) -> None:
-        self.waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        for w in self.waiters.get(payload, ()):
-            w.set()
+    def __init__(self, poll: float = 0.2) -> None:
+        self.poll = poll
+        self.waiters: dict[str, dict[asyncio.Event, int]] = defaultdict(dict)  # order -> stream -> version seen
+        self._watched = asyncio.Event()
 
     def watch(self, order_id: str) -> asyncio.Event:
-        """An event set at each change of the order (and when the listener reconnects)."""
+        """An event set when the order changes past what this stream saw (`saw`); and when the
+        stream is old enough that it should look anyway (a reading that failed)."""
         wake = asyncio.Event()
-        self.waiters[order_id].add(wake)
+        self.waiters[order_id][wake] = 0
+        self._watched.set()
         return wake
 
+    def saw(self, order_id: str, wake: asyncio.Event, version: int) -> None:
+        """The stream has told its client about the order up to `version`."""
+        if wake in self.waiters.get(order_id, {}):
+            self.waiters[order_id][wake] = version
+
     def unwatch(self, order_id: str, wake: asyncio.Event) -> None:
-        self.waiters[order_id].discard(wake)
+        self.waiters[order_id].pop(wake, None)
         if not self.waiters[order_id]:
             self.waiters.pop(order_id, None)
 
-    async def run(self, dsn: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.add_listener(STATUS_CHANNEL, self._on_notify)
-            while not conn.is_closed():
-                await asyncio.sleep(5)
-                await conn.execute("SELECT 1")
-        finally:
-            await conn.close()
-            for ws in self.waiters.values():  # a reconnecting stream re-reads the order
-                for w in ws:
-                    w.set()
+    def changed(self, versions: dict[str, int]) -> None:
+        """Wake each stream whose order is past the version it saw."""
+        for order_id, version in versions.items():
+            for wake, seen in self.waiters.get(order_id, {}).items():
+                if version > seen:
+                    wake.set()
+
+    async def run(self, versions: Callable[[list[str]], Awaitable[dict[str, int]]]) -> None:
+        """The background task: `versions` reads the current version of each order id given."""
+        while True:
+            if not self.waiters:
+                self._watched.clear()
+                await self._watched.wait()
+            try:
+                self.changed(await versions(list(self.waiters)))
+            except (OSError, asyncpg.PostgresError) as e:  # the streams wait; the next reading retries
+                log.warning("could not read the watched orders' versions: %s", e)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.poll)

@@ -303,6 +303,7 @@ async def order_events(
             while True:
                 wake.clear()
                 current = await d.orders.get(row["order_id"])
+                d.fanout.saw(key, wake, current["version"])
                 if current["version"] > last_seen:
                     last_seen = current["version"]
                     yield ServerSentEvent(

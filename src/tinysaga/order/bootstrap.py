@@ -117,10 +117,10 @@ def setup(rt: Runtime, collector: Callable[[Settings, Begin], Callable[[], Await
         orchestrator=orchestrator,
     )
 
-    async def status_listener() -> None:
-        await fanout.run(rt.dsn)
+    async def live_streams() -> None:
+        await fanout.run(orders.versions)
 
-    rt.tasks += [status_listener, sweeper.saga_sweeper, collector(settings, begin)]
+    rt.tasks += [live_streams, sweeper.saga_sweeper, collector(settings, begin)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

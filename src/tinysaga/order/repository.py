@@ -18,8 +18,6 @@ from tinysaga.order import domain
 from tinysaga.order.orchestrator import Outgoing
 from tinysaga.platform.uow import PgUnitOfWork
 
-STATUS_CHANNEL = "tinysaga_order_status"  # NOTIFY'd with the order id at each change (live streams)
-
 Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
 
 _IN_FLIGHT = (
@@ -166,6 +164,13 @@ class OrderRepository:
         )
         return {r["status"]: (r["n"], r["stuck"], r["oldest"]) for r in rows}
 
+    async def versions(self, order_ids: list[str]) -> dict[str, int]:
+        """The current version of each of these orders (the live streams' reading, ADR 53)."""
+        rows = await self.db.fetch(
+            "SELECT order_id::text AS id, version FROM orders WHERE order_id = ANY($1::uuid[])", order_ids
+        )
+        return {r["id"]: r["version"] for r in rows}
+
     async def in_flight(self) -> domain.InFlight:
         """The sagas in flight (orders in an unsettled status), how many and the median one's age:
         a scan of orders_unsettled, whose predicate this one repeats so the planner can use it, and
@@ -237,17 +242,15 @@ class OrderRepository:
         announce: ev.Event | None = None,
         commands: Outgoing = (),
     ) -> None:
-        """A transition with its history row, and the NOTIFY of live streams at commit (one
-        statement); with a failed refund, the operator's alert too (once per order); `announce`
-        (ORDER_CANCELED, ORDER_TIMED_OUT) and an orchestrator's `commands` staged in the same
-        transaction."""
+        """A transition with its history row (one statement); with a failed refund, the operator's
+        alert too (once per order); `announce` (ORDER_CANCELED, ORDER_TIMED_OUT) and an
+        orchestrator's `commands` staged in the same transaction."""
         await self.db.execute(
             "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
-            " transaction_id=$6, payment_settled=$9, stock_settled=$10, version = version + 1,"
-            " updated_at = clock_timestamp() WHERE order_id=$1 RETURNING order_id),"
-            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
-            " SELECT order_id, $2, $5, $7 FROM u)"
-            " SELECT pg_notify($8, order_id::text) FROM u",
+            " transaction_id=$6, payment_settled=$8, stock_settled=$9, version = version + 1,"
+            " updated_at = clock_timestamp() WHERE order_id=$1 RETURNING order_id)"
+            " INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+            " SELECT order_id, $2, $5, $7 FROM u",
             row["order_id"],
             new.status,
             new.fail_reason,
@@ -255,7 +258,6 @@ class OrderRepository:
             new.status_info,
             new.transaction_id,
             event_name,
-            STATUS_CHANNEL,
             new.payment_settled,
             new.stock_settled,
         )
@@ -277,17 +279,16 @@ class OrderRepository:
     ) -> asyncpg.Record | None:
         """A request's change (a cancel, a ship, a deliver, an operator's refund retry): the new
         status (a cancel also resets the settled flags), its history row under the event's name, the
-        event (and an orchestrator's `commands`) staged, the NOTIFY of live streams: one statement,
-        done only if the order is still in the status it was read in. The new row, or None when the
-        order moved on meanwhile (nothing written, nothing staged)."""
+        event (and an orchestrator's `commands`) staged: one statement, done only if the order is
+        still in the status it was read in. The new row, or None when the order moved on meanwhile
+        (nothing written, nothing staged)."""
         return await self._uow().change_with_event(
             "u AS (UPDATE orders SET order_status=$2, status_info=$3, payment_settled=$4, stock_settled=$5,"
             " version = version + 1, updated_at = clock_timestamp() WHERE order_id=$1 AND order_status=$6"
             " RETURNING *),"
             " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
-            " SELECT order_id, $2, $3, $7 FROM u),"
-            " s AS (SELECT u.*, pg_notify($8, u.order_id::text)::text AS notified FROM u)",
-            "s",
+            " SELECT order_id, $2, $3, $7 FROM u)",
+            "u",
             [
                 row["order_id"],
                 new.status,
@@ -296,10 +297,9 @@ class OrderRepository:
                 new.stock_settled,
                 row["order_status"],
                 event.eventName,
-                STATUS_CHANNEL,
             ],
             event,
-            returning="s.*",
+            returning="u.*",
             also=commands,
         )
 

@@ -16,7 +16,7 @@ confirmed (a crash or a broker outage between the commit and the acknowledgement
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -72,12 +72,15 @@ class UnitOfWork(Protocol):
 
     async def stage(self, event: Event, topic: str | None = None) -> None: ...
 
+    def after_commit(self, callback: Callable[[], None]) -> None: ...
+
 
 class PgUnitOfWork:
     def __init__(self, conn: asyncpg.Connection, topic: str) -> None:
         self.conn = conn
         self.topic = topic
         self.staged: list[Staged] = []  # the outbox rows written, for the publisher after the commit
+        self._after: list[Callable[[], None]] = []
 
     @classmethod
     @asynccontextmanager
@@ -98,8 +101,16 @@ class PgUnitOfWork:
         it returns (what a consumer's next poll may follow: its own later events are sent after
         them by the same producer)."""
         rows, self.staged = self.staged, []
+        after, self._after = self._after, []
+        for callback in after:
+            callback()
         if rows and _publisher is not None:
             await _publisher.publish(rows, confirm=confirm)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed (never if it rolls back): to wake
+        work in this process that reads what it wrote, without a NOTIFY (ADR 53)."""
+        self._after.append(callback)
 
     def _staged(self, outbox_id: int, values: tuple[str, str, str, bytes, str]) -> None:
         topic, key, _name, payload, headers = values
