@@ -88,8 +88,12 @@ class ApiUser:
             "/api/orders", {"productId": product_id, "productQuantity": quantity, "paymentType": "WALLET"}, **kw
         )
 
-    def place(self, product_id: str, quantity: int = 1) -> str:
-        r = self.order(product_id, quantity)
+    def place(self, product_id: str, quantity: int = 1, patience: float = 30) -> str:
+        """Order, and come back after Retry-After while the shop is overloaded (ADR 50, 52), as a
+        client is told to, for at most `patience` seconds; the order id once accepted."""
+        deadline = time.monotonic() + patience
+        while is_overloaded(r := self.order(product_id, quantity)) and time.monotonic() < deadline:
+            time.sleep(float(r.headers["retry-after"]))
         assert r.status_code == 202, r.text
         return r.json()["orderId"]
 

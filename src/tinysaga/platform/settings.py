@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # they say it would take longer than this to settle (twice their median age, ADR 52); 0 turns
     # this off.
     max_saga_seconds: float = 0.5
-    max_saga_seconds_from: int = 50
+    max_saga_seconds_from: int = 20
     overloaded_retry_after_seconds: int = 1
 
     # The event names a service handles are those the saga definition (contracts/saga.py) routes
