@@ -134,9 +134,9 @@ class Deliverer:
                     pass
                 # sleep until new notifications are committed here or the next retry falls due
                 due = await self.repository.seconds_to_next_due()
-                look = self.IDLE_LOOK
+                look = self.IDLE_LOOK if due is None else min(self.IDLE_LOOK, max(0.05, due))
                 try:
-                    await asyncio.wait_for(wake.wait(), min(look, max(0.05, due)) if due is not None else look)
+                    await asyncio.wait_for(wake.wait(), look)
                 except TimeoutError:
                     # Quiet for a while: let the SMTP connection go. While mail keeps coming it is
                     # kept open across rounds (a new connection per round was most of the cost of

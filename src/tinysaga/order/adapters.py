@@ -95,8 +95,7 @@ class StatusFanout:
         self._watched = asyncio.Event()
 
     def watch(self, order_id: str) -> asyncio.Event:
-        """An event set when the order changes past what this stream saw (`saw`); and when the
-        stream is old enough that it should look anyway (a reading that failed)."""
+        """An event set once the order is past the version this stream last told (`saw`)."""
         wake = asyncio.Event()
         self.waiters[order_id][wake] = 0
         self._watched.set()

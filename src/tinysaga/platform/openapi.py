@@ -47,7 +47,7 @@ EVENT_STREAMS = frozenset({("get", "/api/orders/{order_id}/events")})
 
 # Error statuses any operation can answer: the gateway answers 400 (unreadable request), 401 (no
 # valid token), 413 (body too large), 429 (rate limits) and 503 (no healthy server) on any route
-# (Order also answers 503 to a new order beyond the bound on sagas in flight, ADR 50);
+# (Order also answers 503 to a new order beyond the bound on sagas in flight, ADR 50 and 52);
 # the services answer 400 (bad JSON), 403, 404, 409 and 415 (body not JSON) through the shared
 # error handlers in `tinysaga.platform.web`.
 ERROR_STATUSES = {
@@ -62,7 +62,7 @@ ERROR_STATUSES = {
     503: (
         "ServiceUnavailable",
         "Service Unavailable: no healthy server behind the gateway, or (a new order) as many sagas in flight"
-        " as the shop takes at once; try again after Retry-After.",
+        " as the shop takes at once, or so many that a new one would wait too long; try again after Retry-After.",
     ),
 }
 VALIDATION_STATUS = 422
