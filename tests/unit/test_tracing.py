@@ -24,11 +24,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.unit.fakes import FakeUnitOfWork
-from tests.unit.fakes_order import FakeOrderRepository, FakeOrders
+from tests.unit.fakes_order import FakeOrders
+from tests.unit.test_order_handlers import FakeCatalogue, create_order
 from tinysaga.contracts import events as ev
 from tinysaga.order.adapters import Product
 from tinysaga.order.domain import Status
-from tinysaga.order.handlers import CreateOrder, InFlightBound, TimeOut
+from tinysaga.order.handlers import TimeOut
 from tinysaga.platform import tracing
 from tinysaga.platform.consumer import ConsumerLoop, HandlerContext
 from tinysaga.platform.logging import JsonFormatter
@@ -365,31 +366,9 @@ async def test_an_unreadable_message_is_dead_lettered_in_a_span_of_its_trace(spa
 # ---- the order's trace ------------------------------------------------------------------------------
 
 
-class OneProduct:
-    async def product(self, product_id: str) -> Product:
-        return Product(Decimal("10.00"), 5)
-
-
-def create_order(db: FakeOrders, uow: FakeUnitOfWork) -> CreateOrder:
-    @asynccontextmanager
-    async def writer() -> AsyncIterator[FakeOrderRepository]:
-        async with uow.transaction():
-            yield db.of(uow)
-
-    reader = FakeOrderRepository(db)
-    return CreateOrder(
-        reader=reader,
-        writer=writer,
-        catalogue=OneProduct(),  # type: ignore[arg-type]
-        bound=InFlightBound(reader.in_flight, 0),
-        currency="USD",
-        timeout_seconds=60,
-    )
-
-
 async def test_the_order_keeps_the_trace_of_its_creation(spans: InMemorySpanExporter) -> None:
     db, uow = FakeOrders(), FakeUnitOfWork()
-    create = create_order(db, uow)
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("10.00"), 5)))
     with tracing.span("POST /api/orders") as request:
         row = await create("user-1", "P1", 1, "WALLET")
     assert row["trace_id"] == trace.format_trace_id(request.get_span_context().trace_id)
