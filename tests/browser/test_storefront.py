@@ -46,7 +46,7 @@ def step_attrs(page: Page, attr: str) -> list[str]:
     return page.locator('[data-testid="timeline-step"]').evaluate_all(f"els => els.map(e => e.getAttribute('{attr}'))")
 
 
-def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUser, shots) -> None:
+def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUser, stack: Stack, shots) -> None:
     pid = f"mug-{uuid.uuid4().hex[:8]}"
     r = admin.post(
         "/api/admin/products",
@@ -101,12 +101,20 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
     expect(tid(page, "order-submit")).to_be_enabled()
 
     # order: the order page follows the saga over SSE, in the same document (no reload)
+    # (Payment is held until the page follows the order: a saga can end before the page loads, and
+    # an ended order's page has no stream to open)
     page.evaluate("window.__sameDocument = 'yes'")
-    tid(page, "order-submit").click()
-    expect(page).to_have_url(ORDER_URL)
+    stack.hold("payment")
+    try:
+        tid(page, "order-submit").click()
+        expect(page).to_have_url(ORDER_URL)
+        expect(tid(page, "order-status")).to_have_attribute("data-status", "INITIATED")
+        expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
+        assert any("/api/orders/" in u for u in events_requests), "the order page did not open the event stream"
+    finally:
+        stack.release("payment")
     expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
     assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
-    assert any("/api/orders/" in u for u in events_requests), "the order page did not open the event stream"
     expect(tid(page, "live-indicator")).to_have_attribute("data-state", "done")
     expect(tid(page, "order-total")).to_contain_text("25.00")
 
