@@ -274,7 +274,24 @@ async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:
     (the same wait as `tiny-saga audit --wait` and `chaos`)."""
     left = await audit.wait_at_rest(settings, timeout)
     if any(left.values()):
-        raise AssertionError(f"not at rest after {timeout}s: {left}")
+        raise AssertionError(f"not at rest after {timeout}s: {left}{await _why_not_at_rest(settings, left)}")
+
+
+async def _why_not_at_rest(settings: Settings, left: dict[str, int]) -> str:
+    """For a failed wait: the consumer groups still behind, and the end of their services' logs
+    (the stack, logs and all, is gone once the run ends)."""
+    if left.get("consumer lag", 0) <= 0:
+        return ""
+    try:
+        lag = {g: n for g, n in (await audit.consumer_lag(settings)).items() if n}
+    except Exception as e:  # the broker itself may be why
+        return f"\n(the groups' lag could not be read: {e!r})"
+    out = [f"\nconsumer groups behind: {lag}"]
+    for group in lag:
+        for log in sorted(settings.logs_dir.glob(f"{group}*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-40:]
+            out.append(f"--- the last {len(tail)} lines of {log.name}:\n" + "\n".join(tail))
+    return "\n".join(out)
 
 
 async def check_invariants(
