@@ -11,7 +11,7 @@ import uuid
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 
 from tests.support import ApiUser, Stack, register, run_sync, unique_email
 
@@ -42,6 +42,11 @@ def open_product(page: Page, pid: str) -> None:
     expect(tid(page, "quote-total")).not_to_have_text("…")
 
 
+def is_stream(request: Request) -> bool:
+    """The request of an order page's live status stream."""
+    return "/api/orders/" in request.url and request.url.endswith("/events")
+
+
 def step_attrs(page: Page, attr: str) -> list[str]:
     return page.locator('[data-testid="timeline-step"]').evaluate_all(f"els => els.map(e => e.getAttribute('{attr}'))")
 
@@ -53,8 +58,6 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
         {"productId": pid, "name": "Enamel Camp Mug", "type": "kitchen", "price": 12.50, "availableCount": 7},
     )
     assert r.status_code == 201, r.text
-    events_requests: list[str] = []
-    page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
 
     # the catalogue, signed out: price and live availability
     page.goto("/")
@@ -104,13 +107,14 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
     # (Payment is held until the page follows the order: a saga can end before the page loads, and
     # an ended order's page has no stream to open)
     page.evaluate("window.__sameDocument = 'yes'")
+    # (the stream's request is waited for: the page says "live" just before it sends it)
     stack.hold("payment")
     try:
-        tid(page, "order-submit").click()
-        expect(page).to_have_url(ORDER_URL)
+        with page.expect_request(is_stream):
+            tid(page, "order-submit").click()
+            expect(page).to_have_url(ORDER_URL)
         expect(tid(page, "order-status")).to_have_attribute("data-status", "INITIATED")
         expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
-        assert any("/api/orders/" in u for u in events_requests), "the order page did not open the event stream"
     finally:
         stack.release("payment")
     expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
@@ -318,8 +322,6 @@ def test_cancel_from_the_order_page_shows_canceling_then_canceled_live(
     user = register(gateway, tag="cancel")
     user.deposit(50)
     page = new_context().new_page()
-    events_requests: list[str] = []
-    page.on("request", lambda r: events_requests.append(r.url) if r.url.endswith("/events") else None)
     sign_in(page, user.email, user.password)
     open_product(page, pid)
     tid(page, "quantity").fill("2")
@@ -345,11 +347,11 @@ def test_cancel_from_the_order_page_shows_canceling_then_canceled_live(
     assert user.get(f"/api/orders/{order_id}").json()["orderStatus"] == "PLACED"
 
     # "Yes": CANCELING, held there while Payment is down, then CANCELED, live
-    streams = len(events_requests)
     stack.hold("payment")
     try:
         cancel.click()
-        tid(page, "cancel-confirm-yes").click()
+        with page.expect_request(is_stream):  # the cancel reopens the live stream
+            tid(page, "cancel-confirm-yes").click()
         expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELING")
         expect(tid(page, "order-status")).to_have_text("Canceling")
         expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
@@ -360,7 +362,6 @@ def test_cancel_from_the_order_page_shows_canceling_then_canceled_live(
     finally:
         stack.release("payment")
     expect(tid(page, "order-status")).to_have_attribute("data-status", "CANCELED", timeout=SAGA_TIMEOUT_MS)
-    assert len(events_requests) > streams, "the cancel did not reopen the live stream"
     expect(tid(page, "live-indicator")).to_have_attribute("data-state", "done")
     outcome = tid(page, "cancel-outcome")
     expect(outcome).to_have_attribute("data-state", "canceled")
