@@ -477,12 +477,18 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
     }
 
 
+# The broker's breakdown of its Fetch requests into consumers' and followers' (already in Fetch).
+FETCH_BREAKDOWN = ("FetchConsumer", "FetchFollower")
+
+
 def per_saga(phase: Phase, n: int) -> dict[str, Any]:
     """The phase's counters divided by its sagas ended (the bench's own reads of Order's database
     taken out of its commits)."""
     c = phase.counters
     commits = dict(c["commits"])
     commits["order"] = commits.get("order", 0.0) - phase.bench_queries
+
+    requests = {k: v for k, v in c["kafkaRequests"].items() if k not in FETCH_BREAKDOWN}
 
     def each(d: dict[str, float]) -> dict[str, float]:
         return {k: round(v / n, 2) for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v > 0}
@@ -494,8 +500,8 @@ def per_saga(phase: Phase, n: int) -> dict[str, Any]:
         "walSyncs": round(c["wal"]["syncs"] / n, 2),
         "walWrites": round(c["wal"]["writes"] / n, 2),
         "walKiB": round(c["wal"]["bytes"] / 1024 / n, 2),
-        "kafkaRequests": round(sum(c["kafkaRequests"].values()) / n, 2),
-        "kafkaRequestsByApi": each(c["kafkaRequests"]),
+        "kafkaRequests": round(sum(requests.values()) / n, 2),
+        "kafkaRequestsByApi": each(requests),
         "messages": round(sum(c["topicMessages"].values()) / n, 2),
         "messagesByTopic": each(c["topicMessages"]),
     }
@@ -676,8 +682,8 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         "Counters of the stack over each phase, divided by its sagas ended. Commits: transactions committed"
         " (pg_stat_database.xact_commit, reads on a pool included; the bench's own reads taken out), and"
         " write transactions (transaction ids assigned). WAL: pg_stat_wal (syncs: the fsyncs behind the"
-        " commits). Kafka: the broker's requests by API (its RequestMetrics) and the messages written"
-        " (topic end offsets).",
+        " commits). Kafka: the broker's requests by API (its RequestMetrics; Fetch is consumers' and"
+        " followers' fetches together) and the messages written (topic end offsets).",
         "",
         "| phase | commits | by database | write transactions | WAL syncs | WAL KiB | Kafka requests | by API"
         " | messages | by topic |",
