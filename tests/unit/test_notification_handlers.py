@@ -305,6 +305,10 @@ class FakeDue:
     async def retry_later(self, notification_id: object, error: str, pause_seconds: float) -> None:
         self.retried.append((notification_id, error[:500], pause_seconds))
 
+    async def seconds_to_next_due(self) -> float | None:
+        """The earliest pause of a retry marked (no clock: the fake's rows are all due now)."""
+        return min((p for _, _, p in self.retried), default=None)
+
 
 @dataclass
 class FakeChannel:
@@ -352,7 +356,7 @@ async def test_a_round_sends_retries_and_skips_each_row_on_its_own() -> None:
     email = FakeChannel({"down@example.com": ChannelDown("smtp: refused"), "bad@example.com": Undeliverable("no")})
     sms = FakeChannel()
     d = Deliverer(repo, email, sms)  # type: ignore[arg-type]
-    assert await d.deliver_due() == 6
+    assert await d.deliver_due() == (6, 1.0)  # six rows looked at; the first retry is due in 1 s
     assert email.sent == [("ann@example.com", "Tiny-Saga: payment done", "message 1")]
     assert sms.sent == [("conn", 2, "+1555", "message 2")]
     assert repo.sent == [1, 2]
@@ -360,9 +364,10 @@ async def test_a_round_sends_retries_and_skips_each_row_on_its_own() -> None:
     assert repo.retried == [(3, "smtp: refused", 2.0), (5, "no contact yet", 1.0)]
 
 
-async def test_the_deliverer_runs_a_round_as_soon_as_it_is_woken() -> None:
+async def test_the_deliverer_runs_one_round_for_the_wakes_of_its_gathering() -> None:
     """Woken by the handlers once their notifications are committed (no NOTIFY, ADR 53), it does
-    not wait for its idle look."""
+    not wait for its idle look: it gathers for a moment, and the wakes meanwhile (an order's
+    payment, then its placement) make one round."""
     rounds: list[float] = []
 
     class Counting(FakeDue):
@@ -370,17 +375,19 @@ async def test_the_deliverer_runs_a_round_as_soon_as_it_is_woken() -> None:
             rounds.append(asyncio.get_running_loop().time())
             return []
 
-        async def seconds_to_next_due(self) -> float | None:
-            return None
-
     d = Deliverer(Counting([]), FakeChannel(), FakeChannel())  # type: ignore[arg-type]
     task = asyncio.create_task(d.notification_deliverer())
     try:
         while not rounds:
             await asyncio.sleep(0.01)
+        woken = asyncio.get_running_loop().time()
+        d.wake()
+        await asyncio.sleep(d.GATHER / 2)
         d.wake()
         while len(rounds) < 2:
             await asyncio.sleep(0.01)
-        assert rounds[1] - rounds[0] < 1.0 < d.IDLE_LOOK
+        await asyncio.sleep(d.GATHER * 3)
+        assert len(rounds) == 2, "two wakes while gathering made more than one round"
+        assert d.GATHER <= rounds[1] - woken < 1.0 < d.IDLE_LOOK
     finally:
         task.cancel()

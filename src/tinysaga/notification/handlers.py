@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tinysaga.contracts import events as ev
 from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
@@ -68,12 +68,23 @@ def retry_pause(attempts: int) -> float:
     return pause(NOTIFICATION, attempts + 1)
 
 
+class Round(NamedTuple):
+    """What a delivery round did: the rows it looked at, and the seconds until the next pending
+    notification is due (<= 0: now; None: none is pending)."""
+
+    looked: int
+    next_due: float | None
+
+
 class Deliverer:
     """Sends the notifications that are due: woken by this process's handlers once what they added
     is committed (`wake`), when the next retry falls due, and at least every `IDLE_LOOK` seconds
-    (for rows another replica added, ADR 53)."""
+    (for rows another replica added, ADR 53). Once woken it gathers for `GATHER` seconds, so that
+    what is committed meanwhile (an order's payment and its placement, a few orders under load) is
+    sent in the same round: one transaction instead of one per event."""
 
     IDLE_LOOK = 5.0
+    GATHER = 0.1
 
     def __init__(
         self,
@@ -90,9 +101,10 @@ class Deliverer:
         """New notifications are committed: deliver them now."""
         self._wake.set()
 
-    async def deliver_due(self) -> int:
+    async def deliver_due(self) -> Round:
         """One round: send what is due. Each row stands alone: a channel that is down is retried
-        with backoff and never holds up the other channel. The number of rows looked at."""
+        with backoff and never holds up the other channel. When the next is due is read in the
+        round's transaction (no transaction of its own)."""
         async with self.repository.transaction() as repo:
             rows = await repo.lock_due(DELIVERY_BATCH)
             sent: list[object] = []
@@ -122,7 +134,8 @@ class Deliverer:
                 await repo.mark_sent(sent)
             if skipped:
                 await repo.mark_skipped(skipped)
-        return len(rows)
+            next_due = await repo.seconds_to_next_due()
+        return Round(len(rows), next_due)
 
     async def notification_deliverer(self) -> None:
         """The background task."""
@@ -130,13 +143,15 @@ class Deliverer:
         try:
             while True:
                 wake.clear()
-                while await self.deliver_due() == DELIVERY_BATCH:
-                    pass
+                done = await self.deliver_due()
+                while done.looked == DELIVERY_BATCH:
+                    done = await self.deliver_due()
                 # sleep until new notifications are committed here or the next retry falls due
-                due = await self.repository.seconds_to_next_due()
+                due = done.next_due
                 look = self.IDLE_LOOK if due is None else min(self.IDLE_LOOK, max(0.05, due))
                 try:
                     await asyncio.wait_for(wake.wait(), look)
+                    await asyncio.sleep(self.GATHER)
                 except TimeoutError:
                     # Quiet for a while: let the SMTP connection go. While mail keeps coming it is
                     # kept open across rounds (a new connection per round was most of the cost of
