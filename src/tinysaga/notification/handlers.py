@@ -98,7 +98,7 @@ class Deliverer:
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
-        """New notifications are committed: deliver them now."""
+        """New notifications are committed: deliver them, once gathered."""
         self._wake.set()
 
     async def deliver_due(self) -> Round:
