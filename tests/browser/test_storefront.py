@@ -47,6 +47,16 @@ def is_stream(request: Request) -> bool:
     return "/api/orders/" in request.url and request.url.endswith("/events")
 
 
+def submit_and_follow(page: Page) -> None:
+    """Submit the order form (with Payment held): the order's page opens, INITIATED, and follows it
+    live. The stream's request is waited for: the page says "live" just before it sends it."""
+    with page.expect_request(is_stream):
+        tid(page, "order-submit").click()
+        expect(page).to_have_url(ORDER_URL)
+    expect(tid(page, "order-status")).to_have_attribute("data-status", "INITIATED")
+    expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
+
+
 def step_attrs(page: Page, attr: str) -> list[str]:
     return page.locator('[data-testid="timeline-step"]').evaluate_all(f"els => els.map(e => e.getAttribute('{attr}'))")
 
@@ -107,14 +117,9 @@ def test_sign_up_top_up_and_order_follow_the_saga_live(page: Page, admin: ApiUse
     # (Payment is held until the page follows the order: a saga can end before the page loads, and
     # an ended order's page has no stream to open)
     page.evaluate("window.__sameDocument = 'yes'")
-    # (the stream's request is waited for: the page says "live" just before it sends it)
     stack.hold("payment")
     try:
-        with page.expect_request(is_stream):
-            tid(page, "order-submit").click()
-            expect(page).to_have_url(ORDER_URL)
-        expect(tid(page, "order-status")).to_have_attribute("data-status", "INITIATED")
-        expect(tid(page, "live-indicator")).to_have_attribute("data-state", "live")
+        submit_and_follow(page)
     finally:
         stack.release("payment")
     expect(tid(page, "order-status")).to_have_attribute("data-status", "PLACED", timeout=SAGA_TIMEOUT_MS)
@@ -223,10 +228,7 @@ def test_the_loser_of_a_race_for_the_last_item_sees_its_refund(
     stack.hold("payment")
     try:
         for p in (a, b):
-            tid(p, "order-submit").click()
-            expect(p).to_have_url(ORDER_URL)
-            expect(tid(p, "order-status")).to_have_attribute("data-status", "INITIATED")
-            expect(tid(p, "live-indicator")).to_have_attribute("data-state", "live")
+            submit_and_follow(p)
     finally:
         stack.release("payment")
 
