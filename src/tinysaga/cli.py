@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -25,6 +26,7 @@ from tinysaga.platform.secrets import ensure_secrets
 from tinysaga.platform.settings import REPO_ROOT, Settings, get_settings
 
 UP_TIMEOUT = 180.0
+DOWN_GRACE = 10.0  # seconds for what the supervisor left running to stop before it is killed
 
 
 def say(msg: str) -> None:
@@ -77,6 +79,17 @@ def _port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _log_tails(s: Settings, names: list[str], lines: int = 15) -> str:
+    """The end of these processes' logs (a Kafka cluster's: every node's), for a start that failed:
+    a stack started for a run (chaos, a test run) is deleted with its logs once it ends."""
+    out = []
+    for name in dict.fromkeys(names):
+        for log in sorted(s.logs_dir.glob(f"{name}.log")) + sorted(s.logs_dir.glob(f"{name}-[0-9].log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"\n--- the last {len(tail)} lines of {log.name}:\n" + "\n".join(tail))
+    return "".join(out)
 
 
 def cmd_up(s: Settings, quiet: bool = False) -> int:
@@ -136,7 +149,7 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
     else:
         raise SetupError(
             f"not healthy after {UP_TIMEOUT:.0f} s: {', '.join(down) or 'gateway backends'}"
-            f" (see `tiny-saga logs NAME`, logs in {s.logs_dir})"
+            f" (see `tiny-saga logs NAME`, logs in {s.logs_dir})" + _log_tails(s, [*down, "kafka", "toxiproxy"])
         )
     system.seed_demo_user(s)
     if not quiet:
@@ -149,7 +162,18 @@ def cmd_up(s: Settings, quiet: bool = False) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie, exited and not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def cmd_down(s: Settings) -> int:
+    # each child leads a process group of its own (its pid, from the supervisor's state)
+    children = [c["pid"] for c in read_state(s).get("children", {}).values() if c.get("pid")]
     pid = supervisor_pid(s)
     if pid:
         os.kill(pid, signal.SIGTERM)
@@ -159,13 +183,19 @@ def cmd_down(s: Settings) -> int:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
-    # children the supervisor may have left (e.g. it was killed with -9)
-    for child in read_state(s).get("children", {}).values():
-        if child.get("pid"):
+    # children the supervisor left (it was killed, or its shutdown took too long): asked to stop,
+    # then killed, so that "stopped" means their ports and files are free for the next start
+    for sig, wait in ((signal.SIGTERM, DOWN_GRACE), (signal.SIGKILL, 5.0)):
+        left = [c for c in children if _alive(c)]
+        for child in left:
             try:
-                os.killpg(child["pid"], signal.SIGTERM)
+                os.killpg(child, sig)
             except OSError:
                 pass
+        deadline = time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = [c for c in left if _alive(c)]
     (s.run_dir / "state.json").unlink(missing_ok=True)
     postgres.stop(s)
     say("Tiny-Saga stopped (data kept; `./tiny-saga reset` deletes it).")
