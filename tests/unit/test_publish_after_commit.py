@@ -194,6 +194,21 @@ async def test_the_publisher_sends_in_order_and_deletes_what_kafka_acknowledged(
     assert sorted(deleted) == [1, 2, 3]
 
 
+async def test_acknowledgements_within_the_gather_are_deleted_by_one_statement_after_it(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "DELETE_GATHER", 0.2)
+    p = Publisher(Producer(), pool)  # type: ignore[arg-type]
+    started = asyncio.get_running_loop().time()
+    await p.publish([staged(1)])
+    await p.publish([staged(2), staged(3)])
+    assert pool.executed == []  # acknowledged, and gathering
+    assert p._deleting is not None
+    await p._deleting
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    assert [ids for _, (ids,) in pool.executed] == [[1, 2, 3]]
+
+
 async def test_what_kafka_refuses_is_left_to_the_relay(pool: Pool) -> None:
     p = Publisher(Producer("fail"), pool)  # type: ignore[arg-type]
     await p.publish([staged(1)])  # does not raise: the commit stands, the relay sends it later

@@ -9,11 +9,14 @@ request), it waits (at most PUBLISH_WAIT) for Kafka's acknowledgement, so the cl
 request comes after its events are on the topic. A consumer does not wait: its sends are under way,
 in order, and whatever it does next is sent after them by the same producer, while the events
 others publish because of its own can only follow them. Acknowledged rows are deleted by one
-statement for all those acknowledged meanwhile."""
+statement for all those acknowledged within DELETE_GATHER of the first: each delete is a
+transaction of its own, with its commit and WAL flush, which the outbox's row would otherwise cost
+once more per event (ADR 51, "Later")."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Sequence
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tinysaga.publisher")
 
 PUBLISH_WAIT = 2.0  # seconds a committed transaction waits for Kafka before leaving its rows to the relay
+# seconds an acknowledged row waits for others to be deleted with (the relay leaves a row alone for
+# PUBLISH_WAIT + 1 s, so an acknowledgement that came as late as PUBLISH_WAIT is still deleted first)
+DELETE_GATHER = 0.5
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -68,6 +74,7 @@ class Publisher:
         self.acked: list[int] = []
         self._deleting: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
+        self._closing = asyncio.Event()  # set by close(): what was acknowledged is deleted at once
 
     async def publish(self, rows: Sequence[Staged], *, confirm: bool = True) -> None:
         """Send the rows (in their order) and, with `confirm`, wait for Kafka's acknowledgement,
@@ -102,9 +109,12 @@ class Publisher:
             self._deleting = asyncio.create_task(self._delete_acked())
 
     async def _delete_acked(self) -> None:
-        """Delete what was acknowledged, in one statement for all that came meanwhile; a delete
-        that fails leaves its rows to the relay (sent twice, dropped by the consumers)."""
+        """Delete what was acknowledged, once DELETE_GATHER has passed (or the publisher is
+        closing), in one statement for all that came meanwhile; a delete that fails leaves its rows
+        to the relay (sent twice, dropped by the consumers)."""
         while self.acked:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), DELETE_GATHER)
             ids, self.acked = self.acked, []
             try:
                 await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
@@ -112,7 +122,8 @@ class Publisher:
                 log.warning("could not delete %d published outbox rows: %s", len(ids), e)
 
     async def close(self) -> None:
-        """Let the sends and deletes under way finish."""
+        """Let the sends under way finish, and delete what they had acknowledged at once."""
         await asyncio.gather(*self._pending, return_exceptions=True)
+        self._closing.set()
         if self._deleting is not None:
             await asyncio.gather(self._deleting, return_exceptions=True)
