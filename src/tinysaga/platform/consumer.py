@@ -22,7 +22,9 @@
   is restarted, as is one whose offset commit gets no answer (ADR 11), or that cannot join its
   group within JOIN_TIMEOUT (ADR 33);
 - it counts what became of each event by name (`tinysaga_events_total`: handled, ignored,
-  duplicate, dead_lettered) and, after each poll, its lag per partition (`tinysaga_consumer_lag`);
+  duplicate, dead_lettered) and its lag per partition (`tinysaga_consumer_lag`: after a poll that
+  brought nothing, and at most every LAG_EVERY while polls bring records, since reading it is
+  work for each partition, and a scrape comes every few seconds at most);
 - when tracing is on (ADR 42), each event is handled in a span that is a child of the context in
   its record's headers (so the order's trace goes on through every consumer); what a batch does
   once for its events (`prepare`, the shared transaction) is a span of its own, linked to each
@@ -56,6 +58,7 @@ from tinysaga.platform.uow import PgUnitOfWork
 log = logging.getLogger("tinysaga.consumer")
 
 COMMIT_EVERY = 1.0  # seconds
+LAG_EVERY = 1.0  # seconds between two readings of the lag while polls bring records (an idle poll reads it)
 IDLE_WAIT = 30.0  # seconds: how long a poll waits when there is no offset to commit
 RECHECK_WAIT = 5.0  # seconds: the poll after one that found the consumer behind
 BROKER_TIMEOUT = 15.0  # seconds: for an offset commit, a stall check, or stopping the consumer
@@ -207,7 +210,7 @@ class ConsumerLoop:
         after a crash is dropped by its eventId anyway."""
         assert self.consumer is not None
         pending: dict[TopicPartition, int] = {}
-        last_commit = time.monotonic()
+        last_commit = last_lag = time.monotonic()
         suspect = False  # the last idle poll found records waiting that it did not get
         while True:
             # getmany returns as soon as records arrive; the timeout only paces the offset commits,
@@ -230,7 +233,9 @@ class ConsumerLoop:
                     await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
                 for tp, recs in batches.items():
                     pending[TopicPartition(tp.topic, tp.partition)] = recs[-1].offset + 1
-            await self._record_lag()
+            if not batches or time.monotonic() - last_lag >= LAG_EVERY:
+                await self._record_lag()
+                last_lag = time.monotonic()
             if pending and time.monotonic() - last_commit >= COMMIT_EVERY:
                 owned = self.consumer.assignment()  # after a rebalance, the new owner redoes the rest
                 pending = {tp: off for tp, off in pending.items() if tp in owned}

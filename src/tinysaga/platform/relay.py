@@ -19,6 +19,7 @@ import signal
 from typing import TYPE_CHECKING
 
 import asyncpg
+import uvloop
 from aiokafka import AIOKafkaProducer
 
 from tinysaga.platform import tracing
@@ -109,4 +110,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the services' event loop (uvicorn's)
