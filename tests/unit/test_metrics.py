@@ -4,7 +4,6 @@ wallet's retries, and /metrics refreshing its figures before it answers."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -21,7 +20,6 @@ from tests.unit.fakes_order import FakeOrders
 from tinysaga.contracts import events as ev
 from tinysaga.order.domain import Status
 from tinysaga.order.handlers import handlers, step_of
-from tinysaga.platform import consumer as consumer_module
 from tinysaga.platform import metrics, web
 from tinysaga.platform.consumer import AlreadyHandled, ConsumerLoop
 from tinysaga.platform.settings import Settings
@@ -243,46 +241,3 @@ async def test_metrics_refreshes_its_figures_before_it_answers() -> None:
         r = await c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'tinysaga_outbox_rows{service="metrics-svc-5"} 2.0' in r.text
-
-
-class ScriptedConsumer(FakeKafkaConsumer):
-    """Polls that return the scripted batches (records of a service this loop ignores), each poll
-    `poll_seconds` later on the loop's clock; when the script ends, the loop is stopped."""
-
-    def __init__(self, polls: list[int], clock: list[float], poll_seconds: float) -> None:
-        tp = TopicPartition("order-topic", 0)
-        super().__init__({tp: 100}, {tp: 100})
-        self.polls, self.clock, self.poll_seconds, self.tp = polls, clock, poll_seconds, tp
-        self.lag_readings = 0
-
-    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
-        if not self.polls:
-            raise asyncio.CancelledError
-        self.clock[0] += self.poll_seconds
-        n = self.polls.pop(0)
-        return {self.tp: [Record(b"{}", [("eventName", b"NOT_OURS")], offset=i) for i in range(n)]} if n else {}
-
-    async def position(self, tp: TopicPartition) -> int:
-        self.lag_readings += 1
-        return await super().position(tp)
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        return None
-
-    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: 100 for tp in parts}
-
-
-async def test_busy_polls_read_the_lag_at_most_every_lag_every_and_an_idle_poll_reads_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
-    c = loop("metrics-svc-9", {"PAYMENT_DONE": None})
-    # ten polls with records, 0.25 s apart (2.5 s), then an idle one
-    scripted = ScriptedConsumer([1] * 10 + [0], clock, 0.25)
-    c.consumer = scripted  # type: ignore[assignment]
-    with pytest.raises(asyncio.CancelledError):
-        await c._poll_forever()
-    # read at 1.0 and 2.0 s into the busy polls (LAG_EVERY), then by the idle poll: not eleven times
-    assert consumer_module.LAG_EVERY == 1.0 and scripted.lag_readings == 3

@@ -15,6 +15,9 @@
   (the others go one by one, in their place in the partition's order), and a `prepare` hook does,
   before the transaction, once for the batch what each event would do on its own (Payment: one
   wallet call for all the charges of the poll);
+- a consumer whose steps nobody waits on (Notification's) gathers: after a poll that brought
+  records it waits its step's `gather_seconds` and takes what came meanwhile with them, so events
+  that come close together (an order's payment and placement) share one transaction;
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
   replays it, it comes back with a `replayFor` header, and only the service named there takes it;
@@ -156,6 +159,7 @@ class ConsumerLoop:
     group_id: str | None = None
     batch: frozenset[str] = frozenset()  # the event names whose handlers may share a poll's transaction
     prepare: Prepare | None = None
+    gather: float = 0.0  # seconds to wait after a poll that brought records, for more to handle with them
     idle_wait: float = IDLE_WAIT
     reply_topic: str | None = None  # where the handlers' events go by default (None: the topic read)
     consumer: AIOKafkaConsumer | None = field(default=None, init=False)
@@ -217,6 +221,8 @@ class ConsumerLoop:
             # so with nothing to commit the loop need not wake up every second.
             wait = COMMIT_EVERY if pending else RECHECK_WAIT if suspect else self.idle_wait
             batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
+            if batches and self.gather > 0:
+                batches = await self._gathered(batches)
             if not batches and not pending:
                 # Idle: make sure it is not a stall. Behind twice in a row (a record that had just
                 # arrived is delivered by the next poll) means records are not coming.
@@ -242,6 +248,20 @@ class ConsumerLoop:
                 if pending:  # a commit that cannot reach the coordinator restarts the consumer
                     await asyncio.wait_for(self.consumer.commit(pending), BROKER_TIMEOUT)
                 pending, last_commit = {}, time.monotonic()
+
+    async def _gathered(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """A consumer whose steps nobody waits on (`gather`): the records of this poll and of those
+        that come within `gather` seconds after it, each partition's in order, to be handled in
+        one go (the background fetcher goes on meanwhile, so they are already here)."""
+        assert self.consumer is not None
+        await asyncio.sleep(self.gather)
+        more = await self.consumer.getmany(timeout_ms=0)
+        out = {tp: list(recs) for tp, recs in batches.items()}
+        for tp, recs in more.items():
+            out.setdefault(tp, []).extend(recs)
+        return out
 
     async def _record_lag(self) -> None:
         """The lag of each assigned partition: the broker's high watermark (from the last fetch)

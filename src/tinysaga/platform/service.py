@@ -131,6 +131,8 @@ class Runtime:
                     (self.topic_name(on),),
                     group_id=group,
                     batch=frozenset(name for name, step in routes.items() if step.batch),
+                    # only when every step it starts may wait (a consumer of the saga's steps never does)
+                    gather=min((step.gather_seconds for step in routes.values()), default=0.0),
                     prepare=prep,
                     reply_topic=self.topic_name(topic),  # a command is answered on the saga's topic
                 )

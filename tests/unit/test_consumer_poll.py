@@ -1,0 +1,107 @@
+"""The consumer's poll loop, driven by a scripted consumer and clock: how often it reads its lag,
+and a consumer that gathers (a side channel) handling what came within its gather with the poll."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from tinysaga.contracts import events as ev
+from tinysaga.platform import consumer as consumer_module
+from tinysaga.platform.consumer import ConsumerLoop
+from tinysaga.platform.settings import Settings
+
+TP = TopicPartition("order-topic", 0)
+
+
+@dataclass
+class Record:
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    offset: int
+    topic: str = "order-topic"
+    partition: int = 0
+    key: bytes = b"k"
+
+
+@dataclass
+class ScriptedConsumer:
+    """Each poll returns the next scripted list of records (an empty one: nothing came) and moves
+    the loop's clock on by `poll_seconds`; when the script ends, the loop is stopped."""
+
+    polls: list[list[Record]]
+    clock: list[float]
+    poll_seconds: float = 0.0
+    lag_readings: int = 0
+    asked: list[int] = field(default_factory=list)  # each poll's timeout_ms
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 100
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.lag_readings += 1
+        return 100
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        if not self.polls:
+            raise asyncio.CancelledError
+        self.asked.append(timeout_ms)
+        self.clock[0] += self.poll_seconds
+        records = self.polls.pop(0)
+        return {TP: records} if records else {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        return None
+
+    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 100 for tp in parts}
+
+
+def record(offset: int, name: str = "NOT_OURS") -> Record:
+    event = ev.new_event(ev.PAYMENT_DONE, correlation_id="o1", orderId=f"o{offset}", userId="u1")
+    return Record(event.to_bytes(), [("eventName", name.encode())], offset)
+
+
+async def run(c: ConsumerLoop, consumer: ScriptedConsumer) -> None:
+    c.consumer = consumer  # type: ignore[assignment]
+    with pytest.raises(asyncio.CancelledError):
+        await c._poll_forever()
+
+
+async def test_busy_polls_read_the_lag_at_most_every_lag_every_and_an_idle_poll_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    c = ConsumerLoop(Settings(), "poll-svc-1", None, {ev.PAYMENT_DONE: None}, ("order-topic",))  # type: ignore[arg-type,dict-item]
+    # ten polls with records of another service, 0.25 s apart (2.5 s), then an idle one
+    scripted = ScriptedConsumer([[record(i)] for i in range(10)] + [[]], clock, 0.25)
+    await run(c, scripted)
+    # read at 1.0 and 2.0 s into the busy polls (LAG_EVERY), then by the idle poll: not eleven times
+    assert consumer_module.LAG_EVERY == 1.0 and scripted.lag_readings == 3
+
+
+async def test_a_gathering_consumer_handles_what_came_within_its_gather_with_the_poll() -> None:
+    handled: list[list[str | None]] = []
+
+    async def handler(event: ev.Event, ctx: Any) -> None:  # pragma: no cover - the runs are recorded instead
+        raise AssertionError
+
+    async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
+        handled.append([e.orderId for e, _, _ in run])
+
+    handlers = {ev.PAYMENT_DONE: handler}
+    c = ConsumerLoop(Settings(), "poll-svc-2", None, handlers, ("order-topic",), gather=0.05)  # type: ignore[arg-type]
+    c._handle_run = handle_run  # type: ignore[method-assign]
+    scripted = ScriptedConsumer([[record(0, ev.PAYMENT_DONE)], [record(1, ev.PAYMENT_DONE)], []], [0.0])
+    started = asyncio.get_running_loop().time()
+    await run(c, scripted)
+    assert handled == [["o0", "o1"]]  # one run for both (and the poll after the gather did not wait)
+    assert scripted.asked[1] == 0 and asyncio.get_running_loop().time() - started >= 0.05
