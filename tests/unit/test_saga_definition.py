@@ -4,6 +4,7 @@ start-up catch a step without a handler, a handler without a step and a setting 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -67,4 +68,15 @@ def test_an_inconsistent_definition_is_caught(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(saga, "STEPS", broken)
     monkeypatch.setattr(saga, "BY_NAME", {s.name: s for s in broken})
     with pytest.raises(saga.SagaDefinitionError, match="nothing"):
+        saga.check_definition()
+
+
+def test_only_a_side_channel_may_gather_its_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step of the saga that gathered would hold every order up by its gather (ADR 54)."""
+    assert [s.name for s in saga.STEPS if s.gather_seconds] == ["notify"]
+    waiting = dataclasses.replace(saga.BY_NAME["reserve"], gather_seconds=0.2)
+    broken = tuple(waiting if s.name == "reserve" else s for s in saga.STEPS)
+    monkeypatch.setattr(saga, "STEPS", broken)
+    monkeypatch.setattr(saga, "BY_NAME", {s.name: s for s in broken})
+    with pytest.raises(saga.SagaDefinitionError, match="reserve gathers its events"):
         saga.check_definition()

@@ -323,7 +323,8 @@ def check_handlers(participant: str, topic: str, handlers: Mapping[str, object])
 
 def check_definition() -> None:
     """The definition is consistent: unique names, compensations that exist, every event some step
-    publishes is handled by someone (or ends the story), every trigger is published by a step."""
+    publishes is handled by someone (or ends the story), every trigger is published by a step, and
+    only a side channel (a notification step) gathers its events (ADR 54)."""
     if len(BY_NAME) != len(STEPS):
         raise SagaDefinitionError("two steps share a name")
     for s in STEPS:
@@ -332,6 +333,8 @@ def check_definition() -> None:
                 raise SagaDefinitionError(f"{s.name} ends the saga on {out}, which it does not publish")
         if s.compensation is not None and s.compensation not in BY_NAME:
             raise SagaDefinitionError(f"{s.name} is compensated by {s.compensation}, which is not a step")
+        if s.gather_seconds and s.kind != "notification":
+            raise SagaDefinitionError(f"{s.name} gathers its events, but the saga waits on a {s.kind} step")
         for t in s.triggers:
             if t not in ev.ALL_NAMES and t not in (*REQUESTS, DEADLINE):
                 raise SagaDefinitionError(f"{s.name} is triggered by {t}, which is no event")
