@@ -42,6 +42,18 @@ def run_sync(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
+def eventually(pred: Any, timeout: float = 30) -> Any:
+    """Poll `pred` (gently: the per-user rate limit applies) until it returns something true, and
+    return that; for what follows the saga asynchronously, such as a user's notifications."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        time.sleep(0.3)
+
+
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
 

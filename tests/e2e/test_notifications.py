@@ -5,18 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.integration.test_events_on_kafka import produce, read_topic
-from tests.support import ApiUser, register, run_sync, wait_at_rest
+from tests.support import ApiUser, eventually, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
-
-
-def _wait(pred, timeout: float = 30):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.3)
 
 
 def mails_for(admin: ApiUser, email: str) -> list[dict]:
@@ -43,14 +33,14 @@ def test_placed_order_notifies_by_email_sms_and_inbox_once(
         mine = [n for n in u.get("/api/notifications").json() if n["orderId"] == oid and n["status"] == "SENT"]
         return mine if len(mine) == 4 else None
 
-    inbox = _wait(sent)
+    inbox = eventually(sent)
     assert sorted((n["type"], n["channel"]) for n in inbox) == [
         ("ORDER_PLACED", "EMAIL"),
         ("ORDER_PLACED", "SMS"),
         ("PAYMENT_DONE", "EMAIL"),
         ("PAYMENT_DONE", "SMS"),
     ]
-    mails = _wait(lambda: [m for m in mails_for(admin, u.email) if oid in m["body"]])
+    mails = eventually(lambda: [m for m in mails_for(admin, u.email) if oid in m["body"]])
     assert len(mails) == 2 and all(m["subject"].startswith("Tiny-Saga:") for m in mails)
     assert len(sms_for(admin, "+15550199", oid)) == 2
 
@@ -79,7 +69,7 @@ def test_a_user_without_a_phone_number_gets_the_email_and_no_sms_retries(gateway
 
     # the contact is known (USER_REGISTERED came first), so there is nothing to wait for: the SMS
     # rows are skipped on the first delivery round instead of being retried with backoff
-    rows = _wait(settled, timeout=15)
+    rows = eventually(settled, timeout=15)
     assert {(n["channel"], n["status"]) for n in rows} == {("EMAIL", "SENT"), ("SMS", "SKIPPED")}
 
 
@@ -87,9 +77,9 @@ def test_payment_failure_is_notified(gateway: str, product, admin: ApiUser) -> N
     u = register(gateway)
     oid = u.place(product(stock=1, price="3.00"))
     assert u.wait_terminal(oid)["failReason"] == "INSUFFICIENT_FUNDS"
-    inbox = _wait(lambda: [n for n in u.get("/api/notifications").json() if n["type"] == "PAYMENT_FAILED"])
+    inbox = eventually(lambda: [n for n in u.get("/api/notifications").json() if n["type"] == "PAYMENT_FAILED"])
     assert "not enough money" in inbox[0]["message"]
-    assert _wait(lambda: mails_for(admin, u.email))
+    assert eventually(lambda: mails_for(admin, u.email))
 
 
 def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(
@@ -102,13 +92,13 @@ def test_a_channel_that_is_down_is_retried_without_holding_up_the_other(
         oid = u.place(product(stock=1, price="1.00"))
         assert u.wait_terminal(oid)["orderStatus"] == "PLACED"
         # SMS goes out while email waits for its server
-        _wait(lambda: len(sms_for(admin, "+15550142", oid)) == 2)
+        eventually(lambda: len(sms_for(admin, "+15550142", oid)) == 2)
         pending = [n for n in u.get("/api/notifications").json() if n["channel"] == "EMAIL" and n["orderId"] == oid]
         assert pending and all(n["status"] == "PENDING" for n in pending)
     finally:
         stack.release("smtp-sink")
     # once the mail server is back, the retry delivers each email once
-    mails = _wait(
+    mails = eventually(
         lambda: (m := [m for m in mails_for(admin, u.email) if oid in m["body"]]) and len(m) == 2 and m, timeout=90
     )
     assert len(mails) == 2

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import httpx
 
-from tests.support import ApiUser, Stack, check_invariants, register, run_sync, wait_at_rest
+from tests.support import ApiUser, Stack, check_invariants, eventually, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -100,8 +100,10 @@ def test_inventory_insufficient_after_payment_is_refunded(
     ledger = loser.get("/api/wallet/transactions").json()
     assert sorted(t["transactionType"] for t in ledger) == ["DEPOSIT", "PAYMENT", "REFUND"]
     assert a.get(f"/api/products/{pid}").json()["availableCount"] == 0
-    types = {n["type"] for n in loser.get("/api/notifications").json()}
-    assert {"INVENTORY_INSUFFICIENT", "REFUND_DONE"} <= types
+    # Notification follows the saga on its own (and gathers first, ADR 54): the user is told soon after
+    eventually(
+        lambda: {"INVENTORY_INSUFFICIENT", "REFUND_DONE"} <= {n["type"] for n in loser.get("/api/notifications").json()}
+    )
 
 
 def test_refund_that_cannot_be_done_raises_an_alert(gateway: str, product, stack: Stack, admin: ApiUser) -> None:

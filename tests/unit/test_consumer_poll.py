@@ -1,5 +1,6 @@
 """The consumer's poll loop, driven by a scripted consumer and clock: how often it reads its lag,
-and a consumer that gathers (a side channel) handling what came within its gather with the poll."""
+and a consumer that gathers (a side channel) taking what comes within its gather as it comes and
+handling it with the poll."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class ScriptedConsumer:
     polls: list[list[Record]]
     clock: list[float]
     poll_seconds: float = 0.0
+    wait_when_empty: bool = False
     lag_readings: int = 0
     asked: list[int] = field(default_factory=list)  # each poll's timeout_ms
 
@@ -55,6 +57,8 @@ class ScriptedConsumer:
         self.asked.append(timeout_ms)
         self.clock[0] += self.poll_seconds
         records = self.polls.pop(0)
+        if not records and self.wait_when_empty:  # nothing came: the poll waits out its timeout
+            await asyncio.sleep(timeout_ms / 1000)
         return {TP: records} if records else {}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -100,8 +104,13 @@ async def test_a_gathering_consumer_handles_what_came_within_its_gather_with_the
     handlers = {ev.PAYMENT_DONE: handler}
     c = ConsumerLoop(Settings(), "poll-svc-2", None, handlers, ("order-topic",), gather=0.05)  # type: ignore[arg-type]
     c._handle_run = handle_run  # type: ignore[method-assign]
-    scripted = ScriptedConsumer([[record(0, ev.PAYMENT_DONE)], [record(1, ev.PAYMENT_DONE)], []], [0.0])
+    # the poll brings o0; within the gather o1 comes, then nothing more
+    polls = [[record(0, ev.PAYMENT_DONE)], [record(1, ev.PAYMENT_DONE)], []]
+    scripted = ScriptedConsumer(polls, [0.0], wait_when_empty=True)
     started = asyncio.get_running_loop().time()
     await run(c, scripted)
-    assert handled == [["o0", "o1"]]  # one run for both (and the poll after the gather did not wait)
-    assert scripted.asked[1] == 0 and asyncio.get_running_loop().time() - started >= 0.05
+    assert handled == [["o0", "o1"]]  # one run for both
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    # what came during the gather was taken as it came (polls that wait at most what is left of it),
+    # not left in the client's buffer until the end
+    assert scripted.asked[0] > 1000 and all(0 < t <= 50 for t in scripted.asked[1:3])

@@ -254,13 +254,17 @@ class ConsumerLoop:
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """A consumer whose steps nobody waits on (`gather`): the records of this poll and of those
         that come within `gather` seconds after it, each partition's in order, to be handled in
-        one go (the background fetcher goes on meanwhile, so they are already here)."""
+        one go. They are taken as they come rather than once at the end: aiokafka leaves a partition
+        whose records wait in its buffer over 0.1 s out of its next fetch, and that partition's
+        next records would then wait for that fetch to return (up to `fetch_max_wait_ms`)."""
         assert self.consumer is not None
-        await asyncio.sleep(self.gather)
-        more = await self.consumer.getmany(timeout_ms=0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather
         out = {tp: list(recs) for tp, recs in batches.items()}
-        for tp, recs in more.items():
-            out.setdefault(tp, []).extend(recs)
+        while (left := deadline - loop.time()) > 0:
+            more = await self.consumer.getmany(timeout_ms=max(1, round(left * 1000)))
+            for tp, recs in more.items():
+                out.setdefault(tp, []).extend(recs)
         return out
 
     async def _record_lag(self) -> None:
