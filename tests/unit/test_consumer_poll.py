@@ -114,3 +114,29 @@ async def test_a_gathering_consumer_handles_what_came_within_its_gather_with_the
     # what came during the gather was taken as it came (polls that wait at most what is left of it),
     # not left in the client's buffer until the end
     assert scripted.asked[0] > 1000 and all(0 < t <= 50 for t in scripted.asked[1:3])
+
+
+class Unstoppable:
+    """A consumer whose stop() swallows the cancellation and waits on (as aiokafka's can when its
+    group coordinator is lost)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def stop(self) -> None:
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue
+
+
+async def test_a_consumer_that_does_not_stop_is_left_behind_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer_module, "BROKER_TIMEOUT", 0.05)
+    c = ConsumerLoop(Settings(), "poll-svc-3", None, {}, ("order-topic",))  # type: ignore[arg-type]
+    stuck = Unstoppable()
+    await asyncio.wait_for(c._stop_or_leave_behind(stuck), 2.0)  # type: ignore[arg-type]
+    assert len(c._left_behind) == 1  # kept (not collected) while it hangs
+    stuck.release.set()
+    await asyncio.sleep(0.01)
+    assert not c._left_behind
