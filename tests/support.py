@@ -42,7 +42,7 @@ def run_sync(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def eventually(pred: Any, timeout: float = 30) -> Any:
+def eventually(pred: Any, timeout: float = 30, what: str = "condition", every: float = 0.3) -> Any:
     """Poll `pred` (gently: the per-user rate limit applies) until it returns something true, and
     return that; for what follows the saga asynchronously, such as a user's notifications."""
     deadline = time.monotonic() + timeout
@@ -50,8 +50,8 @@ def eventually(pred: Any, timeout: float = 30) -> Any:
         v = pred()
         if v:
             return v
-        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
-        time.sleep(0.3)
+        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
+        time.sleep(every)
 
 
 def unique_email(tag: str = "user") -> str:

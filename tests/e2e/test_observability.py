@@ -3,14 +3,12 @@ counted before the sweeper fails it, the bulk replay of dead letters and the ref
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ApiUser, Stack, register, run_sync
+from tests.support import ApiUser, Stack, eventually, register, run_sync
 from tinysaga.platform.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -43,16 +41,6 @@ def total(replicas: list[Samples], name: str, **labels: str) -> float:
 def most(replicas: list[Samples], name: str, **labels: str) -> float:
     """The largest value among replicas (a figure each reads from the same database)."""
     return max((total([s], name, **labels) for s in replicas), default=0.0)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not met within {timeout}s"
-        time.sleep(0.5)
 
 
 def test_metrics_count_a_known_mix_of_orders(gateway: str, product, settings: Settings) -> None:
@@ -111,7 +99,7 @@ def test_a_stuck_saga_is_listed_and_counted_before_the_sweeper_fails_it(
             assert r.status_code == 200, r.text
             return next((s for s in r.json() if s["orderId"] == oid), None)
 
-        stuck = eventually(listed, timeout=settings.saga_timeout_seconds, what="the stuck saga listed")
+        stuck = eventually(listed, timeout=settings.saga_timeout_seconds, what="the stuck saga listed", every=0.5)
         assert (stuck["orderStatus"], stuck["step"], stuck["lastEvent"]) == ("PAYMENT_DONE", "reserve", "PAYMENT_DONE")
         assert stuck["ageSeconds"] >= stuck["deadlineSeconds"]
         assert stuck["deadlineSeconds"] < settings.saga_timeout_seconds
@@ -172,7 +160,7 @@ def test_dead_letters_are_replayed_in_bulk_after_a_dry_run(admin: ApiUser, setti
         assert r.status_code == 200, r.text
         return r.json()
 
-    listed = eventually(lambda: mine(dry_run()), what="the dead letter kept by Order")
+    listed = eventually(lambda: mine(dry_run()), what="the dead letter kept by Order", every=0.5)
     assert len(listed) == 1 and listed[0]["earlierReplays"] == 0 and "productId" in listed[0]["error"]
     assert listed[0]["eventName"] == "PAYMENT_DONE" and listed[0]["service"] == "inventory"
     dead_after = total(
@@ -185,7 +173,7 @@ def test_dead_letters_are_replayed_in_bulk_after_a_dry_run(admin: ApiUser, setti
     assert r.status_code == 202, r.text
     assert any(d["key"] == key for d in r.json()["deadLetters"]) and r.json()["replayed"] == r.json()["matched"]
     # the replay went back to Inventory, which fails it again: a new dead letter of the same message
-    again = eventually(lambda: mine(dry_run()), what="the replayed message dead-lettered again")
+    again = eventually(lambda: mine(dry_run()), what="the replayed message dead-lettered again", every=0.5)
     assert again[0]["id"] != listed[0]["id"] and again[0]["earlierReplays"] == 0
     counts = {d["id"]: d["earlierReplays"] for d in mine(dry_run(includeReplayed=True))}
     assert counts[listed[0]["id"]] == 1

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from tests.integration.test_events_on_kafka import read_topic
-from tests.support import ApiUser, Stack, check_invariants, register, run_sync, wait_at_rest
+from tests.support import ApiUser, Stack, check_invariants, eventually, register, run_sync, wait_at_rest
 from tinysaga.platform.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -31,17 +31,6 @@ CANCEL_REQUESTED, CANCELED, SHIPPED, DELIVERED = (
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-
-
-def wait_for(what: str, pred: Any, timeout: float = 60) -> Any:
-    """Poll pred() (gently: the per-user rate limit applies) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.3)
 
 
 def status_of(u: ApiUser, order_id: str) -> dict[str, Any]:
@@ -77,7 +66,7 @@ def assert_notified_once(u: ApiUser, order_id: str, required: set[str], absent: 
         got = {(n["type"], n["channel"]) for n in mine}
         return mine if {(t, c) for t in required for c in ("EMAIL", "SMS")} <= got else None
 
-    mine = wait_for(f"notifications {sorted(required)} of {order_id}", arrived, timeout=30)
+    mine = eventually(arrived, timeout=30, what=f"notifications {sorted(required)} of {order_id}")
     per = Counter((n["type"], n["channel"]) for n in mine)
     assert all(n == 1 for n in per.values()), f"order {order_id}: notified twice: {per}"
     assert not ({t for t, _ in per} & absent), f"order {order_id}: unexpected {sorted(per)}"
@@ -186,12 +175,13 @@ def test_cancel_at_initiated_undoes_the_charge_that_lands_after_it(
             body = r.json()
             assert body["orderId"] == oid and body["orderStatus"] == "CANCELING", body
         # Inventory settles its side at once; the payment side waits for Payment
-        wait_for(
-            "the stock side settled",
+        eventually(
             lambda: all(
                 "INVENTORY_RELEASED" in [s["eventName"] for s in history(u, o)]
                 for u, o in ((rich, paid_oid), (poor, unpaid_oid))
             ),
+            timeout=60,
+            what="the stock side settled",
         )
         assert status_of(rich, paid_oid)["orderStatus"] == "CANCELING"
         assert status_of(poor, unpaid_oid)["orderStatus"] == "CANCELING"
@@ -231,7 +221,7 @@ def test_cancel_at_payment_done_waits_for_inventory_and_releases_the_late_reserv
         r = user.cancel(oid)
         assert r.status_code == 202 and r.json()["orderStatus"] == "CANCELING", r.text
         # the payment side: refunded through the wallet at once
-        wait_for("the refund", lambda: user.balance() == Decimal("30.00"))
+        eventually(lambda: user.balance() == Decimal("30.00"), timeout=60, what="the refund")
         # past the saga's deadline (and a few sweeps): still CANCELING, never timed out. What is
         # waited for here is the clock itself: nothing may happen, so there is no event to wait on.
         deadline = datetime.fromisoformat(paid["createdAt"]).timestamp() + settings.saga_timeout_seconds
