@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from fastapi import FastAPI
 
 from tinysaga.contracts import saga
@@ -35,8 +35,26 @@ log = logging.getLogger("tinysaga.service")
 SCRAPE_TIMEOUT = 2.0  # seconds for each figure a scrape of /metrics reads from the database
 
 
+class TopicsNotCreated(RuntimeError):
+    """The controller refused to create a topic, e.g. INVALID_REPLICATION_FACTOR while fewer nodes
+    of a cluster have registered than the replication factor asks for."""
+
+
+def refused_topics(response: Any) -> dict[str, str]:
+    """The topics a CreateTopics response refused, with why; one that already exists is not
+    refused (another service created it first). aiokafka returns these errors, it does not raise
+    them."""
+    refused = {}
+    for topic, code, *message in response.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):
+            name = for_code(code).__name__
+            refused[topic] = f"{name}: {message[0]}" if message and message[0] else name
+    return refused
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Create the topics if they are missing (idempotent; `up` does it too)."""
+    """Create the topics if they are missing (idempotent; several services may race to do it).
+    Raises until every topic exists, so a caller retrying it starts its consumers only then."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
@@ -53,9 +71,11 @@ async def ensure_topics(settings: Settings) -> None:
         ]
         if wanted:
             try:
-                await admin.create_topics(wanted)
+                refused = refused_topics(await admin.create_topics(wanted))
             except TopicAlreadyExistsError:
-                pass
+                refused = {}
+            if refused:
+                raise TopicsNotCreated(f"topics not created: {refused}")
     finally:
         await admin.close()
 
@@ -294,7 +314,7 @@ async def _start_consumers(rt: Runtime) -> None:
             await ensure_topics(rt.settings)
             break
         except Exception as e:
-            log.warning("kafka not reachable yet: %s", e)
+            log.warning("the topics are not ready yet: %s", e)
             await asyncio.sleep(1.0)
     await asyncio.gather(*(_supervised(f"consumer-{rt.name}", c.run) for c in rt.consumers))
 
