@@ -140,3 +140,24 @@ async def test_a_consumer_that_does_not_stop_is_left_behind_not_waited_for(monke
     stuck.release.set()
     await asyncio.sleep(0.01)
     assert not c._left_behind
+
+
+def test_fetched_records_are_held_on_the_pinned_aiokafka() -> None:
+    """`hold_prefetched` sets a private attribute of aiokafka's fetcher (the behaviour itself is
+    checked on the broker in tests/integration/test_consumer_fetch.py): it must still be there."""
+    import inspect
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "prefetch_backoff" in inspect.signature(Fetcher.__init__).parameters
+    assert "backoff=self._prefetch_backoff" in inspect.getsource(Fetcher)  # what each fetch result is given
+    fetcher = Fetcher.__new__(Fetcher)
+    fetcher._prefetch_backoff = 0.1
+    consumer = type("Started", (), {"_fetcher": fetcher})()
+    consumer_module.hold_prefetched(consumer)  # type: ignore[arg-type]
+    assert fetcher._prefetch_backoff == consumer_module.PREFETCH_HOLD
+
+
+def test_a_consumer_without_that_fetcher_works_on(caplog: pytest.LogCaptureFixture) -> None:
+    consumer_module.hold_prefetched(type("Other", (), {"_fetcher": object()})())  # type: ignore[arg-type]
+    assert "not held" in caplog.text

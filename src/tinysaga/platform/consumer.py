@@ -68,6 +68,9 @@ BROKER_TIMEOUT = 15.0  # seconds: for an offset commit, a stall check, or stoppi
 # seconds: for a new consumer to join its group (aiokafka's start() waits for the assignment, forever
 # if the group coordinator stays lost; several session timeouts and a rebalance fit in it)
 JOIN_TIMEOUT = 60.0
+# seconds that fetched records may wait in the client's buffer before the next fetch to their node
+# goes without their partitions (aiokafka's own is 0.1 s; see `hold_prefetched`)
+PREFETCH_HOLD = 5.0
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -92,6 +95,23 @@ class ConsumerStalled(Exception):
 
 class AlreadyHandled(Exception):
     """The event's id is already recorded: its effect exists, nothing to do."""
+
+
+def hold_prefetched(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka fetches ahead while records wait to be handled. Once fetched records of a partition
+    have waited 0.1 s in its buffer, it sends the next fetch to their node without that partition,
+    and it sends no fetch to a node while one is in flight there. So when handling takes over
+    0.1 s, that partition's next records wait for a fetch of the other partitions to return: at
+    once under load, but only after `fetch_max_wait_ms` (5 s) on a quiet topic, which held the last
+    sagas of a burst up for seconds. Held up to PREFETCH_HOLD instead, the next fetch goes once the
+    buffer is taken, with every partition in it: one fetch is buffered ahead at most, and a poll
+    takes all of it (up to `max_poll_records`). aiokafka does not expose the setting, so it is set
+    on the consumer's fetcher once started; were it gone, the consumer works on as before."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        log.warning("this aiokafka has no fetcher._prefetch_backoff; fetched records are not held")
+        return
+    fetcher._prefetch_backoff = PREFETCH_HOLD
 
 
 @dataclass
@@ -193,6 +213,7 @@ class ConsumerLoop:
                     metadata_max_age_ms=30000,
                 )
                 await asyncio.wait_for(self.consumer.start(), JOIN_TIMEOUT)
+                hold_prefetched(self.consumer)
                 self.connected = True
                 await self._poll_forever()
             except asyncio.CancelledError:
@@ -267,9 +288,8 @@ class ConsumerLoop:
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """A consumer whose steps nobody waits on (`gather`): the records of this poll and of those
         that come within `gather` seconds after it, each partition's in order, to be handled in
-        one go. They are taken as they come rather than once at the end: aiokafka leaves a partition
-        whose records wait in its buffer over 0.1 s out of its next fetch, and that partition's
-        next records would then wait for that fetch to return (up to `fetch_max_wait_ms`)."""
+        one go. They are taken as they come rather than once at the end, so that each next fetch goes
+        at once (`hold_prefetched`)."""
         assert self.consumer is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.gather
