@@ -188,6 +188,9 @@ def command(settings: Settings, node: int = 1) -> list[str]:
         # 20 and 40/s too (ADR 9).
         "-XX:TieredStopAtLevel=1",
         "-XX:+ExitOnOutOfMemoryError",
+        # the JVM samples its performance counters every 50 ms by default (20 wake-ups a second of
+        # an idle broker); once a second is enough for jstat
+        "-XX:PerfDataSamplingInterval=1000",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={DEPLOY / 'log4j2.properties'}",
         "-cp",
