@@ -21,7 +21,9 @@ from pathlib import Path
 from tinysaga.infra.topology import ProcSpec, processes
 from tinysaga.platform.settings import Settings, get_settings
 
-TICK = 1.0  # the loop also wakes at once when a child exits (SIGCHLD) or on a nudge (SIGUSR1)
+# seconds between two looks when nothing happens: the loop wakes at once when a child exits (SIGCHLD)
+# or on a nudge (SIGUSR1), and when a restart or a kill falls due; each idle look cost about 1 ms
+TICK = 10.0
 STOP_GRACE = 8.0
 
 
@@ -103,9 +105,15 @@ class Supervisor:
         self.write_state()
 
     def next_wake(self) -> float:
-        """Seconds until the loop must look again: TICK, or sooner when a restart falls due."""
+        """Seconds until the loop must look again: TICK, or sooner when a restart or the kill of a
+        child that does not stop falls due."""
         now = time.monotonic()
         due = [c.next_start - now for c in self.children.values() if c.proc is None]
+        due += [
+            c.stopping_since + STOP_GRACE - now + 0.01
+            for c in self.children.values()
+            if c.stopping_since is not None and c.proc is not None and c.proc.poll() is None
+        ]
         return max(0.01, min([TICK, *due]))
 
     def write_state(self) -> None:

@@ -204,9 +204,9 @@ class ConsumerLoop:
                     # poll waits at the broker (short values cost the broker CPU when idle).
                     fetch_max_wait_ms=5000,
                     # aiokafka's background fetcher also wakes every consumer_timeout_ms (200 by
-                    # default) even though a fetch response, a rebalance or a consumed batch
-                    # wakes it anyway.
-                    consumer_timeout_ms=2000,
+                    # default) even though a fetch response, a rebalance, a consumed batch, a seek,
+                    # a metadata update or the end of a hold (`hold_prefetched`) wakes it anyway.
+                    consumer_timeout_ms=10000,
                     max_poll_records=500,
                     session_timeout_ms=10000,
                     heartbeat_interval_ms=3000,

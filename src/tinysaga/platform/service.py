@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,7 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from fastapi import FastAPI
+from uvicorn.importer import import_from_string
 
 from tinysaga.contracts import saga
 from tinysaga.contracts.events import Event, as_cause
@@ -319,21 +322,48 @@ async def _start_consumers(rt: Runtime) -> None:
     await asyncio.gather(*(_supervised(f"consumer-{rt.name}", c.run) for c in rt.consumers))
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's main loop wakes ten times a second (to refresh the Date header and look for a
-    shutdown); on an idle service those wake-ups are most of its CPU. This one wakes once a second,
-    which is as often as the Date header changes, and at once when a signal asks it to stop."""
+class _DateHeader:
+    """The Date header every response carries (RFC 9110, 6.6.1), formatted at most once a second.
+    uvicorn's own keeps it fresh from its main loop, which must then wake every second even when
+    the service is idle; with this, that loop sleeps until it is asked to stop (`_Server`)."""
 
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._second, self._value = -1, b""
+
+    def _date(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True).encode()
+        return self._value
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def dated(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"date", self._date())]}
+            await send(message)
+
+        return await self.app(scope, receive, dated)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's main loop wakes ten times a second, to refresh the Date header and look for a
+    shutdown; on an idle service those wake-ups were most of its CPU. Here the Date header is added
+    per response (`_DateHeader`, so uvicorn's is off) and the loop sleeps until a signal asks it to
+    stop, waking every IDLE_TICK seconds only in case something else set `should_exit`."""
+
+    IDLE_TICK = 30.0
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        counter = 0  # on_tick refreshes the headers when counter % 10 == 0
-        while not await self.on_tick(counter):
-            counter = (counter + 10) % 864000
+        while not await self.on_tick(0):  # a tick of 0 sets the default headers (no Date among them)
             try:
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), self.IDLE_TICK)
             except TimeoutError:
                 pass
 
@@ -350,9 +380,11 @@ def serve(factory_path: str, default_service: str) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=settings.port_of(default_service))
     args = parser.parse_args()
+    factory = import_from_string(factory_path)
     config = uvicorn.Config(
-        factory_path,
+        lambda: _DateHeader(factory()),
         factory=True,
+        date_header=False,
         host=settings.bind_host,
         port=args.port,
         loop="uvloop",

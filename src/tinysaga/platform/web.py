@@ -224,14 +224,37 @@ def add_health(
             await before_metrics()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/health/live", include_in_schema=False)
-    async def live() -> dict[str, str]:
-        return {"status": "up"}
+    app.add_middleware(HealthEndpoints, checks=checks)
 
-    @app.get("/health/ready", include_in_schema=False)
-    async def ready() -> Response:
+
+class HealthEndpoints:
+    """`GET /health/live` and `GET /health/ready`, answered ahead of the framework's routing: the
+    gateway asks every replica every 3 s, and through FastAPI's routing each answer cost about 2 ms
+    of CPU, most of what an idle service spent. Readiness runs each check (its real dependencies)
+    and answers 503 when one is down or fails."""
+
+    PATHS = ("/health/live", "/health/ready")
+
+    def __init__(self, app: Any, checks: dict[str, ReadinessCheck]) -> None:
+        self.app = app
+        self.checks = checks
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.PATHS:
+            return await self.app(scope, receive, send)
+        if scope["method"] != "GET":
+            response = problem_response(
+                Problem(405, "Method Not Allowed", "only GET is allowed here", headers={"Allow": "GET"})
+            )
+        elif scope["path"] == "/health/live":
+            response = JSON({"status": "up"})
+        else:
+            response = await self.ready()
+        await response(scope, receive, send)
+
+    async def ready(self) -> Response:
         results = {}
-        for name, check in checks.items():
+        for name, check in self.checks.items():
             try:
                 results[name] = "up" if await check() else "down"
             except Exception:
