@@ -998,6 +998,10 @@ async def profile(procs: Processes, phase: Phase, out: Path, flame: dict[str, An
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["kafka-clients"]:  # the two Kafka clients side by side (bench/kafka_clients.py)
+        from bench.kafka_clients import main as clients_main  # noqa: PLC0415
+
+        return clients_main(argv[1:])
     ap = argparse.ArgumentParser(
         prog="tiny-saga bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
