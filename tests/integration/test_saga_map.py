@@ -119,8 +119,9 @@ def test_the_map_is_the_owners_and_the_admins_and_a_participant_down_is_unknown(
         being sent): from then on the map no longer changes, so two reads of it can be compared."""
         mine = rich_user.get(f"/api/orders/{oid}/saga")
         assert mine.status_code == 200, mine.text
-        assert states(mine.json())["notify"] in ("done", "current")
-        return mine.json() if states(mine.json())["notify"] == "done" else None
+        notify = states(body := mine.json())["notify"]
+        assert notify in ("done", "current")
+        return body if notify == "done" else None
 
     m = eventually(settled, what="the notifications of the order done")
     assert {s["step"] for s in m["steps"]} == {s.name for s in saga.STEPS if s.topic == saga.ORDER_TOPIC}
