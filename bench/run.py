@@ -1002,6 +1002,10 @@ def main(argv: list[str]) -> int:
         from bench.kafka_clients import main as clients_main  # noqa: PLC0415
 
         return clients_main(argv[1:])
+    if argv[:1] == ["compare"]:  # runs of two versions side by side, with their spread (bench/compare.py)
+        from bench.compare import main as compare_main  # noqa: PLC0415
+
+        return compare_main(argv[1:])
     ap = argparse.ArgumentParser(
         prog="tiny-saga bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
