@@ -96,6 +96,26 @@ async def _fetch(dsn: Dsn, service: str, sql: str, *args: Any) -> list[asyncpg.R
         await conn.close()
 
 
+async def _committed(admin: Any, wanted: set[str]) -> dict[tuple[str, Any], int]:
+    """Each group's committed offset of each partition of the wanted topics. An answer Kafka marks
+    as one to ask again (a coordinator still loading its groups' offsets, as just after a node
+    starts or a coordinator moves) is asked again, within the caller's timeout."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    while True:
+        try:
+            committed = {}
+            for group, *_ in await admin.list_consumer_groups():
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
+                    if tp.topic in wanted:
+                        committed[(group, tp)] = meta.offset
+            return committed
+        except KafkaError as e:
+            if not e.retriable:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def consumer_lag(settings: Settings, topics: Iterable[str] | None = None) -> dict[str, int]:
     """Per consumer group, the records on the saga topics it has not committed yet."""
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
@@ -110,11 +130,7 @@ async def consumer_lag(settings: Settings, topics: Iterable[str] | None = None) 
         try:
             await probe.start()
             try:
-                committed = {}
-                for group, *_ in await admin.list_consumer_groups():
-                    for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
-                        if tp.topic in wanted:
-                            committed[(group, tp)] = meta.offset
+                committed = await _committed(admin, wanted)
                 ends = await probe.end_offsets(list({tp for _, tp in committed})) if committed else {}
                 lag: dict[str, int] = defaultdict(int)
                 for (group, tp), off in committed.items():
