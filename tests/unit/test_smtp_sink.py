@@ -1,0 +1,144 @@
+"""The local SMTP sink on a real loopback socket: mail from the client Notification uses
+(aiosmtplib) is kept as sent, dot-stuffed lines and all; a raw conversation gets RFC 5321's
+answers for commands out of order, unknown or too long, and a message over the size limit is
+refused without stopping the session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from tinysaga.notification import smtp_sink
+from tinysaga.notification.smtp_sink import Mailbox, Session, address, unstuff
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    folder = tmp_path / "mail"
+    sessions: set[Session] = set()
+    mailbox = Mailbox(folder)
+    server = await asyncio.get_running_loop().create_server(lambda: Session(mailbox, sessions), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, folder
+    finally:
+        server.close()
+        for s in list(sessions):
+            if s.transport is not None:
+                s.transport.close()
+
+
+def kept(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(folder.glob("*.eml"))]
+
+
+async def test_mail_from_the_notification_client_is_kept_as_written(sink: tuple[int, Path]) -> None:
+    port, folder = sink
+    body = b"Subject: Order placed\r\nTo: u@x.y\r\n\r\n.a line that starts with a dot\r\n..two\r\n.\r\nlast\r\n"
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=5)
+    await smtp.connect()
+    try:
+        assert smtp.supports_extension("size") and smtp.supports_extension("8bitmime")
+        for _ in range(3):
+            errors, _ = await smtp.sendmail("shop@tinysaga.local", ["u@x.y"], body)
+            assert errors == {}
+        await smtp.sendmail("shop@tinysaga.local", ["u@x.y"], b"")  # an empty message
+    finally:
+        await smtp.quit()
+    assert kept(folder)[:3] == [body] * 3
+    assert len(kept(folder)) == 4
+
+
+async def converse(port: int, lines: list[bytes]) -> list[str]:
+    """Send each line (or chunk) and read one reply per line after the greeting."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    replies = [(await reader.readline()).decode()]
+    for line in lines:
+        writer.write(line)
+        await writer.drain()
+        reply = (await asyncio.wait_for(reader.readline(), 5)).decode()
+        while reply[3:4] == "-":  # a reply of several lines
+            reply = (await asyncio.wait_for(reader.readline(), 5)).decode()
+        replies.append(reply.strip())
+    writer.close()
+    return replies
+
+
+async def test_commands_out_of_order_unknown_or_too_long_get_their_error(sink: tuple[int, Path]) -> None:
+    port, folder = sink
+    replies = await converse(
+        port,
+        [
+            b"MAIL FROM:<a@b.c>\r\n",  # before HELO
+            b"EHLO client\r\n",
+            b"RCPT TO:<d@e.f>\r\n",  # before MAIL
+            b"DATA\r\n",  # before RCPT
+            b"MAIL FROM a@b.c\r\n",  # no colon
+            b"MAIL FROM:<a@b.c> SIZE=99999999999\r\n",  # over the limit
+            b"MAIL FROM:<a@b.c> SIZE=120\r\n",
+            b"MAIL FROM:<a@b.c>\r\n",  # nested
+            b"RCPT TO:<>\r\n",
+            b"RCPT TO:<d@e.f>\r\n",
+            b"TURN\r\n",
+            b"X" * 2000 + b"\r\n",  # too long
+            b"Y" * 1500,  # too long, and its end comes later: one answer
+            b"Y\r\nNOOP\r\n",  # its end (skipped, no answer), then a command
+            b"NOOP\r\n",
+            b"RSET\r\n",
+            b"DATA\r\n",  # the envelope was reset
+            b"QUIT\r\n",
+        ],
+    )
+    codes = [r[:3] for r in replies]
+    assert codes == [
+        "220", "503", "250", "503", "503", "501", "552", "250", "503",
+        "501", "250", "500", "500", "500", "250", "250", "250", "503", "221",
+    ]  # fmt: skip
+    assert kept(folder) == []
+
+
+async def test_a_message_over_the_limit_is_refused_and_the_session_goes_on(
+    sink: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, folder = sink
+    monkeypatch.setattr(smtp_sink, "MAX_MESSAGE", 1000)
+    big = b"".join(b"line %d of a long message\r\n" % i for i in range(200))
+    replies = await converse(
+        port,
+        [
+            b"HELO client\r\n",
+            b"MAIL FROM:<a@b.c>\r\n",
+            b"RCPT TO:<d@e.f>\r\n",
+            b"DATA\r\n",
+            big + b".\r\n",
+            b"MAIL FROM:<a@b.c>\r\n",
+            b"RCPT TO:<d@e.f>\r\n",
+            b"DATA\r\n",
+            b"small\r\n.\r\n",
+        ],
+    )
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "552", "250", "250", "354", "250"]
+    assert kept(folder) == [b"small\r\n"]
+
+
+def test_dot_stuffing_and_addresses() -> None:
+    assert unstuff(b"..a\r\n..\r\nb..\r\n") == b".a\r\n.\r\nb..\r\n"
+    assert address("FROM:<a@b.c> SIZE=10", "FROM:") == ("a@b.c", ["SIZE=10"])
+    assert address("from: <>", "FROM:") == ("", [])
+    assert address("TO:d@e.f", "TO:") == ("d@e.f", [])
+    assert address("TO:<d@e.f", "TO:") is None
+    assert address("FROM:", "FROM:") is None
+
+
+async def test_a_message_that_cannot_be_kept_is_answered_451(sink: tuple[int, Path]) -> None:
+    port, folder = sink
+    folder.rmdir()  # the mail folder gone
+    folder.write_text("not a folder")
+    replies = await converse(
+        port, [b"HELO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<d@e.f>\r\n", b"DATA\r\n", b"x\r\n.\r\n", b"NOOP\r\n"]
+    )
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "451", "250"]
