@@ -101,6 +101,14 @@ def compare(a_runs: list[dict[str, Any]], b_runs: list[dict[str, Any]], processe
             f"| {phase} | {label} | {_cell(spread(a), len(a))} | {_cell(spread(b), len(b))} | {verdict(a, b, higher)} |"
         )
 
+    # the hosts' speed (bench/run.py `host_speed`): not a result of the code, but a run on a slower
+    # host (or while a neighbour slowed it) reads worse on every figure
+    speed = [[float(v) for r in runs for v in (r.get("hostSpeedMs") or {}).values()] for runs in (a_runs, b_runs)]
+    if speed[0] or speed[1]:
+        out.append(
+            f"| host | reference loop ms (lower: faster) | {_cell(spread(speed[0]), len(speed[0]))}"
+            f" | {_cell(spread(speed[1]), len(speed[1]))} | the host, not the code |"
+        )
     key = "idleCpuPercentOfOneCore"
     idle = [[float(r[key]) for r in runs if key in r] for runs in (a_runs, b_runs)]
     row("idle", "% of a core", idle[0], idle[1], False)

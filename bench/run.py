@@ -529,6 +529,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _reference_work() -> int:
+    """A fixed piece of interpreter work of the kind the services spend their CPU on (dict lookups,
+    string formatting, small integers, calls)."""
+    seen: dict[str, int] = {}
+    acc = 0
+    for i in range(100_000):
+        key = f"order-{i % 512}"
+        seen[key] = seen.get(key, 0) + i
+        acc ^= len(key) + (i & 0xFF)
+    return acc + len(seen)
+
+
+def host_speed(rounds: int = 5) -> float:
+    """How fast this host runs Python now, in ms: the least CPU time of `rounds` runs of the same
+    reference loop. The machines of one kind differ (the same services' code measured 71.5 ms of CPU
+    per saga at 5/s one morning and 45.1 that afternoon on another, ADR 59), and a neighbour can slow
+    one down for a while; CPU time leaves out the time the hypervisor gave to others (that is the
+    steal column), so this is the speed of a CPU second here. Lower is faster."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.process_time()
+        _reference_work()
+        best = min(best, time.process_time() - t)
+    return round(best * 1000, 1)
+
+
 def kept_up(phase: dict[str, Any]) -> bool:
     """A load step counts only if it kept up: nearly all it was offered completed within the step
     (so few or none were turned away), and what was left drained at once (a growing backlog shows
@@ -616,6 +642,19 @@ def verdicts(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def host_speed_lines(report: dict[str, Any]) -> list[str]:
+    speed = report.get("hostSpeedMs")
+    if not speed:
+        return []
+    return [
+        "",
+        f"This host's speed: {speed['start']:g} ms of CPU for the bench's reference Python loop before the run,"
+        f" {speed['end']:g} ms after it (lower is faster; the machines of one kind differ, so compare runs on"
+        " different hosts with this in mind, and read a change between the two as a host slowed or sped up"
+        " meanwhile).",
+    ]
+
+
 def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -627,6 +666,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         f"Machine: {report['machine']['cpus']} CPUs ({report['machine']['cpuModel']}), "
         f"{report['machine']['memoryGiB']} GiB, Python {report['machine']['python']}; everything co-located "
         "(PostgreSQL, Kafka, HAProxy, 9 Python services, the relay, the supervisor, and this load generator).",
+        *host_speed_lines(report),
         "",
         "Settings changed for the run: the gateway's rate limits were raised so the load generator (one user pool"
         " on one address) is not throttled: " + ", ".join(f"`{k}={v}`" for k, v in RAISED_LIMITS.items()) + ".",
@@ -830,6 +870,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     settings = Settings()
     base = f"http://127.0.0.1:{settings.gateway_port}"
     procs = Processes(settings)
+    speed_before = host_speed()  # before the settle: the idle reading after it is not disturbed
     print(f"settling {opts.settle:.0f} s, then measuring idle CPU for {opts.idle:.0f} s ...", flush=True)
     await asyncio.sleep(opts.settle)
     idle_fresh = await measure_idle(procs, opts.idle)
@@ -922,10 +963,12 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 
     left = await audit.wait_at_rest(settings, opts.drain_timeout)
     checked = await audit.audit(settings)
+    speed_after = host_speed()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "./tiny-saga bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []),
         "machine": machine(),
+        "hostSpeedMs": {"start": speed_before, "end": speed_after},
         "sagaMode": settings.saga_mode,
         "settingsChanged": RAISED_LIMITS,
         "maxSagasInFlight": settings.max_sagas_in_flight,

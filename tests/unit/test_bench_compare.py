@@ -54,6 +54,15 @@ def test_each_figure_is_the_median_and_range_of_the_runs() -> None:
     assert table[("light", "cpu kafka")][2] == "within the noise"
     assert table[("idle", "% of a core")] == ["4 (4–4)", "4 (4–4)", "within the noise"]
     assert ("light", "cpu payment") not in rows(compare(a, b))
+    assert ("host", "reference loop ms (lower: faster)") not in table  # runs from before it was read
+
+
+def test_the_hosts_speed_is_shown_beside_the_code_and_never_judged() -> None:
+    a = [run(80.0, 5.0, 70.0) | {"hostSpeedMs": {"start": 40.0, "end": 44.0}}, run(78.0, 5.0, 72.0)]
+    b = [run(60.0, 5.0, 50.0) | {"hostSpeedMs": {"start": 70.0, "end": 71.0}}]
+    table = rows(compare(a, b))
+    host = table[("host", "reference loop ms (lower: faster)")]
+    assert host == ["42 (40–44)", "70.5 (70–71)", "the host, not the code"]
 
 
 def test_the_command_reads_result_folders_and_refuses_what_is_not_a_report(
