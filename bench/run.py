@@ -811,8 +811,7 @@ def flame_lines(flame: dict[str, Any]) -> list[str]:
         f" ({flame['cpuShareAtPick']} of a core when picked), sampled by py-spy at {FLAME_RATE} Hz for"
         f" {flame['seconds']} s without stopping it (py-spy's own CPU is on the two cores too, counted in neither"
         " line). Only samples where the process held the GIL are counted: its Python code and the C code it"
-        " calls without releasing the GIL, not what runs with the GIL released nor its waits."
-        + _samples_against_cpu(flame),
+        " calls without releasing the GIL." + _samples_against_cpu(flame),
         "",
     ]
 
@@ -823,7 +822,9 @@ def _samples_against_cpu(flame: dict[str, Any]) -> str:
         return ""
     return (
         f" {samples} samples ({samples / FLAME_RATE:.1f} s at {FLAME_RATE} Hz), against {cpu:g} s of CPU the"
-        " process used meanwhile (the difference: what ran with the GIL released, and samples py-spy missed)."
+        " process used meanwhile: py-spy samples by the wall clock, so a process that waits for a core while"
+        " it holds the GIL (the cores are saturated at this rate) is sampled too, and one that runs with the"
+        " GIL released is not. Read the graph's shares, not its seconds."
     )
 
 
@@ -1039,9 +1040,8 @@ async def profile(procs: Processes, phase: Phase, out: Path, flame: dict[str, An
         "--rate",
         str(FLAME_RATE),
         "--nonblocking",
-        # only the samples where the thread holds the GIL: py-spy counts an asyncio service waiting in
-        # the event loop's epoll as busy here, and without this most of the graph was that wait (942
-        # samples, 9.4 s, while the process used 2.6 s of CPU)
+        # only the samples where the thread holds the GIL: without it, a quarter of the graph was the
+        # event loop between a wake-up and the core it waited for (Runner.run: 215 of 942 samples)
         "--gil",
         "--format",
         "flamegraph",

@@ -24,6 +24,7 @@ def test_the_report_sets_the_samples_against_the_cpu_used() -> None:
     text = " ".join(flame_lines(flame | {"samples": 250, "cpuSecondsWhileSampled": 2.64}))
     assert "held the GIL" in text
     assert "250 samples (2.5 s at 100 Hz), against 2.64 s of CPU" in text
+    assert "Read the graph's shares, not its seconds." in text
     assert "samples (" not in " ".join(flame_lines(flame))  # a report from before these were read
     failed = " ".join(flame_lines({"process": "order-2", "error": "Permission denied"}))
     assert "could not record order-2: Permission denied" in failed
