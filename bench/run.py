@@ -253,6 +253,99 @@ def counters_delta(before: dict[str, dict[str, float]], after: dict[str, dict[st
     return {group: {k: v - before[group].get(k, 0.0) for k, v in vals.items()} for group, vals in after.items()}
 
 
+# ---- the services' garbage collection (ADR 60) ----------------------------------------------------
+
+
+def gc_reading(text: str) -> dict[str, dict[str, Any]]:
+    """A service's collections so far, from its /metrics (`tinysaga_gc_pause_seconds`): by
+    generation, how many, their seconds, and the histogram's cumulative counts by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "tinysaga_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            gen = out.setdefault(sample.labels["generation"], {"count": 0.0, "seconds": 0.0, "buckets": {}})
+            if sample.name.endswith("_count"):
+                gen["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                gen["seconds"] = sample.value
+            elif sample.name.endswith("_bucket"):
+                gen["buckets"][sample.labels["le"]] = sample.value
+    return out
+
+
+async def read_gc(http: aiohttp.ClientSession, settings: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each service process's `gc_reading`, by process name (one that does not answer is left out)."""
+    state = json.loads((settings.run_dir / "state.json").read_text())
+    out = {}
+    for name, child in state["children"].items():
+        health = child.get("health") or ""
+        if not health.endswith("/health/ready"):  # not a service with /metrics
+            continue
+        try:
+            async with http.get(health.removesuffix("/health/ready") + "/metrics") as r:
+                out[name] = gc_reading(await r.text())
+        except (aiohttp.ClientError, TimeoutError):
+            continue
+    return out
+
+
+def gc_during(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """By process, the collections between two readings: full ones (generation 2) and young ones
+    (0 and 1), how many and their ms, and the longest full one as the least histogram bound that
+    holds them all (None when there was none)."""
+    out = {}
+    for name, gens in sorted(after.items()):
+        prior = before.get(name, {})
+
+        def grew(gen: str, key: str, gens: dict[str, Any] = gens, prior: dict[str, Any] = prior) -> float:
+            return gens.get(gen, {}).get(key, 0.0) - prior.get(gen, {}).get(key, 0.0)
+
+        full = grew("2", "count")
+        longest = None
+        if full > 0:
+            buckets = gens["2"]["buckets"]
+            was = prior.get("2", {}).get("buckets", {})
+            bounds = sorted((float(le), n - was.get(le, 0.0)) for le, n in buckets.items())
+            longest = next((b * 1000 for b, n in bounds if n >= full), None)
+        out[name] = {
+            "full": round(full),
+            "fullMs": round(grew("2", "seconds") * 1000, 1),
+            "longestFullMsAtMost": longest,
+            "young": round(grew("0", "count") + grew("1", "count")),
+            "youngMs": round((grew("0", "seconds") + grew("1", "seconds")) * 1000, 1),
+        }
+    return out
+
+
+def _at_most(ms: float | None) -> str:
+    return "-" if ms is None else "over 500" if ms == float("inf") else f"{ms:g}"
+
+
+def gc_lines(gc: dict[str, dict[str, Any]]) -> list[str]:
+    if not gc:
+        return []
+    return [
+        "## Garbage collection in the services during the load",
+        "",
+        "Each service process's cyclic collections from the first measured phase to the end of the last"
+        " (`tinysaga_gc_pause_seconds`, ADR 60): while one runs, the process answers nothing. What a service"
+        " built to start is frozen out of the collector's reach, so a full collection looks only at what"
+        " was made since.",
+        "",
+        "| process | full collections | their ms | longest full (ms, at most) | young collections | their ms |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {k} | {v['full']} | {v['fullMs']} | {_at_most(v['longestFullMsAtMost'])}"
+            f" | {v['young']} | {v['youngMs']} |"
+            for k, v in gc.items()
+        ],
+        "",
+    ]
+
+
 # PostgreSQL's backends report their counters when they go idle, at most once a second, and an idle
 # one at the latest 10 s later: the pause between phases lets the last ones in before the reading.
 STATS_SETTLE_SECONDS = 11
@@ -743,6 +836,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         ],
         "",
         *flame_lines(report.get("flameGraph") or {}),
+        *gc_lines(report.get("garbageCollection") or {}),
         "## Peak RSS per process (MB)",
         "",
         "| process | MB |",
@@ -927,6 +1021,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         await counters.start()
         await asyncio.sleep(STATS_SETTLE_SECONDS)
         before = await counters.read()
+        gc_before = await read_gc(http, settings)
         phases = [Phase("light", opts.light_rate, opts.light_seconds)]
         phases += [Phase(f"{r:g}/s", r, opts.step_seconds) for r in opts.rates]
         flame: dict[str, Any] = {}
@@ -970,6 +1065,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             over = Phase(OVERLOAD, round(2 * best["completedPerSecond"]), opts.overload_seconds)
             phases.append(over)
             await one_phase(over)
+        gc = gc_during(gc_before, await read_gc(http, settings))
         await counters.close()
     print(f"settling {opts.settle:.0f} s after the load, then measuring idle CPU again ...", flush=True)
     await asyncio.sleep(opts.settle)
@@ -998,6 +1094,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "peakRssMb": {k: round(v, 1) for k, v in rss.peak.items()},
         "phases": [{"name": p.name, **p.result} for p in phases],
         "flameGraph": flame,
+        "garbageCollection": gc,
         "audit": {
             "ok": checked.ok and not any(left.values()),
             "notAtRest": left,

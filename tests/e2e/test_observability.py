@@ -79,6 +79,16 @@ def test_metrics_count_a_known_mix_of_orders(gateway: str, product, settings: Se
     assert httpx.get(f"{gateway}/metrics").status_code == 404
 
 
+def test_every_service_settled_its_heap_and_times_its_collections(settings: Settings) -> None:
+    """ADR 60: what each service built to start is out of the collector's reach, and each
+    collection since is timed by generation."""
+    for service in ("auth", "order", "payment", "wallet", "inventory", "notification"):
+        for replica in scrape(settings, service):
+            frozen = replica[("tinysaga_gc_frozen_objects", frozenset({("service", service)}))]
+            assert frozen > 10_000, (service, frozen)
+            assert any(n == "tinysaga_gc_pause_seconds_count" and dict(ls)["service"] == service for n, ls in replica)
+
+
 def test_a_stuck_saga_is_listed_and_counted_before_the_sweeper_fails_it(
     user: ApiUser, product, stack: Stack, settings: Settings, admin: ApiUser
 ) -> None:

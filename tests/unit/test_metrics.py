@@ -4,6 +4,7 @@ wallet's retries, and /metrics refreshing its figures before it answers."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from tinysaga.order.domain import Status
 from tinysaga.order.handlers import handlers, step_of
 from tinysaga.platform import metrics, web
 from tinysaga.platform.consumer import AlreadyHandled, ConsumerLoop
+from tinysaga.platform.service import settle_heap
 from tinysaga.platform.settings import Settings
 
 
@@ -241,3 +243,22 @@ async def test_metrics_refreshes_its_figures_before_it_answers() -> None:
         r = await c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'tinysaga_outbox_rows{service="metrics-svc-5"} 2.0' in r.text
+
+
+def test_each_collection_is_timed_by_generation_and_the_frozen_objects_are_counted() -> None:
+    metrics.watch_gc("gc-test")
+    metrics.watch_gc("gc-test")  # once per process, however often asked
+    assert sum(isinstance(cb, metrics.GcPauses) for cb in gc.callbacks) == 1
+    before = value("tinysaga_gc_pause_seconds_count", service="gc-test", generation="2")
+    gc.collect()
+    assert value("tinysaga_gc_pause_seconds_count", service="gc-test", generation="2") == before + 1
+    assert value("tinysaga_gc_pause_seconds_sum", service="gc-test", generation="2") > 0
+    frozen = gc.get_freeze_count()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > frozen
+        assert value("tinysaga_gc_frozen_objects", service="gc-test") == gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        for cb in [cb for cb in gc.callbacks if isinstance(cb, metrics.GcPauses)]:
+            gc.callbacks.remove(cb)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -229,6 +230,7 @@ def create_service_app(
     settings = settings or get_settings()
     setup_logging(name, settings.log_level)
     tracing.setup(name, settings)  # before the HTTP session is made: its calls carry the trace context
+    metrics.watch_gc(name)
     rt = Runtime(name=name, settings=settings, secret=internal_secret(settings))
 
     @asynccontextmanager
@@ -249,6 +251,7 @@ def create_service_app(
             running.append(asyncio.create_task(_start_consumers(rt)))
         running += [asyncio.create_task(_supervised(t.__name__, t)) for t in rt.tasks]
         app.state.rt = rt
+        settle_heap()
         try:
             yield
         finally:
@@ -287,6 +290,16 @@ def create_service_app(
     for r in routers:
         app.include_router(r)
     return app
+
+
+def settle_heap() -> None:
+    """What the process built to start (its modules, the app, the pools) lives as long as it does:
+    collect what starting left behind, then put the rest out of the cyclic collector's reach
+    (`gc.freeze`). A full collection then looks only at what was made since: well under a
+    millisecond, instead of some 90,000 objects and 40-60 ms of CPU (90-330 ms of the wall clock on
+    a busy machine) during which the service answers nothing (ADR 60)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _start_publisher(rt: Runtime) -> None:
