@@ -108,11 +108,9 @@ class Processes:
         out: dict[str, float] = {}
         for name, procs in self.named().items():
             for p in procs:
-                try:
-                    t = p.cpu_times()
-                    out[name] = out.get(name, 0.0) + t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
+                seconds = _cpu_seconds(p)
+                if seconds is not None:
+                    out[name] = out.get(name, 0.0) + seconds
         return out
 
     def cpu_seconds(self) -> float:
@@ -1166,6 +1164,7 @@ async def profile(procs: Processes, phase: Phase, out: Path, flame: dict[str, An
 
 
 def _cpu_seconds(p: psutil.Process) -> float | None:
+    """A process's CPU seconds so far (user and system), None when it has ended."""
     try:
         t = p.cpu_times()
         return t.user + t.system
