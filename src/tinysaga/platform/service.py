@@ -296,7 +296,7 @@ def settle_heap() -> None:
     """What the process built to start (its modules, the app, the pools) lives as long as it does:
     collect what starting left behind, then put the rest out of the cyclic collector's reach
     (`gc.freeze`). A full collection then looks only at what was made since: well under a
-    millisecond, instead of some 90,000 objects and 40-60 ms of CPU (90-330 ms of the wall clock on
+    millisecond, instead of some 90,000 objects and 55-61 ms of CPU (70-330 ms of the wall clock on
     a busy machine) during which the service answers nothing (ADR 60)."""
     gc.collect()
     gc.freeze()
