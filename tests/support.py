@@ -4,6 +4,7 @@ on the databases and Kafka by `tinysaga.ops.audit`."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -84,6 +85,12 @@ class ApiUser:
 
     def cancel(self, order_id: str, **kw: Any) -> httpx.Response:
         return self.post(f"/api/orders/{order_id}/cancel", **kw)
+
+    def burst(self, path: str, n: int, workers: int = 16) -> list[httpx.Response]:
+        """n GETs of `path` with `workers` in flight at once. A rate limit counts requests in a
+        sliding window; sent one after another, a slow or busy host can spread them past it."""
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda _: self.get(path), range(n)))
 
     def deposit(self, amount: float | int | str) -> Decimal:
         r = self.post("/api/wallet/deposits", {"amount": amount})
