@@ -198,7 +198,7 @@ def test_backends_have_every_server_with_health_checks(cfg: GatewayConfig) -> No
         assert lines_with(text, f"use_backend {name}") or name == "web"
         for i, (host, port) in enumerate(servers, 1):
             (line,) = lines_with(text, f"server {name}-{i} {host}:{port} ")
-            assert "check" in line and "inter 3s" in line and "fall 2" in line and "rise 1" in line
+            assert "check" in line and "inter 10s" in line and "fall 2" in line and "rise 1" in line
     assert lines_with(text, "default_backend web")
     assert lines_with(text, "http-check send meth GET uri /health/ready")
     assert len(lines_with(text, "balance roundrobin")) == len(SERVICES)

@@ -132,7 +132,7 @@ def _backends(cfg: GatewayConfig) -> str:
             "    http-check expect status 200",
         ]
         check = (
-            "check inter 3s fastinter 250ms downinter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error fastinter"
+            "check inter 10s fastinter 250ms downinter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error fastinter"
         )
         if cfg.discover_servers:
             ((host, port),) = cfg.backends[name]
