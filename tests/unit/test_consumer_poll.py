@@ -1,6 +1,6 @@
 """The consumer's poll loop, driven by a scripted consumer and clock: how often it reads its lag,
-and a consumer that gathers (a side channel) taking what comes within its gather as it comes and
-handling it with the poll."""
+and a consumer that gathers (a side channel) taking what comes within its gather as it comes,
+handling it with the poll, and having its fetches wait at the broker while records come."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class ScriptedConsumer:
     wait_when_empty: bool = False
     lag_readings: int = 0
     asked: list[int] = field(default_factory=list)  # each poll's timeout_ms
+    _fetcher: Any = None  # aiokafka's, where the fetches' settings are read
+    fetch_settings: list[tuple[int, int]] = field(default_factory=list)  # (min bytes, max wait ms) at each poll
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
@@ -55,6 +57,8 @@ class ScriptedConsumer:
         if not self.polls:
             raise asyncio.CancelledError
         self.asked.append(timeout_ms)
+        if self._fetcher is not None:
+            self.fetch_settings.append((self._fetcher._fetch_min_bytes, self._fetcher._fetch_max_wait_ms))
         self.clock[0] += self.poll_seconds
         records = self.polls.pop(0)
         if not records and self.wait_when_empty:  # nothing came: the poll waits out its timeout
@@ -114,6 +118,76 @@ async def test_a_gathering_consumer_handles_what_came_within_its_gather_with_the
     # what came during the gather was taken as it came (polls that wait at most what is left of it),
     # not left in the client's buffer until the end
     assert scripted.asked[0] > 1000 and all(0 < t <= 50 for t in scripted.asked[1:3])
+
+
+def pinned_fetcher() -> Any:
+    """aiokafka's fetcher with its fetches' settings as a consumer built by the loop has them."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    fetcher = Fetcher.__new__(Fetcher)
+    fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = 1, consumer_module.IDLE_FETCH_WAIT_MS
+    return fetcher
+
+
+async def test_a_gathering_consumers_fetches_wait_at_the_broker_while_records_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
+        return None
+
+    monkeypatch.setattr(consumer_module, "COMMIT_EVERY", 0.01)
+    handlers = {ev.PAYMENT_DONE: None}
+    c = ConsumerLoop(Settings(), "poll-svc-4", None, handlers, ("order-topic",), gather=0.02, idle_wait=0.01)  # type: ignore[arg-type,dict-item]
+    c._handle_run = handle_run  # type: ignore[method-assign]
+    idle, held = (1, consumer_module.IDLE_FETCH_WAIT_MS), (consumer_module.GATHER_MIN_BYTES, 20)
+    # a poll brings a record (the gather's poll, nothing more), the next poll one more (its gather's,
+    # nothing), then a poll brings nothing: idle again; then one more idle poll, and a record
+    polls = [
+        [record(0, ev.PAYMENT_DONE)],
+        [],
+        [record(1, ev.PAYMENT_DONE)],
+        [],
+        [],
+        [],
+        [record(2, ev.PAYMENT_DONE)],
+        [],
+    ]
+    scripted = ScriptedConsumer(polls, [0.0], wait_when_empty=True, _fetcher=pinned_fetcher())
+    await run(c, scripted)
+    assert scripted.fetch_settings == [idle, held, held, held, held, idle, idle, held]
+
+
+async def test_a_consumer_that_does_not_gather_fetches_as_an_idle_one_always() -> None:
+    async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
+        return None
+
+    c = ConsumerLoop(Settings(), "poll-svc-5", None, {ev.PAYMENT_DONE: None}, ("order-topic",))  # type: ignore[arg-type,dict-item]
+    c._handle_run = handle_run  # type: ignore[method-assign]
+    polls = [[record(0, ev.PAYMENT_DONE)], [record(1, ev.PAYMENT_DONE)], []]
+    scripted = ScriptedConsumer(polls, [0.0], _fetcher=pinned_fetcher())
+    await run(c, scripted)
+    assert set(scripted.fetch_settings) == {(1, consumer_module.IDLE_FETCH_WAIT_MS)}
+
+
+def test_the_fetches_settings_are_read_from_the_fetcher_on_the_pinned_aiokafka() -> None:
+    """`fetch_at_broker` sets private attributes of aiokafka's fetcher (the behaviour itself is
+    checked on the broker in tests/integration/test_consumer_fetch.py): they must still be where
+    each fetch request is built from."""
+    import inspect
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    source = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms" in source and "self._fetch_min_bytes" in source
+    consumer = type("Started", (), {"_fetcher": pinned_fetcher()})()
+    assert consumer_module.fetch_at_broker(consumer, 0.2)  # type: ignore[arg-type]
+    assert (consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms) == (
+        consumer_module.GATHER_MIN_BYTES,
+        200,
+    )
+    assert consumer_module.fetch_at_broker(consumer, None)  # type: ignore[arg-type]
+    assert (consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms) == (1, 5000)
+    assert not consumer_module.fetch_at_broker(type("Other", (), {"_fetcher": object()})(), 0.2)  # type: ignore[arg-type]
 
 
 class Unstoppable:

@@ -17,7 +17,9 @@
   wallet call for all the charges of the poll);
 - a consumer whose steps nobody waits on (Notification's) gathers: after a poll that brought
   records it waits its step's `gather_seconds` and takes what came meanwhile with them, so events
-  that come close together (an order's payment and placement) share one transaction;
+  that come close together (an order's payment and placement) share one transaction; while its
+  polls bring records, its fetches wait at the broker for as long (`fetch_at_broker`), so it is
+  woken a few times a second rather than once per event;
 - a message that cannot be parsed, or whose handler keeps failing, goes to the dead-letter topic
   (through the outbox, so exactly once) with its error, and the loop moves on; when an operator
   replays it, it comes back with a `replayFor` header, and only the service named there takes it;
@@ -71,6 +73,11 @@ JOIN_TIMEOUT = 60.0
 # seconds that fetched records may wait in the client's buffer before the next fetch to their node
 # goes without their partitions (aiokafka's own is 0.1 s; see `hold_prefetched`)
 PREFETCH_HOLD = 5.0
+# An idle consumer's fetch waits at the broker for up to IDLE_FETCH_WAIT_MS and returns with the
+# first record. A gathering consumer's fetches, while its polls bring records, wait its gather
+# instead and return early only once GATHER_MIN_BYTES have come (see `fetch_at_broker`).
+IDLE_FETCH_WAIT_MS = 5000
+GATHER_MIN_BYTES = 256 * 1024
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -112,6 +119,23 @@ def hold_prefetched(consumer: AIOKafkaConsumer) -> None:
         log.warning("this aiokafka has no fetcher._prefetch_backoff; fetched records are not held")
         return
     fetcher._prefetch_backoff = PREFETCH_HOLD
+
+
+def fetch_at_broker(consumer: AIOKafkaConsumer, gather: float | None) -> bool:
+    """How the consumer's next fetches wait at the broker. None: as an idle consumer's, which the
+    first record answers. Seconds: up to that long, unless GATHER_MIN_BYTES came sooner, so that a
+    consumer that gathers anyway is answered a few times a second under load instead of once per
+    record (each answer is work for the broker and for this process). aiokafka reads both settings
+    from its fetcher each time it builds a fetch and does not expose them once started, so they are
+    set there; were they gone, the consumer fetches as an idle one always does. True if set."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if not (hasattr(fetcher, "_fetch_min_bytes") and hasattr(fetcher, "_fetch_max_wait_ms")):
+        return False
+    if gather is None:
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = 1, IDLE_FETCH_WAIT_MS
+    else:
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = GATHER_MIN_BYTES, max(1, round(gather * 1000))
+    return True
 
 
 @dataclass
@@ -202,7 +226,7 @@ class ConsumerLoop:
                     auto_offset_reset="earliest",
                     # A fetch returns as soon as a record arrives; this is only how long an idle
                     # poll waits at the broker (short values cost the broker CPU when idle).
-                    fetch_max_wait_ms=5000,
+                    fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
                     # aiokafka's background fetcher also wakes every consumer_timeout_ms (200 by
                     # default) even though a fetch response, a rebalance, a consumed batch, a seek,
                     # a metadata update or the end of a hold (`hold_prefetched`) wakes it anyway.
@@ -250,11 +274,16 @@ class ConsumerLoop:
         pending: dict[TopicPartition, int] = {}
         last_commit = last_lag = time.monotonic()
         suspect = False  # the last idle poll found records waiting that it did not get
+        gathering = False  # the fetches wait at the broker for the gather (`fetch_at_broker`)
         while True:
             # getmany returns as soon as records arrive; the timeout only paces the offset commits,
             # so with nothing to commit the loop need not wake up every second.
             wait = COMMIT_EVERY if pending else RECHECK_WAIT if suspect else self.idle_wait
             batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
+            if self.gather > 0 and bool(batches) != gathering:
+                # set before anything awaits, so that the fetch this poll lets go out has it
+                gathering = bool(batches)
+                fetch_at_broker(self.consumer, self.gather if gathering else None)
             if batches and self.gather > 0:
                 batches = await self._gathered(batches)
             if not batches and not pending:
