@@ -102,8 +102,7 @@ async def _arrivals(settings: Settings) -> tuple[list[int], float]:
     await producer.start()
     await consumer.start()
     try:
-        while not consumer.assignment():
-            await asyncio.sleep(0.02)
+        await _until(lambda: bool(consumer.assignment()), 60, "no assignment")
         await consumer.getmany(timeout_ms=200)  # the group joined, the first fetch under way
         assert fetch_at_broker(consumer, 1.0)
         # the fetch already at the broker is an idle one: the first record answers it
@@ -123,7 +122,9 @@ async def _arrivals(settings: Settings) -> tuple[list[int], float]:
             await asyncio.sleep(0.02)
         await asyncio.wait_for(taking, 10)
         assert fetch_at_broker(consumer, None)
-        await asyncio.sleep(1.3)  # the last waiting fetch has returned; the next is an idle one
+        # the fetch at the broker now is a held one, which only its 1 s ends (nothing to wait for
+        # but the time); the one after it is an idle one
+        await asyncio.sleep(1.3)
         sent = time.monotonic()
         await producer.send_and_wait(topic, b"last")
         assert await consumer.getmany(timeout_ms=5000)
