@@ -68,7 +68,7 @@ def test_a_user_without_a_phone_number_gets_the_email_and_no_sms_retries(gateway
         return mine if len(mine) == 4 and all(n["status"] != "PENDING" for n in mine) else None
 
     # the contact is known (USER_REGISTERED came first), so there is nothing to wait for: the SMS
-    # rows are skipped on the first delivery round instead of being retried with backoff
+    # rows are added as skipped (ADR 63) instead of being retried with backoff
     rows = eventually(settled, timeout=15)
     assert {(n["channel"], n["status"]) for n in rows} == {("EMAIL", "SENT"), ("SMS", "SKIPPED")}
 

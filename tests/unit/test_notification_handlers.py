@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,8 +17,16 @@ from tests.unit.fakes import FakeUnitOfWork, deliver
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
 from tinysaga.notification.adapters import ChannelDown, Undeliverable
-from tinysaga.notification.domain import CONTACT_WAITS, Action, Delivery, delivery_for, subject_for
-from tinysaga.notification.handlers import Deliverer, NotificationHandlers, retry_pause
+from tinysaga.notification.domain import (
+    CONTACT_WAITS,
+    Action,
+    Contact,
+    Delivery,
+    delivery_for,
+    skipped_when_added,
+    subject_for,
+)
+from tinysaga.notification.handlers import Deliverer, Looked, NotificationHandlers, retry_pause
 from tinysaga.platform.retry import NOTIFICATION, pause
 
 NOTIFICATION_SVC = "notification"
@@ -31,8 +39,9 @@ class FakeNotifications:
     `NotificationRepository`."""
 
     rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contact_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     wakes: int = 0  # the deliverer woken, after a commit that added some
+    lookups: list[list[str]] = field(default_factory=list)  # the users of each contacts query
 
     def wake(self) -> None:
         self.wakes += 1
@@ -41,26 +50,45 @@ class FakeNotifications:
         return self
 
     async def add_notifications(
-        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+        self,
+        user_id: str,
+        order_id: str,
+        kind: str,
+        message: str,
+        unless: str | None = None,
+        skipped: Mapping[str, str] | None = None,
     ) -> bool:
         """Both channels' rows unless the (order, type, channel) has one (or, `unless` given, the order
-        has a notification of that type); whether any was added."""
+        has a notification of that type), those in `skipped` as SKIPPED; whether any was added."""
         if unless is not None and any(o == order_id and k == unless for o, k, _ in self.rows):
             return False
+        skipped = skipped or {}
         added = False
         for channel in ("EMAIL", "SMS"):
             key = (order_id, kind, channel)
             if key not in self.rows:
-                self.rows[key] = {"user_id": user_id, "message": message, "status": "PENDING", "attempts": 0}
+                status = "SKIPPED" if channel in skipped else "PENDING"
+                self.rows[key] = {
+                    "user_id": user_id,
+                    "message": message,
+                    "status": status,
+                    "last_error": skipped.get(channel),
+                    "attempts": 0,
+                }
                 added = True
         return added
+
+    async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]:
+        """The known contacts of these users, by user (`NotificationRepository.contacts`)."""
+        self.lookups.append(list(user_ids))
+        return {u: Contact(c["email"], c["phone"]) for u, c in self.contact_rows.items() if u in user_ids}
 
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
     ) -> None:
         """Insert or replace the user's contact (a missing user id is refused, as NOT NULL does)."""
         assert user_id is not None, "not-null violation"
-        self.contacts[user_id] = {"email": email, "phone": phone, "name": name}
+        self.contact_rows[user_id] = {"email": email, "phone": phone, "name": name}
 
 
 @pytest.fixture
@@ -112,6 +140,71 @@ async def test_an_outcome_adds_one_notification_per_channel(store: FakeNotificat
     assert all(r["user_id"] == "u1" and "6.00 USD" in r["message"] for r in store.rows.values())
     assert store.wakes == 1
     assert not uow.published  # a notification is no event of the saga
+
+
+async def test_a_channel_the_known_user_has_no_address_on_is_skipped_as_it_is_added(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    store.contact_rows["u1"] = {"email": "ann@example.com", "phone": None, "name": "Ann"}
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    sms, email = store.rows[("o1", "PAYMENT_DONE", "SMS")], store.rows[("o1", "PAYMENT_DONE", "EMAIL")]
+    assert (sms["status"], sms["last_error"]) == ("SKIPPED", "no phone number")
+    assert (email["status"], email["last_error"]) == ("PENDING", None)
+    assert store.wakes == 1  # the email waits for the deliverer
+
+
+async def test_a_user_with_both_addresses_or_no_contact_yet_has_both_channels_pending(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    store.contact_rows["u1"] = {"email": "ann@example.com", "phone": "+15550100", "name": "Ann"}
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE, user_id="u2", order_id="o2"))  # no contact yet
+    assert {r["status"] for r in store.rows.values()} == {"PENDING"} and len(store.rows) == 4
+
+
+async def test_nothing_left_to_deliver_does_not_wake_the_deliverer(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    store.contact_rows["u1"] = {"email": None, "phone": None, "name": "Ann"}
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    assert {r["status"] for r in store.rows.values()} == {"SKIPPED"} and store.wakes == 0
+
+
+async def test_a_poll_s_contacts_are_read_in_one_lookup_and_used_by_each_event(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    store.contact_rows["u1"] = {"email": "ann@example.com", "phone": None, "name": "Ann"}
+    hs = NotificationHandlers(store.of, added=store.wake, contacts=store.contacts)
+    events = [
+        saga_event(ev.PAYMENT_DONE),
+        saga_event(ev.INVENTORY_RESERVED),
+        saga_event(ev.PAYMENT_DONE, user_id="u2", order_id="o2"),  # no contact yet
+        saga_event(ev.PAYMENT_DONE, user_id=None, order_id="o3"),  # names no user: not looked up
+    ]
+    prepared = await hs.prepare(events)
+    assert store.lookups == [["u1", "u2"]]
+    assert prepared == {
+        events[0].eventId: Looked(Contact("ann@example.com", None)),
+        events[1].eventId: Looked(Contact("ann@example.com", None)),
+        events[2].eventId: Looked(None),
+    }
+    store.contact_rows["u2"] = {"email": "bob@example.com", "phone": None, "name": "Bob"}  # came meanwhile
+    for e in events:
+        await deliver(NOTIFICATION_SVC, hs.on_order_topic(), e, uow, prepared=prepared.get(e.eventId))
+    assert store.lookups == [["u1", "u2"]]  # nothing read one by one
+    status = {(o, k, ch): r["status"] for (o, k, ch), r in store.rows.items()}
+    assert status[("o1", "PAYMENT_DONE", "SMS")] == status[("o1", "ORDER_PLACED", "SMS")] == "SKIPPED"
+    assert status[("o2", "PAYMENT_DONE", "SMS")] == "PENDING"  # as looked up: left to the deliverer
+
+
+async def test_an_event_not_prepared_reads_its_user_s_contact_itself(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    store.contact_rows["u1"] = {"email": "ann@example.com", "phone": None, "name": "Ann"}
+    assert await notify(store, uow, saga_event(ev.PAYMENT_DONE))
+    assert store.lookups == [["u1"]]
+    assert store.rows[("o1", "PAYMENT_DONE", "SMS")]["status"] == "SKIPPED"
+    assert await NotificationHandlers(store.of).prepare([saga_event(ev.PAYMENT_DONE)]) == {}  # no lookup to do it
 
 
 async def test_each_type_of_an_order_is_its_own_pair(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
@@ -220,24 +313,24 @@ async def remember(store: FakeNotifications, uow: FakeUnitOfWork, event: ev.Even
 
 async def test_remember_contact_keeps_the_latest(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
     assert await remember(store, uow, registered())
-    assert store.contacts["u1"] == {"email": "ann@example.com", "phone": "+15550100", "name": "Ann"}
+    assert store.contact_rows["u1"] == {"email": "ann@example.com", "phone": "+15550100", "name": "Ann"}
     assert await remember(store, uow, registered(email="ann@new.example", phone=None))
-    assert store.contacts["u1"] == {"email": "ann@new.example", "phone": None, "name": "Ann"}
-    assert len(store.contacts) == 1
+    assert store.contact_rows["u1"] == {"email": "ann@new.example", "phone": None, "name": "Ann"}
+    assert len(store.contact_rows) == 1
 
 
 async def test_a_redelivered_registration_is_skipped(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
     e = registered()
     assert await remember(store, uow, e)
-    store.contacts.clear()
+    store.contact_rows.clear()
     assert not await remember(store, uow, e)
-    assert not store.contacts
+    assert not store.contact_rows
 
 
 async def test_a_registration_without_a_user_is_refused(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
     with pytest.raises(ValueError, match="userId"):
         await remember(store, uow, registered(user_id=None))
-    assert not store.contacts and not uow.handled
+    assert not store.contact_rows and not uow.handled
 
 
 def test_each_topic_has_its_step() -> None:
@@ -263,6 +356,16 @@ def test_without_a_contact_it_waits_then_gives_up() -> None:
 def test_a_known_user_without_that_address_is_skipped_at_once() -> None:
     assert delivery_for("SMS", True, "a@x.io", None, 0) == Delivery(Action.SKIP, reason="no phone number")
     assert delivery_for("EMAIL", True, "", "+1555", 0) == Delivery(Action.SKIP, reason="no email address")
+
+
+def test_what_is_skipped_as_it_is_added_is_what_the_deliverer_would_skip() -> None:
+    assert skipped_when_added(None) == {}  # the contact may still come: the deliverer waits for it
+    assert skipped_when_added(Contact("a@x.io", "+1555")) == {}
+    assert skipped_when_added(Contact("a@x.io", None)) == {"SMS": "no phone number"}
+    assert skipped_when_added(Contact(None, "")) == {"EMAIL": "no email address", "SMS": "no phone number"}
+    for contact in (Contact("a@x.io", None), Contact(None, "+1555")):
+        for channel, why in skipped_when_added(contact).items():
+            assert delivery_for(channel, True, *contact, attempts=0) == Delivery(Action.SKIP, reason=why)
 
 
 def test_the_retry_pause_is_the_old_schedule() -> None:

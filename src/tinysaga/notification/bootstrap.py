@@ -29,8 +29,10 @@ def setup(rt: Runtime) -> None:
     s = rt.settings
     rt.deps = NotificationDeps(NotificationRepository(rt.pool), s.home / "mail")
     deliverer = Deliverer(NotificationRepository(rt.pool), EmailSender(s), sms_provider(s))
-    hs = NotificationHandlers(NotificationRepository.of, added=deliverer.wake)
-    rt.consume(hs.on_order_topic())
+    hs = NotificationHandlers(
+        NotificationRepository.of, added=deliverer.wake, contacts=NotificationRepository(rt.pool).contacts
+    )
+    rt.consume(hs.on_order_topic(), prepare=hs.prepare)
     rt.consume(hs.on_user_topic(), topic=saga.USER_TOPIC, group="notification-contacts")
     rt.tasks.append(deliverer.notification_deliverer)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from tinysaga.contracts import events as ev
 from tinysaga.contracts.records import DONE, PENDING, Record
@@ -61,7 +62,15 @@ def notification_for(event: ev.Event) -> tuple[str, str] | None:
 # ---- delivery --------------------------------------------------------------------------------
 
 EMAIL, SMS = "EMAIL", "SMS"
+CHANNELS = (EMAIL, SMS)
 CONTACT_WAITS = 10  # attempts a notification waits for its user's contact before it is skipped
+
+
+class Contact(NamedTuple):
+    """A user's addresses, as USER_REGISTERED told them (either may be missing)."""
+
+    email: str | None
+    phone: str | None
 
 
 class Action(StrEnum):
@@ -91,6 +100,19 @@ def delivery_for(channel: str, known: bool, email: str | None, phone: str | None
         return Delivery(Action.RETRY, reason="no contact yet")
     missing = "email address" if channel == EMAIL else "phone number"
     return Delivery(Action.SKIP, reason=f"no {missing}" if known else "no contact")
+
+
+def skipped_when_added(contact: Contact | None) -> dict[str, str]:
+    """The channels whose notification is recorded as skipped as it is added, with why: a user whose
+    contact is here without an address on a channel (no phone number) has nothing it could ever be
+    sent to there, so it is not queued for the deliverer (ADR 63). Without a contact yet, none."""
+    skipped: dict[str, str] = {}
+    email, phone = contact or (None, None)
+    for channel in CHANNELS:
+        plan = delivery_for(channel, contact is not None, email, phone, attempts=0)
+        if plan.action is Action.SKIP:
+            skipped[channel] = plan.reason
+    return skipped
 
 
 def subject_for(kind: str) -> str:

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from tinysaga.contracts import events as ev
 from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
-from tinysaga.notification.domain import EMAIL, SUPERSEDED_BY, Action, delivery_for, notification_for, subject_for
+from tinysaga.notification.domain import (
+    CHANNELS,
+    EMAIL,
+    SUPERSEDED_BY,
+    Action,
+    Contact,
+    delivery_for,
+    notification_for,
+    skipped_when_added,
+    subject_for,
+)
 from tinysaga.notification.repository import NotificationRepository
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.retry import NOTIFICATION, pause
@@ -24,17 +35,46 @@ class Notifications(Protocol):
     """What the handlers need of the repository (`NotificationRepository` on a unit of work)."""
 
     async def add_notifications(
-        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+        self,
+        user_id: str,
+        order_id: str,
+        kind: str,
+        message: str,
+        unless: str | None = None,
+        skipped: Mapping[str, str] | None = None,
     ) -> bool: ...
+    async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]: ...
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class Looked:
+    """What `prepare` found of an event's user: the contact, None when none is known yet."""
+
+    contact: Contact | None
+
+
 class NotificationHandlers:
-    def __init__(self, repository: Callable[[Any], Notifications], added: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        repository: Callable[[Any], Notifications],
+        added: Callable[[], None] = lambda: None,
+        contacts: Callable[[Sequence[str]], Awaitable[dict[str, Contact]]] | None = None,
+    ) -> None:
         self.repository = repository  # the repository of a unit of work
         self.added = added  # called once notifications added are committed (wakes the deliverer)
+        self.contacts = contacts  # on the pool, for `prepare`
+
+    async def prepare(self, events: list[ev.Event]) -> dict[Any, Looked]:
+        """The contacts of a poll's users, by eventId, read in one query before its transaction (the
+        consumer's `prepare`), so that `notify` does not read them one by one."""
+        users = sorted({e.userId for e in events if e.userId})
+        if not users or self.contacts is None:
+            return {}
+        found = await self.contacts(users)
+        return {e.eventId: Looked(found.get(e.userId)) for e in events if e.userId}
 
     def on_order_topic(self) -> dict[str, Handler]:
         return {"notify": self.notify}
@@ -43,16 +83,24 @@ class NotificationHandlers:
         return {"remember_contact": self.remember_contact}
 
     async def notify(self, event: ev.Event, ctx: HandlerContext) -> None:
-        """Both channels' notifications of an (order, type), once; an event that tells the user
-        nothing (or names no order or user) is recorded as handled and adds nothing."""
+        """Both channels' notifications of an (order, type), once, each skipped at once when its
+        user has no address on that channel; an event that tells the user nothing (or names no
+        order or user) is recorded as handled and adds nothing."""
         what = notification_for(event)
         async with ctx.transaction() as uow:
             if what is None or not event.orderId or not event.userId:
                 return
             kind, message = what
-            if await self.repository(uow).add_notifications(
-                event.userId, event.orderId, kind, message, unless=SUPERSEDED_BY.get(kind)
-            ):
+            repo = self.repository(uow)
+            if isinstance(ctx.prepared, Looked):
+                contact = ctx.prepared.contact
+            else:  # not prepared (it failed): read here
+                contact = (await repo.contacts([event.userId])).get(event.userId)
+            skipped = skipped_when_added(contact)
+            added = await repo.add_notifications(
+                event.userId, event.orderId, kind, message, unless=SUPERSEDED_BY.get(kind), skipped=skipped
+            )
+            if added and len(skipped) < len(CHANNELS):  # something for the deliverer
                 uow.after_commit(self.added)
 
     async def remember_contact(self, event: ev.Event, ctx: HandlerContext) -> None:

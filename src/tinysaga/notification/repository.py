@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+
+from tinysaga.notification.domain import EMAIL, SMS, Contact
 
 
 class NotificationRepository:
@@ -33,13 +35,21 @@ class NotificationRepository:
     # ---- the handlers ----------------------------------------------------------------------------
 
     async def add_notifications(
-        self, user_id: str, order_id: str, kind: str, message: str, unless: str | None = None
+        self,
+        user_id: str,
+        order_id: str,
+        kind: str,
+        message: str,
+        unless: str | None = None,
+        skipped: Mapping[str, str] | None = None,
     ) -> bool:
         """Both channels' rows of an (order, type), unless it has them already (or, `unless` given,
-        a notification of that type), in one statement; whether any was added."""
+        a notification of that type), in one statement; whether any was added. A channel in
+        `skipped` is added as SKIPPED, with its reason, instead of waiting for the deliverer."""
+        skipped = skipped or {}
         status = await self.db.execute(
-            "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message)"
-            " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6), ($2::uuid,$3,$4,$5,'SMS',$6)) v"
+            "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message, status, last_error)"
+            " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6,$8,$9), ($2::uuid,$3,$4,$5,'SMS',$6,$10,$11)) v"
             " WHERE $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM notifications WHERE order_id=$4 AND type=$7)"
             " ON CONFLICT (order_id, type, channel) DO NOTHING",
             uuid.uuid4(),
@@ -49,8 +59,19 @@ class NotificationRepository:
             kind,
             message,
             unless,
+            "SKIPPED" if EMAIL in skipped else "PENDING",
+            skipped.get(EMAIL),
+            "SKIPPED" if SMS in skipped else "PENDING",
+            skipped.get(SMS),
         )
         return status != "INSERT 0 0"  # the command tag: INSERT 0 <rows added>
+
+    async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]:
+        """The email and phone of each of these users whose contact is known, by user."""
+        rows = await self.db.fetch(
+            "SELECT user_id, email, phone FROM contacts WHERE user_id = ANY($1::text[])", user_ids
+        )
+        return {r["user_id"]: Contact(r["email"], r["phone"]) for r in rows}
 
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
@@ -105,8 +126,11 @@ class NotificationRepository:
 
     async def mark_skipped(self, skipped: Sequence[tuple[object, str]]) -> None:
         """(notification_id, why) pairs: never to be sent."""
-        await self.db.executemany(
-            "UPDATE notifications SET status='SKIPPED', last_error=$2 WHERE notification_id=$1", skipped
+        await self.db.execute(
+            "UPDATE notifications n SET status='SKIPPED', last_error=s.why"
+            " FROM unnest($1::uuid[], $2::text[]) AS s(id, why) WHERE n.notification_id = s.id",
+            [i for i, _ in skipped],
+            [why for _, why in skipped],
         )
 
     async def retry_later(self, notification_id: object, error: str, pause_seconds: float) -> None:
