@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
+from tinysaga.contracts.ids import new_id
+
 VERSION = "1.0"
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -82,7 +84,7 @@ def utcnow() -> datetime:
 class Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    eventId: uuid.UUID = Field(default_factory=uuid.uuid4)
+    eventId: uuid.UUID = Field(default_factory=new_id)
     correlationId: str
     eventName: str = Field(min_length=1, max_length=64)
     version: str = VERSION

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from tinysaga.contracts.ids import new_id
 from tinysaga.notification.domain import EMAIL, SMS, Contact
 
 
@@ -52,8 +52,8 @@ class NotificationRepository:
             " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6,$8,$9), ($2::uuid,$3,$4,$5,'SMS',$6,$10,$11)) v"
             " WHERE $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM notifications WHERE order_id=$4 AND type=$7)"
             " ON CONFLICT (order_id, type, channel) DO NOTHING",
-            uuid.uuid4(),
-            uuid.uuid4(),
+            new_id(),
+            new_id(),
             user_id,
             order_id,
             kind,

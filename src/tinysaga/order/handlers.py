@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
+from tinysaga.contracts.ids import new_id
 from tinysaga.contracts.records import Record
 from tinysaga.order import domain, saga_map
 from tinysaga.order.adapters import CatalogueClient
@@ -238,7 +239,7 @@ class CreateOrder:
         if not domain.in_stock(product.available_count, quantity):
             raise domain.OutOfStock(product_id, product.available_count)
         order = domain.NewOrder(
-            order_id=uuid.uuid4(),
+            order_id=new_id(),
             user_id=user_id,
             product_id=product_id,
             quantity=quantity,

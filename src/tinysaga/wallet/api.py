@@ -5,13 +5,13 @@ in `repository`, the decisions in `domain`."""
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tinysaga.contracts import records, routes
+from tinysaga.contracts.ids import new_id
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import Amount, as_number
 from tinysaga.platform.service import runtime
@@ -114,7 +114,7 @@ async def deposit(
                 if prior[1] != digest:
                     raise reused_with_other_body()
                 return JSON({"balance": balance, "transactionId": prior[0]}, status_code=201)
-        tx_id = uuid.uuid4()
+        tx_id = new_id()
         balance = await repo.credit(user.user_id, body.amount)
         await repo.add_deposit(tx_id, user.user_id, body.amount, d.currency, "wallet top-up", key, digest)
     return JSON({"balance": balance, "transactionId": str(tx_id)}, status_code=201)

@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from tinysaga.contracts import ids
 from tinysaga.contracts.records import DONE, FAILED, Record
 
 MAX_DEPOSIT = Decimal("10000")
@@ -122,7 +123,7 @@ def decide_charges(
     debits: Sequence[Debit],
     balances: Mapping[str, Decimal],
     ledger: Mapping[tuple[str, str], LedgerEntry],
-    new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    new_id: Callable[[], uuid.UUID] = ids.new_id,
 ) -> Charges:
     """Decide a batch of debits in order by `debit_outcome`, given each wallet's balance and the
     orders' ledger rows (by (order, kind)): each debit sees the balances and rows the ones before it
@@ -179,7 +180,7 @@ def decide_refund(
     currency: str,
     payment: LedgerEntry | None,
     refund: LedgerEntry | None,
-    new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    new_id: Callable[[], uuid.UUID] = ids.new_id,
 ) -> RefundDecision:
     """A refund (or void) of an order for the user's wallet by `refund_outcome`: the amount comes
     from the ledger, never from the caller; an order never charged gets a NOTHING_TO_REFUND row,
