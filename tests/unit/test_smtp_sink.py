@@ -53,17 +53,20 @@ async def test_mail_from_the_notification_client_is_kept_as_written(sink: tuple[
     assert len(kept(folder)) == 4
 
 
-async def converse(port: int, lines: list[bytes]) -> list[str]:
-    """Send each line (or chunk) and read one reply per line after the greeting."""
+async def converse(port: int, lines: list[bytes | tuple[bytes, int]]) -> list[str]:
+    """Send each line (or chunk) and read one reply per line after the greeting; (chunk, n): a
+    pipelined group, n replies."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     replies = [(await reader.readline()).decode()]
-    for line in lines:
+    for item in lines:
+        line, n = item if isinstance(item, tuple) else (item, 1)
         writer.write(line)
         await writer.drain()
-        reply = (await asyncio.wait_for(reader.readline(), 5)).decode()
-        while reply[3:4] == "-":  # a reply of several lines
+        for _ in range(n):
             reply = (await asyncio.wait_for(reader.readline(), 5)).decode()
-        replies.append(reply.strip())
+            while reply[3:4] == "-":  # a reply of several lines
+                reply = (await asyncio.wait_for(reader.readline(), 5)).decode()
+            replies.append(reply.strip())
     writer.close()
     return replies
 
@@ -142,3 +145,94 @@ async def test_a_message_that_cannot_be_kept_is_answered_451(sink: tuple[int, Pa
         port, [b"HELO c\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<d@e.f>\r\n", b"DATA\r\n", b"x\r\n.\r\n", b"NOOP\r\n"]
     )
     assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "451", "250"]
+
+
+async def test_bdat_takes_a_message_in_counted_chunks_as_sent(sink: tuple[int, Path]) -> None:
+    port, folder = sink
+    replies = await converse(
+        port,
+        [
+            b"EHLO client\r\n",
+            b"MAIL FROM:<a@b.c>\r\n",
+            b"RCPT TO:<d@e.f>\r\n",
+            b"BDAT 6\r\n.hello",  # no dot-stuffing: the octets are the message
+            b"BDAT 8 LAST\r\n\r\n.world",
+            (b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 0 LAST\r\n", 3),  # pipelined: three replies
+            b"NOOP\r\n",
+        ],
+    )
+    assert replies[4:6] == ["250 6 octets received", "250 Message accepted for delivery"]
+    assert [r[:3] for r in replies[6:]] == ["250", "250", "250", "250"]
+    assert kept(folder) == [b".hello\r\n.world", b""]
+
+
+async def test_ehlo_offers_pipelining_and_chunking() -> None:
+    assert b"250-PIPELINING\r\n250-CHUNKING\r\n" in smtp_sink.ehlo_reply(smtp_sink.EXTENSIONS)
+    assert smtp_sink.ehlo_reply(("SIZE 10",)) == b"250-tinysaga-sink\r\n250 SIZE 10\r\n"
+
+
+async def test_a_refused_bdat_still_reads_its_octets(sink: tuple[int, Path]) -> None:
+    port, folder = sink
+    replies = await converse(
+        port,
+        [
+            b"EHLO client\r\n",
+            b"BDAT 6 LAST\r\nNOOP\r\n",  # no MAIL: refused, and "NOOP\r\n" is its message, not a command
+            b"MAIL FROM:<a@b.c>\r\n",
+            b"BDAT 4 LAST\r\nQUIT",  # no RCPT
+            b"BDAT x\r\n",  # no size: refused at once, nothing read
+            b"BDAT 4 FIRST\r\n",
+            b"RCPT TO:<d@e.f>\r\n",
+            b"BDAT 2\r\nab",
+            b"DATA\r\n",  # a transaction of BDATs takes no DATA
+            b"BDAT 2 LAST\r\ncd",
+            b"NOOP\r\n",
+        ],
+    )
+    assert [r[:3] for r in replies] == [
+        "220",
+        "250",
+        "503",
+        "250",
+        "503",
+        "501",
+        "501",
+        "250",
+        "250",
+        "503",
+        "250",
+        "250",
+    ]
+    assert replies[2] == "503 Error: need MAIL command" and replies[4] == "503 Error: need RCPT command"
+    assert kept(folder) == [b"abcd"]
+
+
+async def test_a_bdat_message_over_the_limit_is_refused_at_its_end(
+    sink: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, folder = sink
+    monkeypatch.setattr(smtp_sink, "MAX_MESSAGE", 1000)
+    replies = await converse(
+        port,
+        [
+            b"HELO client\r\n",
+            (b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 800\r\n" + b"x" * 800, 3),
+            b"BDAT 800 LAST\r\n" + b"y" * 800,
+            (b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 5 LAST\r\nsmall", 3),
+        ],
+    )
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "250", "552", "250", "250", "250"]
+    assert kept(folder) == [b"small"]
+
+
+async def test_a_sink_without_chunking_does_not_know_bdat(tmp_path: Path) -> None:
+    sessions: set[Session] = set()
+    mailbox = Mailbox(tmp_path / "mail")
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Session(mailbox, sessions, extensions=("PIPELINING",)), "127.0.0.1", 0
+    )
+    try:
+        replies = await converse(server.sockets[0].getsockname()[1], [b"EHLO c\r\n", b"BDAT 0 LAST\r\n"])
+    finally:
+        server.close()
+    assert replies[1] == "250 PIPELINING" and replies[2].startswith("500 ")
