@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -286,6 +286,25 @@ async def fetch(settings: Settings, service: str, sql: str, *args: Any) -> list[
         return await conn.fetch(sql, *args)
     finally:
         await conn.close()
+
+
+def rolled_back(settings: Settings, database: str, body: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    """Run `body` on a connection to `database` (as the superuser) inside a transaction that is
+    rolled back at the end, so the running stack never sees what it wrote; its result."""
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(superuser_dsn(settings, database))
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                return await body(conn)
+            finally:
+                await tx.rollback()
+        finally:
+            await conn.close()
+
+    return run_sync(run())
 
 
 async def wait_at_rest(settings: Settings, timeout: float = 120) -> None:

@@ -5,29 +5,13 @@ named. Everything runs in a transaction that is rolled back, so the running stac
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 
-from tests.support import run_sync
+from tests.support import rolled_back
 from tinysaga.notification.domain import Contact, skipped_when_added
 from tinysaga.notification.repository import NotificationRepository
-from tinysaga.platform.secrets import superuser_dsn
 from tinysaga.platform.settings import Settings
-
-
-async def rolled_back(settings: Settings, body: Callable[[NotificationRepository], Awaitable[Any]]) -> Any:
-    conn = await asyncpg.connect(superuser_dsn(settings, "tinysaga_notification"))
-    try:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            return await body(NotificationRepository(conn))
-        finally:
-            await tx.rollback()
-    finally:
-        await conn.close()
 
 
 async def rows_of(repo: NotificationRepository, order_id: str) -> dict[str, asyncpg.Record]:
@@ -37,7 +21,8 @@ async def rows_of(repo: NotificationRepository, order_id: str) -> dict[str, asyn
 def test_a_channel_without_an_address_is_added_skipped_and_the_marks_land(settings: Settings) -> None:
     user, order = f"u-{uuid.uuid4()}", str(uuid.uuid4())
 
-    async def body(repo: NotificationRepository) -> None:
+    async def body(conn: asyncpg.Connection) -> None:
+        repo = NotificationRepository(conn)
         assert await repo.contacts([user]) == {}
         await repo.remember_contact(user, "ann@example.com", None, "Ann")
         found = await repo.contacts([user, "nobody"])
@@ -64,4 +49,4 @@ def test_a_channel_without_an_address_is_added_skipped_and_the_marks_land(settin
             ("ORDER_PLACED", "SMS"): ("SENT", None),
         }
 
-    run_sync(rolled_back(settings, body))
+    rolled_back(settings, "tinysaga_notification", body)

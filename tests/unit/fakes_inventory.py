@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.unit.fakes import FakeUnitOfWork
 from tinysaga.contracts import events as ev
-from tinysaga.inventory.domain import CANCELLED, RELEASED, Reserve, Status, reserve
+from tinysaga.inventory.domain import CANCELLED, REJECTED, RELEASED, RESERVED, Reserve, Status, reserve
 from tinysaga.inventory.repository import Reservation
 from tinysaga.platform.calls import Unreachable
 
@@ -36,18 +36,17 @@ class FakeInventoryRepository:
         """The order's reservation row, or None."""
         return self.db.reservations.get(order_id)
 
-    async def take_stock(self, product_id: str, quantity: int) -> Reserve:
-        """domain.reserve for an order without a row; takes the quantity on RESERVE (unknown product: 0 in stock)."""
-        decision = reserve(self.db.stock.get(product_id, 0), quantity, None)
-        if decision is Reserve.RESERVE:
-            self.db.stock[product_id] -= quantity
-        return decision
-
-    async def add_reservation(self, order_id: str, product_id: str, quantity: int, status: Status, event: Any) -> None:
-        """The row (the primary key refuses a second) and its event, staged with it."""
+    async def reserve(self, order_id: str, product_id: str, quantity: int, answers: dict[Status, Any]) -> Status:
+        """domain.reserve for an order without a row (unknown product: 0 in stock): the quantity
+        taken on RESERVE, the row (the primary key refuses a second) and its answer staged with it."""
         assert order_id not in self.db.reservations, "unique violation"
+        decision = reserve(self.db.stock.get(product_id, 0), quantity, None)
+        status = RESERVED if decision is Reserve.RESERVE else REJECTED
+        if status is RESERVED:
+            self.db.stock[product_id] -= quantity
         self.db.reservations[order_id] = Reservation(product_id, quantity, status)
-        await self.uow.stage(event)
+        await self.uow.stage(answers[status])
+        return status
 
     async def cancel(self, order_id: str, product_id: str, quantity: int, event: Any = None) -> None:
         """A CANCELLED row for an order with none, and `event` staged with it."""

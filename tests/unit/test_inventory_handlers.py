@@ -473,26 +473,41 @@ class RecordingConnection:
     """Keeps the statements it is given (no database)."""
 
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    row: dict[str, Any] | None = None  # what fetchrow answers
 
-    async def fetchrow(self, sql: str, *args: Any) -> None:
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
         self.statements.append((sql, args))
+        return self.row
 
     async def execute(self, sql: str, *args: Any) -> None:
         self.statements.append((sql, args))
 
 
-async def test_the_reservation_row_and_its_answer_are_one_statement() -> None:
-    conn = RecordingConnection()
-    repo = InventoryRepository.of(PgUnitOfWork(conn, "order-topic"))  # type: ignore[arg-type]
-    answer = reply(ev.INVENTORY_RESERVED, payment_done())
-    await repo.add_reservation("o1", "widget", 2, RESERVED, answer)
+async def test_the_stock_the_reservation_row_and_its_answer_are_one_statement() -> None:
+    conn = RecordingConnection(row={"outcome": "REJECTED", "outbox_id": 7})
+    uow = PgUnitOfWork(conn, "order-topic")  # type: ignore[arg-type]
+    paid = payment_done()
+    insufficient = reply(ev.INVENTORY_INSUFFICIENT, paid, inventoryFailReason=INVENTORY_NOT_AVAILABLE)
+    answers = {RESERVED: reply(ev.INVENTORY_RESERVED, paid), REJECTED: insufficient}
+    assert await InventoryRepository.of(uow).reserve("o1", "widget", 2, answers) is REJECTED
     [(sql, args)] = conn.statements
-    assert sql.startswith("WITH r AS (INSERT INTO reservations(order_id, product_id, quantity, status)")
-    assert "INSERT INTO outbox" in sql and "WHERE EXISTS (SELECT 1 FROM r)" in sql and "RETURNING id" in sql
+    assert sql.startswith("WITH t AS (UPDATE products SET available_count = available_count - $3")
+    assert "AND available_count >= $3" in sql and "INSERT INTO reservations" in sql
+    assert "INSERT INTO outbox" in sql and "WHERE v.outcome = (SELECT status::text FROM r LIMIT 1)" in sql
     assert "pg_notify" not in sql
-    assert args[:4] == ("o1", "widget", 2, "RESERVED") and len(args) == 9
-    assert args[4:7] == ("order-topic", "o1", ev.INVENTORY_RESERVED)
-    assert "$9" in sql and "$10" not in sql
+    assert args[:3] == ("o1", "widget", 2) and len(args) == 15 and "$15" in sql and "$16" not in sql
+    assert args[3:6] == ("order-topic", "o1", ev.INVENTORY_RESERVED) and args[8] == "RESERVED"
+    assert args[9:12] == ("order-topic", "o1", ev.INVENTORY_INSUFFICIENT) and args[14] == "REJECTED"
+    [staged] = uow.staged  # the answer the statement wrote, for the publisher
+    assert (staged.id, staged.payload) == (7, args[12])
+
+
+async def test_nothing_is_staged_when_the_statement_wrote_no_outbox_row() -> None:
+    conn = RecordingConnection(row={"outcome": "RESERVED", "outbox_id": None})
+    uow = PgUnitOfWork(conn, "order-topic")  # type: ignore[arg-type]
+    answers = {RESERVED: reply(ev.INVENTORY_RESERVED, payment_done())}
+    assert await uow.change_with_outcome("r AS (SELECT 1)", "r", (), answers, outcome="'RESERVED'") == "RESERVED"
+    assert uow.staged == []
 
 
 async def test_a_cancel_s_row_and_its_answer_are_one_statement_and_a_timeout_s_has_none() -> None:

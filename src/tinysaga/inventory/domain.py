@@ -43,13 +43,6 @@ def reserve(available: int, quantity: int, prior: Status | str | None) -> Reserv
     return Reserve.RESERVE if available >= quantity else Reserve.REJECT
 
 
-def reservation_status(decision: Reserve) -> Status:
-    """The row a RESERVE or REJECT decision writes."""
-    if decision is Reserve.ALREADY:
-        raise ValueError("an order with a reservation gets no second row")
-    return RESERVED if decision is Reserve.RESERVE else REJECTED
-
-
 class Release(StrEnum):
     """What an ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED (that Order confirms) does to the order's
     reservation."""

@@ -4,18 +4,18 @@ ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED, its compensation."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
 from tinysaga.inventory.domain import (
     INVENTORY_NOT_AVAILABLE,
+    REJECTED,
+    RESERVED,
     Release,
-    Reserve,
     Status,
     release,
     release_answer,
-    reservation_status,
 )
 from tinysaga.inventory.repository import Reservation
 from tinysaga.platform.consumer import Handler, HandlerContext
@@ -27,10 +27,9 @@ class Reservations(Protocol):
     """What the handlers need of the repository (`InventoryRepository` on a unit of work)."""
 
     async def lock_reservation(self, order_id: str) -> Reservation | None: ...
-    async def take_stock(self, product_id: str, quantity: int) -> Reserve: ...
-    async def add_reservation(
-        self, order_id: str, product_id: str, quantity: int, status: Status, event: ev.Event
-    ) -> None: ...
+    async def reserve(
+        self, order_id: str, product_id: str, quantity: int, answers: Mapping[Status, ev.Event]
+    ) -> Status: ...
     async def cancel(self, order_id: str, product_id: str, quantity: int, event: ev.Event | None = None) -> None: ...
     async def give_back(self, order_id: str, product_id: str, quantity: int, event: ev.Event | None = None) -> None: ...
 
@@ -91,8 +90,9 @@ class InventoryHandlers:
         return {"reserve": self.reserve, "release": self.release}
 
     async def reserve(self, event: ev.Event, ctx: HandlerContext) -> None:
-        """Reserve the paid quantity (one conditional UPDATE), or reject it; one reservation row per
-        order, written with its answer (INVENTORY_RESERVED or INVENTORY_INSUFFICIENT) in one statement."""
+        """Reserve the paid quantity (a conditional UPDATE), or reject it; one reservation row per
+        order, written with it and with its answer (INVENTORY_RESERVED or INVENTORY_INSUFFICIENT) in
+        one statement."""
         paid = ev.typed_as(event, ev.PaymentDone)
         assert paid.orderId and paid.productId and paid.productQuantity  # required by PaymentDone
         async with ctx.transaction() as uow:
@@ -101,14 +101,13 @@ class InventoryHandlers:
             if prior is not None:  # domain.reserve: ALREADY
                 log.info("order %s already has a reservation (%s); nothing to do", paid.orderId, prior.status)
                 return
-            status = reservation_status(await repo.take_stock(paid.productId, paid.productQuantity))
-            if status == Status.RESERVED:
-                answer = reply(ev.INVENTORY_RESERVED, paid)
-            else:
-                answer = reply(
+            answers = {
+                RESERVED: reply(ev.INVENTORY_RESERVED, paid),
+                REJECTED: reply(
                     ev.INVENTORY_INSUFFICIENT, paid, inventoryFailReason=INVENTORY_NOT_AVAILABLE, isPartialOrder=False
-                )
-            await repo.add_reservation(paid.orderId, paid.productId, paid.productQuantity, status, answer)
+                ),
+            }
+            await repo.reserve(paid.orderId, paid.productId, paid.productQuantity, answers)
 
     async def release(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Compensation of a timeout or a cancel: give back a reservation; if the timeout or cancel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,7 +10,7 @@ from decimal import Decimal
 import asyncpg
 
 from tinysaga.contracts.events import Event
-from tinysaga.inventory.domain import CANCELLED, RELEASED, Reserve, Status
+from tinysaga.inventory.domain import CANCELLED, REJECTED, RELEASED, RESERVED, Status
 from tinysaga.platform.uow import PgUnitOfWork
 
 
@@ -56,29 +56,25 @@ class InventoryRepository:
         )
         return None if row is None else Reservation(row["product_id"], row["quantity"], Status(row["status"]))
 
-    async def take_stock(self, product_id: str, quantity: int) -> Reserve:
-        """`domain.reserve` for an order without a reservation, enforced atomically by one conditional
-        UPDATE: RESERVE (the quantity is taken) when the stock covers it, else REJECT (nothing taken;
-        also for an unknown product)."""
-        left = await self.db.fetchval(
-            "UPDATE products SET available_count = available_count - $2, updated_at = now()"
-            " WHERE product_id = $1 AND available_count >= $2 RETURNING available_count",
-            product_id,
-            quantity,
-        )
-        return Reserve.RESERVE if left is not None else Reserve.REJECT
-
-    async def add_reservation(
-        self, order_id: str, product_id: str, quantity: int, status: Status, event: Event
-    ) -> None:
-        """The order's reservation row and the event that answers for it, in one statement."""
+    async def reserve(self, order_id: str, product_id: str, quantity: int, answers: Mapping[Status, Event]) -> Status:
+        """`domain.reserve` for an order without a reservation, enforced atomically by one
+        conditional UPDATE: the quantity taken when the stock covers it (RESERVED), else nothing
+        (REJECTED; also for an unknown product); the order's row with that status and the answer
+        for it (`answers`, by status) staged, all in one statement."""
         assert self.uow is not None, "a write that stages an event needs the unit of work"
-        await self.uow.change_with_event(
-            "r AS (INSERT INTO reservations(order_id, product_id, quantity, status) VALUES ($1,$2,$3,$4) RETURNING 1)",
+        status = await self.uow.change_with_outcome(
+            "t AS (UPDATE products SET available_count = available_count - $3, updated_at = now()"
+            " WHERE product_id = $2 AND available_count >= $3 RETURNING 1),"
+            " r AS (INSERT INTO reservations(order_id, product_id, quantity, status)"
+            f" SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM t) THEN '{RESERVED}' ELSE '{REJECTED}' END"
+            " RETURNING status)",
             "r",
-            (order_id, product_id, quantity, status.value),
-            event,
+            (order_id, product_id, quantity),
+            {str(k): v for k, v in answers.items()},
+            outcome="status",
         )
+        assert status is not None  # an INSERT ... SELECT of one row writes it or raises
+        return Status(status)
 
     async def cancel(self, order_id: str, product_id: str, quantity: int, event: Event | None = None) -> None:
         """A CANCELLED row for an order with none: a later PAYMENT_DONE finds it and reserves nothing.

@@ -16,7 +16,7 @@ confirmed (a crash or a broker outage between the commit and the acknowledgement
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +28,16 @@ from tinysaga.contracts.events import Event
 from tinysaga.platform import tracing
 
 _OUTBOX_INSERT = "INSERT INTO outbox(topic, key, event_name, payload, headers)"
+
+
+def _outbox_rows(after: int, count: int, *, outcome: bool = False) -> str:
+    """The VALUES rows of `count` outbox rows as parameters, numbered from $`after + 1`: topic, key,
+    event name, payload, headers (`outbox_values`), and with `outcome` the outcome each is for."""
+    width = 6 if outcome else 5
+    types = ("text", "text", "text", "bytea", "jsonb", "text")[:width]
+    return ", ".join(
+        "(" + ", ".join(f"${after + 1 + width * i + j}::{t}" for j, t in enumerate(types)) + ")" for i in range(count)
+    )
 
 
 @dataclass(frozen=True)
@@ -147,12 +157,7 @@ class PgUnitOfWork:
         the first row of `source` (as `returning`, with the outbox rows' ids as `outbox_ids`), or
         None when the change wrote nothing (and so nothing was staged)."""
         rows = [outbox_values(topic or self.topic, event), *(outbox_values(t, e) for t, e in also)]
-        n = len(args)
-        values = ", ".join(
-            f"(${n + 1 + 5 * i}::text, ${n + 2 + 5 * i}::text, ${n + 3 + 5 * i}::text, ${n + 4 + 5 * i}::bytea,"
-            f" ${n + 5 + 5 * i}::jsonb)"
-            for i in range(len(rows))
-        )
+        values = _outbox_rows(len(args), len(rows))
         sql = (
             f"WITH {ctes}, _o AS ({_OUTBOX_INSERT} SELECT v.* FROM (VALUES {values}) v"
             f" WHERE EXISTS (SELECT 1 FROM {source}) RETURNING id)"
@@ -163,6 +168,28 @@ class PgUnitOfWork:
             for outbox_id, values in zip(row["outbox_ids"], rows, strict=True):
                 self._staged(outbox_id, values)
         return row
+
+    async def change_with_outcome(
+        self, ctes: str, source: str, args: Sequence[Any], events: Mapping[str, Event], *, outcome: str
+    ) -> str | None:
+        """One statement: the change (`ctes`, data-modifying CTEs using `args` as $1..$n), whose
+        `source` writes one row with its `outcome` column naming what happened, then the outbox row
+        of the event for that outcome (`events`, by outcome: the answer for each way it can go).
+        Returns the outcome, or None when `source` wrote nothing (and nothing was staged)."""
+        values = {name: outbox_values(self.topic, event) for name, event in events.items()}
+        rows = _outbox_rows(len(args), len(values), outcome=True)
+        sql = (
+            f"WITH {ctes}, _o AS ({_OUTBOX_INSERT} SELECT v.topic, v.key, v.name, v.payload, v.headers"
+            f" FROM (VALUES {rows}) v(topic, key, name, payload, headers, outcome)"
+            f" WHERE v.outcome = (SELECT {outcome}::text FROM {source} LIMIT 1) RETURNING id)"
+            f" SELECT {outcome}::text AS outcome, (SELECT id FROM _o) AS outbox_id FROM {source} LIMIT 1"
+        )
+        row = await self.conn.fetchrow(sql, *args, *(v for name, vs in values.items() for v in (*vs, name)))
+        if row is None:
+            return None
+        if row["outbox_id"] is not None:
+            self._staged(row["outbox_id"], values[row["outcome"]])
+        return row["outcome"]
 
     async def record_handled(self, events: Sequence[Event]) -> set[object]:
         """Record events as handled in this transaction, in one statement; the ids that were not

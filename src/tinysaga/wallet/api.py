@@ -135,15 +135,14 @@ async def transactions(
 
 async def charge_many(repo: WalletRepository, debits: list[Debit], currency: str) -> list[Answer]:
     """Charge wallets for orders, each order once, in the repository's transaction: the wallets
-    locked in one statement, the orders' ledger read in one, the outcomes decided in order by the
-    pure rules, and written in two. The answer for an order is always the same; an order already
+    locked in one statement, the orders' ledger read in one (after the lock, so that it sees what a
+    concurrent charge of the same wallet committed), the outcomes decided in order by the pure rules,
+    and written in one. The answer for an order is always the same; an order already
     charged to another wallet gets an error instead."""
     balances = await repo.lock_or_open_many([d.user_id for d in debits], currency)
     ledger = await repo.ledger_of([d.order_id for d in debits])
     decided = decide_charges(debits, balances, ledger)
-    if decided.new:
-        await repo.take(decided.taken)
-        await repo.add_payments(decided.new)
+    await repo.charge(decided.taken, decided.new)
     return decided.answers
 
 

@@ -91,17 +91,6 @@ class WalletRepository:
             amount,
         )
 
-    async def take(self, amounts: Mapping[str, Decimal]) -> None:
-        """Take from many wallets in one statement (user -> amount)."""
-        if not amounts:
-            return
-        await self.db.execute(
-            "UPDATE wallets w SET balance = w.balance - c.amount, updated_at = now()"
-            " FROM unnest($1::text[], $2::numeric[]) AS c(user_id, amount) WHERE w.user_id = c.user_id",
-            list(amounts),
-            list(amounts.values()),
-        )
-
     # ---- the ledger ----------------------------------------------------------------------------
 
     async def ledger_of(self, order_ids: Sequence[str]) -> dict[tuple[str, str], LedgerEntry]:
@@ -118,15 +107,20 @@ class WalletRepository:
         """One order's ledger rows as stored (its PAYMENT and REFUND, at most one of each), oldest first."""
         return await self.db.fetch("SELECT * FROM transactions WHERE order_id=$1 ORDER BY created_at", order_id)
 
-    async def add_payments(self, rows: Sequence[NewEntry]) -> None:
-        """PAYMENT rows, in one statement."""
+    async def charge(self, taken: Mapping[str, Decimal], rows: Sequence[NewEntry]) -> None:
+        """A batch of charges as decided, in one statement: the amounts taken from the wallets
+        (user -> amount) and the PAYMENT rows (completed or refused)."""
         if not rows:
             return
         assert all(r.kind == PAYMENT for r in rows)
         await self.db.execute(
-            "INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
-            " currency, description) SELECT t, u, o, 'PAYMENT', s, a, c, d FROM unnest($1::uuid[], $2::text[],"
-            " $3::text[], $4::text[], $5::numeric[], $6::text[], $7::text[]) AS x(t, u, o, s, a, c, d)",
+            "WITH t AS (UPDATE wallets w SET balance = w.balance - c.amount, updated_at = now()"
+            " FROM unnest($1::text[], $2::numeric[]) AS c(user_id, amount) WHERE w.user_id = c.user_id)"
+            " INSERT INTO transactions(transaction_id, user_id, order_id, transaction_type, payment_status, amount,"
+            " currency, description) SELECT t, u, o, 'PAYMENT', s, a, c, d FROM unnest($3::uuid[], $4::text[],"
+            " $5::text[], $6::text[], $7::numeric[], $8::text[], $9::text[]) AS x(t, u, o, s, a, c, d)",
+            list(taken),
+            list(taken.values()),
             [r.transaction_id for r in rows],
             [r.user_id for r in rows],
             [r.order_id for r in rows],
