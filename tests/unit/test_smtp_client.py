@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.smtp_support import stop_sinks
 from tinysaga.notification.adapters import ChannelDown, EmailSender
 from tinysaga.notification.smtp_client import SmtpConnection, SmtpError, dot_stuffed
 from tinysaga.notification.smtp_sink import EXTENSIONS, Mailbox, Session
@@ -68,11 +69,7 @@ async def start_sink(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
         return server.sockets[0].getsockname()[1], folder, reads
 
     yield start
-    for server in servers:
-        server.close()
-    for s in list(sessions):
-        if s.transport is not None:
-            s.transport.close()
+    stop_sinks(servers, sessions)
 
 
 def kept(folder: Path) -> list[bytes]:

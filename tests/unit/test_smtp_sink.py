@@ -12,6 +12,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from tests.unit.smtp_support import stop_sinks
 from tinysaga.notification import smtp_sink
 from tinysaga.notification.smtp_sink import Mailbox, Session, address, unstuff
 
@@ -26,10 +27,7 @@ async def sink(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
     try:
         yield port, folder
     finally:
-        server.close()
-        for s in list(sessions):
-            if s.transport is not None:
-                s.transport.close()
+        stop_sinks([server], sessions)
 
 
 def kept(folder: Path) -> list[bytes]:
