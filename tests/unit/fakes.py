@@ -76,11 +76,18 @@ class FakeContext:
     event: Event
     uow: FakeUnitOfWork
     prepared: Any = None
+    batch: tuple[Event, ...] = ()
+    memo: dict[str, Any] = field(default_factory=dict)
+    shared: bool = False  # the batch's transaction is open: the handler works in it
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
         if self.event.eventId in self.uow.handled:
             raise AlreadyHandled
+        if self.shared:
+            yield self.uow
+            self.uow.handled.add(self.event.eventId)
+            return
         async with self.uow.transaction() as uow:
             yield uow
             uow.handled.add(self.event.eventId)
@@ -109,3 +116,17 @@ async def deliver(
     except AlreadyHandled:
         return False
     return True
+
+
+async def deliver_batch(participant: str, handlers: dict[str, Any], events: list[Event], uow: FakeUnitOfWork) -> None:
+    """Hand events on the saga's topic to the participant's handlers as the consumer loop hands a
+    batch: in one transaction, each handler's context naming them all (`ctx.batch`) and sharing one
+    `ctx.memo`."""
+    saga.check_handlers(participant, saga.ORDER_TOPIC, handlers)
+    routes = saga.routes(participant, saga.ORDER_TOPIC)
+    memo: dict[str, Any] = {}
+    async with uow.transaction():
+        for event in events:
+            await handlers[routes[event.eventName].name](
+                event, FakeContext(event, uow, batch=tuple(events), memo=memo, shared=True)
+            )

@@ -32,6 +32,7 @@ class FakeOrders:
     alert_rows: dict[tuple[uuid.UUID, str], dict[str, Any]] = field(default_factory=dict)
     now: datetime = T0
     tick: int = 0
+    lock_statements: int = 0  # the statements that locked orders (get_for_update, lock_all)
 
     def of(self, uow: FakeUnitOfWork) -> FakeOrderRepository:
         """The repository of a unit of work (the handlers' factory)."""
@@ -108,8 +109,15 @@ class FakeOrderRepository:
         return dict(row) if row is not None else None
 
     async def get_for_update(self, order_id: uuid.UUID) -> dict[str, Any] | None:
-        """As `get` (nothing else runs concurrently here to lock against)."""
+        """As `get` (nothing else runs concurrently here to lock against); counted in
+        `db.lock_statements`."""
+        self.db.lock_statements += 1
         return await self.get(order_id)
+
+    async def lock_all(self, order_ids: Any) -> dict[uuid.UUID, dict[str, Any]]:
+        """Copies of the orders there are of these, by id; counted in `db.lock_statements`."""
+        self.db.lock_statements += 1
+        return {i: dict(self.db.orders[i]) for i in order_ids if i in self.db.orders}
 
     async def in_flight(self) -> domain.InFlight:
         """As the real one: how many unsettled, and the median one's age (percentile_disc: the
@@ -259,9 +267,10 @@ class FakeOrderRepository:
         event_name: str,
         announce: ev.Event | None = None,
         commands: Outgoing = (),
-    ) -> None:
+    ) -> dict[str, Any]:
         """The transition (version + 1, the settled flags), its history row; a
-        REFUND_FAILED alert once per order; `announce` staged on the unit of work."""
+        REFUND_FAILED alert once per order; `announce` staged on the unit of work. A copy of the
+        order as changed."""
         order_id = row["order_id"]
         current = self.db.orders[order_id]
         at = self.db.clock()
@@ -302,6 +311,7 @@ class FakeOrderRepository:
                     "created_at": at,
                 },
             )
+        return dict(current)
 
     async def requested_change(
         self, row: Any, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()

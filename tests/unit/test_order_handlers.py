@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.unit.fakes import FakeUnitOfWork, deliver
+from tests.unit.fakes import FakeUnitOfWork, deliver, deliver_batch
 from tests.unit.fakes_order import FakeOrderRepository, FakeOrders
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
@@ -229,6 +229,52 @@ async def test_refund_done_writes_no_alert(db: FakeOrders, uow: FakeUnitOfWork) 
     order_id = db.put(Status.REFUND_INITIATED, **STARTS[Status.REFUND_INITIATED])
     assert await track(db, uow, outcome(ev.REFUND_DONE, order_id))
     assert db.alert_rows == {}
+
+
+# ---- track: a batch ------------------------------------------------------------------------------
+
+
+def a_batch(db: FakeOrders) -> tuple[list[ev.Event], dict[str, uuid.UUID]]:
+    """Outcomes as one poll may bring them: two of the same order (its payment, then its
+    placement), others' in between, one for no order, one for an order already past it."""
+    a, b, c, done = db.put(), db.put(), db.put(Status.PAYMENT_DONE, transaction_id="tx-1"), db.put(Status.PLACED)
+    events = [
+        outcome(ev.PAYMENT_DONE, a),
+        outcome(ev.PAYMENT_DONE, b),
+        outcome(ev.INVENTORY_RESERVED, uuid.UUID(int=7)),
+        outcome(ev.INVENTORY_RESERVED, a),
+        outcome(ev.INVENTORY_RESERVED, c),
+        outcome(ev.PAYMENT_DONE, done),
+    ]
+    return events, {"a": a, "b": b, "c": c, "done": done}
+
+
+async def test_a_batch_locks_its_orders_with_one_statement_and_ends_as_one_by_one(db: FakeOrders) -> None:
+    events, ids = a_batch(db)
+    batched = FakeUnitOfWork()
+    await deliver_batch(ORDER, handlers(db.of), events, batched)
+
+    alone, one_by_one = FakeOrders(), FakeUnitOfWork()
+    again, same = a_batch(alone)
+    for event in again:
+        assert await track(alone, one_by_one, event)
+
+    assert db.lock_statements == 1 and batched.commits == 1
+    assert alone.lock_statements == len(again) and one_by_one.commits == len(again)
+    for key, order_id in ids.items():
+        row, other = db.orders[order_id], alone.orders[same[key]]
+        assert (row["order_status"], row["version"]) == (other["order_status"], other["version"])
+        assert db.events_of(order_id) == alone.events_of(same[key])
+    # the second outcome of `a` saw the first one's change: placed, not left as a stale event
+    assert db.orders[ids["a"]]["order_status"] == Status.PLACED
+    assert db.events_of(ids["a"]) == [ev.ORDER_INITIATED, ev.PAYMENT_DONE, ev.INVENTORY_RESERVED]
+
+
+async def test_a_batch_of_one_locks_its_order_alone(db: FakeOrders, uow: FakeUnitOfWork) -> None:
+    order_id = db.put()
+    await deliver_batch(ORDER, handlers(db.of), [outcome(ev.PAYMENT_DONE, order_id)], uow)
+    assert db.orders[order_id]["order_status"] == Status.PAYMENT_DONE
+    assert db.lock_statements == 1
 
 
 # ---- track: what it does not take ----------------------------------------------------------------

@@ -113,11 +113,11 @@ async def _save(
     announce: ev.Event | None = None,
     now: datetime | None = None,
     commands: Outgoing = (),
-) -> None:
+) -> Row:
     """Save a transition (with the event that announces it, if any); count it and time it (when
     `now` is given), and raise the alarm when the refund has just failed (once per order: a canceled
-    order's later changes keep REFUND_FAILED and raise nothing again)."""
-    await repo.save_change(row, new, event_name, announce, commands)
+    order's later changes keep REFUND_FAILED and raise nothing again). The order as changed."""
+    changed = await repo.save_change(row, new, event_name, announce, commands)
     TRANSITIONS.labels(new.status).inc()
     if now is not None:
         observe(row, new, event_name, now)
@@ -131,6 +131,7 @@ async def _save(
             row["currency"],
             extra={"alert": "REFUND_FAILED", "orderId": str(row["order_id"])},
         )
+    return changed
 
 
 # ---- create_order --------------------------------------------------------------------------------
@@ -538,7 +539,10 @@ class Track:
     """`track`: applies a saga outcome (PAYMENT_*, INVENTORY_*, REFUND_*, and a cancel's
     PAYMENT_VOIDED, INVENTORY_RELEASED) to the order's state machine; the change that makes the
     order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
-    order, leaves it as it is (counted)."""
+    order, leaves it as it is (counted). In a batch, the first event locks the orders of all of
+    them with one statement, and each event then works on its order as the batch left it."""
+
+    LOCKED = "track: orders locked"  # ctx.memo's key: order id -> its row as this transaction has it
 
     def __init__(
         self, repository: RepositoryFactory, clock: Clock = utc_now, orchestrator: Orchestrator = CHOREOGRAPHY
@@ -550,13 +554,10 @@ class Track:
     async def __call__(self, event: ev.Event, ctx: HandlerContext) -> None:
         event = ev.typed_as(event, ev.OrderEvent)
         name = event.name_canonical
-        try:
-            order_id: uuid.UUID | None = uuid.UUID(event.orderId)
-        except ValueError:
-            order_id = None
+        order_id = _order_id(event)
         async with ctx.transaction() as uow:
             repo = self.repository(uow)
-            row = await repo.get_for_update(order_id) if order_id is not None else None
+            row = await self._locked(repo, ctx, order_id) if order_id is not None else None
             if row is None:
                 log.warning("event %s for unknown order %s ignored", event.eventName, event.orderId)
                 IGNORED.labels(name).inc()
@@ -574,14 +575,35 @@ class Track:
                 return
             if new.status == domain.Status.CANCELED and before.status != domain.Status.CANCELED:
                 announce = announcement(ev.ORDER_CANCELED, row, new)
-                await _save(repo, row, new, name, announce, now=self.clock())
+                changed = await _save(repo, row, new, name, announce, now=self.clock())
                 log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
             else:
                 # an outcome that moves the order on calls for the next step (orchestration)
                 moved = new.status != before.status
-                await _save(
-                    repo, row, new, name, now=self.clock(), commands=self.orchestrator.commands(event) if moved else ()
-                )
+                commands = self.orchestrator.commands(event) if moved else ()
+                changed = await _save(repo, row, new, name, now=self.clock(), commands=commands)
+            ctx.memo[self.LOCKED][row["order_id"]] = changed
+
+    async def _locked(self, repo: OrderRepository, ctx: HandlerContext, order_id: uuid.UUID) -> Row | None:
+        """The order, locked for this transaction, as this transaction has it (None: no such
+        order). The first event of a batch to come here locks the orders of every event of it that
+        are not locked yet, in one statement; an event on its own locks its order alone."""
+        locked: dict[uuid.UUID, Row | None] = ctx.memo.setdefault(self.LOCKED, {})
+        if order_id not in locked:
+            ids = {i for e in ctx.batch if (i := _order_id(e)) is not None and i not in locked} | {order_id}
+            if len(ids) == 1:
+                locked[order_id] = await repo.get_for_update(order_id)
+            else:
+                rows = await repo.lock_all(ids)
+                locked.update({i: rows.get(i) for i in ids})
+        return locked[order_id]
+
+
+def _order_id(event: ev.Event) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(event.orderId) if event.orderId is not None else None
+    except ValueError:
+        return None
 
 
 def handlers(

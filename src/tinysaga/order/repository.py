@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -77,6 +77,14 @@ class OrderRepository:
     async def get_for_update(self, order_id: uuid.UUID) -> asyncpg.Record | None:
         """The order, locked until the transaction ends (None: no such order)."""
         return await self.db.fetchrow("SELECT * FROM orders WHERE order_id=$1 FOR UPDATE", order_id)
+
+    async def lock_all(self, order_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+        """The orders there are of these, locked until the transaction ends, by order id: one
+        statement, which takes the locks in the order of the ids (so two such never deadlock)."""
+        rows = await self.db.fetch(
+            "SELECT * FROM orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE", list(order_ids)
+        )
+        return {r["order_id"]: r for r in rows}
 
     async def by_idempotency_key(self, user_id: str, key: str | None) -> asyncpg.Record | None:
         return await self.db.fetchrow("SELECT * FROM orders WHERE user_id=$1 AND idempotency_key=$2", user_id, key)
@@ -241,16 +249,17 @@ class OrderRepository:
         event_name: str,
         announce: ev.Event | None = None,
         commands: Outgoing = (),
-    ) -> None:
+    ) -> asyncpg.Record:
         """A transition with its history row (one statement); with a failed refund, the operator's
         alert too (once per order); `announce` (ORDER_CANCELED, ORDER_TIMED_OUT) and an
-        orchestrator's `commands` staged in the same transaction."""
-        await self.db.execute(
+        orchestrator's `commands` staged in the same transaction. The order as changed."""
+        changed = await self.db.fetchrow(
             "WITH u AS (UPDATE orders SET order_status=$2, fail_reason=$3, refund_status=$4, status_info=$5,"
             " transaction_id=$6, payment_settled=$8, stock_settled=$9, version = version + 1,"
-            " updated_at = clock_timestamp() WHERE order_id=$1 RETURNING order_id)"
-            " INSERT INTO order_history(order_id, order_status, status_info, event_name)"
-            " SELECT order_id, $2, $5, $7 FROM u",
+            " updated_at = clock_timestamp() WHERE order_id=$1 RETURNING *),"
+            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+            " SELECT order_id, $2, $5, $7 FROM u)"
+            " SELECT * FROM u",
             row["order_id"],
             new.status,
             new.fail_reason,
@@ -273,6 +282,8 @@ class OrderRepository:
                 row["user_id"],
                 domain.refund_failed_detail(row["total_amount"], row["currency"]),
             )
+        assert changed is not None  # the order was read in this transaction, and orders are never deleted
+        return changed
 
     async def requested_change(
         self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()

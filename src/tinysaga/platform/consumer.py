@@ -14,7 +14,9 @@
   rolled back and the events are handled one by one, as usual; `batch` may name only some events
   (the others go one by one, in their place in the partition's order), and a `prepare` hook does,
   before the transaction, once for the batch what each event would do on its own (Payment: one
-  wallet call for all the charges of the poll);
+  wallet call for all the charges of the poll), and inside the transaction a handler may do
+  something once for the whole batch (`ctx.batch`, `ctx.memo`: Order locks the batch's orders
+  with one statement);
 - a consumer whose steps nobody waits on (Notification's) gathers: after a poll that brought
   records it waits its step's `gather_seconds` and takes what came meanwhile with them, so events
   that come close together (an order's payment and placement) share one transaction; while its
@@ -146,6 +148,11 @@ class HandlerContext:
     shared: PgUnitOfWork | None = None  # the batch's unit of work, already in its transaction,
     # where the batch has already recorded this event's id (so it is new)
     prepared: Any = None  # what the loop's `prepare` gave for this event (None: nothing)
+    # in a batch: all its events, in the order they are handled, and what its handlers keep from one
+    # event to the next inside its one transaction (Order: the rows it locked for them all at once);
+    # () and a dict of its own for an event handled on its own
+    batch: tuple[Event, ...] = ()
+    memo: dict[str, Any] = field(default_factory=dict)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgUnitOfWork]:
@@ -502,7 +509,9 @@ class ConsumerLoop:
                 async with PgUnitOfWork.begin(self.pool, self.answers_on, confirm=False) as uow:
                     # every eventId of the batch recorded in one statement; the ones already there
                     # (and a repeat within the batch) are skipped
-                    new = await uow.record_handled([e for e, _, _ in run])
+                    events = tuple(e for e, _, _ in run)
+                    new = await uow.record_handled(events)
+                    memo: dict[str, Any] = {}
                     outcomes: list[tuple[str, str]] = []
                     for event, handler, record in run:
                         if event.eventId not in new:
@@ -514,7 +523,7 @@ class ConsumerLoop:
                         try:
                             with tracing.consume_span(self.service, self._group, record, event, batch=batch):
                                 ctx = HandlerContext(
-                                    self.pool, event, self.answers_on, uow, prepared.get(event.eventId)
+                                    self.pool, event, self.answers_on, uow, prepared.get(event.eventId), events, memo
                                 )
                                 await handler(event, ctx)
                         finally:
