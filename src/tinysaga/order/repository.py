@@ -20,11 +20,6 @@ from tinysaga.platform.uow import PgUnitOfWork
 
 Row = Mapping[str, Any]  # an asyncpg.Record, or a dict in the tests' fakes
 
-_IN_FLIGHT = (
-    "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - percentile_disc(0.5) WITHIN GROUP"
-    " (ORDER BY created_at)), 0)::float8 AS median_age FROM orders WHERE order_status IN ({})"
-).format(", ".join(f"'{s.value}'" for s in domain.UNSETTLED))
-
 
 def state_of(row: Row) -> domain.OrderState:
     """The state machine's view of an orders row."""
@@ -180,10 +175,10 @@ class OrderRepository:
         return {r["id"]: r["version"] for r in rows}
 
     async def in_flight(self) -> domain.InFlight:
-        """The sagas in flight (orders in an unsettled status), how many and the median one's age:
-        a scan of orders_unsettled, whose predicate this one repeats so the planner can use it, and
-        of the rows it finds, at most the bound's (ADR 50, 52)."""
-        row = await self.db.fetchrow(_IN_FLIGHT)
+        """The sagas in flight (orders in an unsettled status), how many and the median one's age
+        (ADR 50, 52): the function `sagas_in_flight`, which reads them through the partial index
+        orders_unsettled and never by a scan of the whole table (ADR 69)."""
+        row = await self.db.fetchrow("SELECT n, median_age FROM sagas_in_flight()")
         return domain.InFlight(row["n"], max(0.0, row["median_age"]))
 
     async def ended_within(self, seconds: float) -> list[asyncpg.Record]:
