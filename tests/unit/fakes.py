@@ -6,7 +6,7 @@ work it was built with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +35,11 @@ class FakeUnitOfWork:
     _pending: list[Event] = field(default_factory=list)
     commits: int = 0
     topics: dict[object, str] = field(default_factory=dict)  # eventId -> the topic it was staged on
+    _before: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     _after: list[Callable[[], None]] = field(default_factory=list)
+
+    def before_commit(self, key: str, flush: Callable[[], Awaitable[None]]) -> None:
+        self._before.setdefault(key, flush)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after.append(callback)
@@ -51,11 +55,13 @@ class FakeUnitOfWork:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
-        self._pending, self._after = [], []
+        self._pending, self._before, self._after = [], {}, []
         try:
             yield self
+            while self._before:  # the writes left for the end, as PgUnitOfWork.flush does them
+                await self._before.pop(next(iter(self._before)))()
         except BaseException:
-            self._pending, self._after = [], []
+            self._pending, self._before, self._after = [], {}, []
             raise
         self.published += self._pending
         self._pending = []

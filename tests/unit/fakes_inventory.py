@@ -5,6 +5,7 @@ compensation?"."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class FakeInventory:
 
     stock: dict[str, int] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
+    locks: list[list[str]] = field(default_factory=list)  # the orders of each lock_reservations call
 
     def of(self, uow: FakeUnitOfWork) -> FakeInventoryRepository:
         return FakeInventoryRepository(self, uow)
@@ -32,9 +34,10 @@ class FakeInventoryRepository:
     db: FakeInventory
     uow: FakeUnitOfWork
 
-    async def lock_reservation(self, order_id: str) -> Reservation | None:
-        """The order's reservation row, or None."""
-        return self.db.reservations.get(order_id)
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        """These orders' reservation rows, by order (an order without one is not there)."""
+        self.db.locks.append(list(order_ids))
+        return {i: self.db.reservations[i] for i in order_ids if i in self.db.reservations}
 
     async def reserve(self, order_id: str, product_id: str, quantity: int, answers: dict[Status, Any]) -> Status:
         """domain.reserve for an order without a row (unknown product: 0 in stock): the quantity

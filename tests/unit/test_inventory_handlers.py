@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fakes import FakeUnitOfWork, deliver
+from tests.unit.fakes import FakeUnitOfWork, deliver, deliver_batch
 from tests.unit.fakes_inventory import FakeInventory, FakeOrders
 from tinysaga.contracts import events as ev
 from tinysaga.inventory.domain import (
@@ -145,6 +145,26 @@ async def test_the_same_order_under_a_new_event_id_gets_no_second_reservation(wo
     assert world.inventory.stock["widget"] == 3
     assert world.inventory.reservations["o1"] == Reservation("widget", 2, RESERVED)
     assert world.uow.names() == [ev.INVENTORY_RESERVED]
+
+
+async def test_a_batch_locks_its_orders_reservations_once_and_sees_its_own_writes(world: World) -> None:
+    """ADR 70: the first payment of a batch locks the reservations of all its orders in one call;
+    a repeat of an order later in the same batch (a new event id) sees the reservation the batch
+    made, and the stock is taken in the batch's order (the third order finds too little)."""
+    world.inventory.reservations["o0"] = Reservation("widget", 1, RESERVED)  # reserved before this batch
+    first, again = payment_done("o1", 2), payment_done("o1", 2)
+    events = [payment_done("o0", 1), first, payment_done("o2", 3), again, payment_done("o3", 1)]
+    await deliver_batch(INVENTORY, world.hs, events, world.uow)
+    assert world.inventory.locks == [["o0", "o1", "o2", "o3"]]
+    assert {o: r.status for o, r in world.inventory.reservations.items()} == {
+        "o0": RESERVED,
+        "o1": RESERVED,
+        "o2": RESERVED,
+        "o3": REJECTED,
+    }
+    assert world.inventory.stock["widget"] == 0
+    assert world.uow.names() == [ev.INVENTORY_RESERVED, ev.INVENTORY_RESERVED, ev.INVENTORY_INSUFFICIENT]
+    assert world.uow.commits == 1
 
 
 async def test_a_rejected_order_is_not_reserved_later_either(world: World) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import FakeUnitOfWork, deliver
+from tests.unit.fakes import FakeUnitOfWork, deliver, deliver_batch
 from tinysaga.contracts import events as ev
 from tinysaga.contracts import saga
 from tinysaga.notification.adapters import ChannelDown, Undeliverable
@@ -22,6 +22,7 @@ from tinysaga.notification.domain import (
     Action,
     Contact,
     Delivery,
+    Wanted,
     delivery_for,
     skipped_when_added,
     subject_for,
@@ -42,6 +43,7 @@ class FakeNotifications:
     contact_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     wakes: int = 0  # the deliverer woken, after a commit that added some
     lookups: list[list[str]] = field(default_factory=list)  # the users of each contacts query
+    adds: list[int] = field(default_factory=list)  # how many notifications each add_notifications call had
 
     def wake(self) -> None:
         self.wakes += 1
@@ -49,34 +51,28 @@ class FakeNotifications:
     def of(self, uow: FakeUnitOfWork) -> FakeNotifications:
         return self
 
-    async def add_notifications(
-        self,
-        user_id: str,
-        order_id: str,
-        kind: str,
-        message: str,
-        unless: str | None = None,
-        skipped: Mapping[str, str] | None = None,
-    ) -> bool:
-        """Both channels' rows unless the (order, type, channel) has one (or, `unless` given, the order
-        has a notification of that type), those in `skipped` as SKIPPED; whether any was added."""
-        if unless is not None and any(o == order_id and k == unless for o, k, _ in self.rows):
-            return False
-        skipped = skipped or {}
-        added = False
-        for channel in ("EMAIL", "SMS"):
-            key = (order_id, kind, channel)
-            if key not in self.rows:
-                status = "SKIPPED" if channel in skipped else "PENDING"
-                self.rows[key] = {
-                    "user_id": user_id,
-                    "message": message,
-                    "status": status,
-                    "last_error": skipped.get(channel),
-                    "attempts": 0,
-                }
-                added = True
-        return added
+    async def add_notifications(self, wanted: Sequence[Wanted]) -> bool:
+        """Each notification's two rows in turn, as `NotificationRepository.add_notifications` adds a
+        batch's: none where the order has a notification of its `unless` type, and a row whose
+        (order, type, channel) is there already left as it is; whether a PENDING row was added."""
+        self.adds.append(len(wanted))
+        pending = False
+        for w in wanted:
+            if w.unless is not None and any(o == w.order_id and k == w.unless for o, k, _ in self.rows):
+                continue
+            for channel in ("EMAIL", "SMS"):
+                key = (w.order_id, w.kind, channel)
+                if key not in self.rows:
+                    status = "SKIPPED" if channel in w.skipped else "PENDING"
+                    self.rows[key] = {
+                        "user_id": w.user_id,
+                        "message": w.message,
+                        "status": status,
+                        "last_error": w.skipped.get(channel),
+                        "attempts": 0,
+                    }
+                    pending |= status == "PENDING"
+        return pending
 
     async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]:
         """The known contacts of these users, by user (`NotificationRepository.contacts`)."""
@@ -195,6 +191,39 @@ async def test_a_poll_s_contacts_are_read_in_one_lookup_and_used_by_each_event(
     status = {(o, k, ch): r["status"] for (o, k, ch), r in store.rows.items()}
     assert status[("o1", "PAYMENT_DONE", "SMS")] == status[("o1", "ORDER_PLACED", "SMS")] == "SKIPPED"
     assert status[("o2", "PAYMENT_DONE", "SMS")] == "PENDING"  # as looked up: left to the deliverer
+
+
+async def test_a_batch_s_notifications_are_added_by_one_call_before_its_commit(
+    store: FakeNotifications, uow: FakeUnitOfWork
+) -> None:
+    """ADR 70: each event of a batch asks for its notification, and one call adds them all, in order,
+    as its transaction commits: a placement after the cancel in the same batch is not told; the
+    deliverer is woken once."""
+    events = [
+        saga_event(ev.PAYMENT_DONE),
+        saga_event(ev.ORDER_CANCEL_REQUESTED, orderStatus="CANCELING"),
+        saga_event(ev.INVENTORY_RESERVED),  # after the cancel: not told
+        saga_event(ev.REFUND_INITIATED),  # tells the user nothing
+        saga_event(ev.PAYMENT_DONE, order_id="o2"),
+    ]
+    await deliver_batch(NOTIFICATION_SVC, order_handlers(store), events, uow)
+    assert store.adds == [4]  # the placement asked too, and the add left it out
+    assert {(o, k) for o, k, _ in store.rows} == {
+        ("o1", "PAYMENT_DONE"),
+        ("o1", "ORDER_CANCELING"),
+        ("o2", "PAYMENT_DONE"),
+    }
+    assert store.wakes == 1 and uow.commits == 1 and {e.eventId for e in events} <= uow.handled
+
+
+async def test_a_batch_that_fails_adds_nothing(store: FakeNotifications, uow: FakeUnitOfWork) -> None:
+    async def failing(wanted: Sequence[Wanted]) -> bool:
+        raise RuntimeError("the insert failed")
+
+    store.add_notifications = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await deliver_batch(NOTIFICATION_SVC, order_handlers(store), [saga_event(ev.PAYMENT_DONE)], uow)
+    assert not store.rows and store.wakes == 0 and uow.commits == 0
 
 
 async def test_an_event_not_prepared_reads_its_user_s_contact_itself(

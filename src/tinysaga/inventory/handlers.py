@@ -4,7 +4,7 @@ ORDER_TIMED_OUT or ORDER_CANCEL_REQUESTED, its compensation."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tinysaga.contracts import events as ev
@@ -26,7 +26,7 @@ log = logging.getLogger("tinysaga.inventory")
 class Reservations(Protocol):
     """What the handlers need of the repository (`InventoryRepository` on a unit of work)."""
 
-    async def lock_reservation(self, order_id: str) -> Reservation | None: ...
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]: ...
     async def reserve(
         self, order_id: str, product_id: str, quantity: int, answers: Mapping[Status, ev.Event]
     ) -> Status: ...
@@ -92,12 +92,13 @@ class InventoryHandlers:
     async def reserve(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Reserve the paid quantity (a conditional UPDATE), or reject it; one reservation row per
         order, written with it and with its answer (INVENTORY_RESERVED or INVENTORY_INSUFFICIENT) in
-        one statement."""
+        one statement. In a batch, the first event locks the reservations of all of them with one
+        statement (ADR 70), and each event then sees its order's as the batch left it."""
         paid = ev.typed_as(event, ev.PaymentDone)
         assert paid.orderId and paid.productId and paid.productQuantity  # required by PaymentDone
         async with ctx.transaction() as uow:
             repo = self.repository(uow)
-            prior = await repo.lock_reservation(paid.orderId)
+            prior = await self._locked(repo, ctx, paid.orderId)
             if prior is not None:  # domain.reserve: ALREADY
                 log.info("order %s already has a reservation (%s); nothing to do", paid.orderId, prior.status)
                 return
@@ -107,7 +108,21 @@ class InventoryHandlers:
                     ev.INVENTORY_INSUFFICIENT, paid, inventoryFailReason=INVENTORY_NOT_AVAILABLE, isPartialOrder=False
                 ),
             }
-            await repo.reserve(paid.orderId, paid.productId, paid.productQuantity, answers)
+            status = await repo.reserve(paid.orderId, paid.productId, paid.productQuantity, answers)
+            ctx.memo[self.LOCKED][paid.orderId] = Reservation(paid.productId, paid.productQuantity, status)
+
+    LOCKED = "reserve: reservations locked"  # ctx.memo's key: order id -> its reservation, None for none
+
+    async def _locked(self, repo: Reservations, ctx: HandlerContext, order_id: str) -> Reservation | None:
+        """The order's reservation, locked for this transaction, as this transaction has it (None:
+        none). The first event of a batch to come here locks those of every order of the batch
+        not locked yet, in one statement."""
+        locked: dict[str, Reservation | None] = ctx.memo.setdefault(self.LOCKED, {})
+        if order_id not in locked:
+            ids = sorted({i for e in ctx.batch if (i := e.orderId) and i not in locked} | {order_id})
+            found = await repo.lock_reservations(ids)
+            locked.update({i: found.get(i) for i in ids})
+        return locked[order_id]
 
     async def release(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Compensation of a timeout or a cancel: give back a reservation; if the timeout or cancel
@@ -126,7 +141,7 @@ class InventoryHandlers:
                 return
         async with ctx.transaction() as uow:
             repo = self.repository(uow)
-            prior = await repo.lock_reservation(order_id)
+            prior = (await repo.lock_reservations([order_id])).get(order_id)
             decision = release(None if prior is None else prior.status)
             if decision is Release.NOTHING:  # nothing taken, or given back already
                 return

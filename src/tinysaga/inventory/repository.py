@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -49,12 +49,15 @@ class InventoryRepository:
 
     # ---- reservations (in a handler's unit of work) --------------------------------------------
 
-    async def lock_reservation(self, order_id: str) -> Reservation | None:
-        """The order's reservation, locked until the transaction ends; None when it has none."""
-        row = await self.db.fetchrow(
-            "SELECT product_id, quantity, status FROM reservations WHERE order_id=$1 FOR UPDATE", order_id
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        """These orders' reservations, by order, locked until the transaction ends (in the orders'
+        order, so two transactions never wait on each other); an order without one is not there."""
+        rows = await self.db.fetch(
+            "SELECT order_id, product_id, quantity, status FROM reservations WHERE order_id = ANY($1::text[])"
+            " ORDER BY order_id FOR UPDATE",
+            list(order_ids),
         )
-        return None if row is None else Reservation(row["product_id"], row["quantity"], Status(row["status"]))
+        return {r["order_id"]: Reservation(r["product_id"], r["quantity"], Status(r["status"])) for r in rows}
 
     async def reserve(self, order_id: str, product_id: str, quantity: int, answers: Mapping[Status, Event]) -> Status:
         """`domain.reserve` for an order without a reservation, enforced atomically by one

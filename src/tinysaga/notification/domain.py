@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -71,6 +72,19 @@ class Contact(NamedTuple):
 
     email: str | None
     phone: str | None
+
+
+class Wanted(NamedTuple):
+    """The notification an event asks for: both channels' rows of (order, type), unless the order
+    has a notification of type `unless` by then (`SUPERSEDED_BY`); a channel in `skipped` is added
+    as SKIPPED, with its reason (`skipped_when_added`)."""
+
+    user_id: str
+    order_id: str
+    kind: str
+    message: str
+    unless: str | None
+    skipped: Mapping[str, str]
 
 
 class Action(StrEnum):

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from tinysaga.contracts import events as ev
 from tinysaga.notification.adapters import ChannelDown, EmailSender, SmsProvider, Undeliverable
 from tinysaga.notification.domain import (
-    CHANNELS,
     EMAIL,
     SUPERSEDED_BY,
     Action,
     Contact,
+    Wanted,
     delivery_for,
     notification_for,
     skipped_when_added,
@@ -26,6 +26,7 @@ from tinysaga.notification.domain import (
 from tinysaga.notification.repository import NotificationRepository
 from tinysaga.platform.consumer import Handler, HandlerContext
 from tinysaga.platform.retry import NOTIFICATION, pause
+from tinysaga.platform.uow import UnitOfWork
 
 log = logging.getLogger("tinysaga.notification")
 DELIVERY_BATCH = 50
@@ -34,15 +35,7 @@ DELIVERY_BATCH = 50
 class Notifications(Protocol):
     """What the handlers need of the repository (`NotificationRepository` on a unit of work)."""
 
-    async def add_notifications(
-        self,
-        user_id: str,
-        order_id: str,
-        kind: str,
-        message: str,
-        unless: str | None = None,
-        skipped: Mapping[str, str] | None = None,
-    ) -> bool: ...
+    async def add_notifications(self, wanted: Sequence[Wanted]) -> bool: ...
     async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]: ...
     async def remember_contact(
         self, user_id: str | None, email: str | None, phone: str | None, name: str | None
@@ -76,6 +69,8 @@ class NotificationHandlers:
         found = await self.contacts(users)
         return {e.eventId: Looked(found.get(e.userId)) for e in events if e.userId}
 
+    WANTED = "notify: wanted"  # ctx.memo's key: the notifications the events of a batch want, in order
+
     def on_order_topic(self) -> dict[str, Handler]:
         return {"notify": self.notify}
 
@@ -85,7 +80,8 @@ class NotificationHandlers:
     async def notify(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Both channels' notifications of an (order, type), once, each skipped at once when its
         user has no address on that channel; an event that tells the user nothing (or names no
-        order or user) is recorded as handled and adds nothing."""
+        order or user) is recorded as handled and adds nothing. The rows of a batch's events are
+        added together, by one statement before its commit (ADR 70)."""
         what = notification_for(event)
         async with ctx.transaction() as uow:
             if what is None or not event.orderId or not event.userId:
@@ -96,12 +92,15 @@ class NotificationHandlers:
                 contact = ctx.prepared.contact
             else:  # not prepared (it failed): read here
                 contact = (await repo.contacts([event.userId])).get(event.userId)
+            wanted: list[Wanted] = ctx.memo.setdefault(self.WANTED, [])
+            if not wanted:
+                uow.before_commit(self.WANTED, lambda: self._add(repo, uow, wanted))
             skipped = skipped_when_added(contact)
-            added = await repo.add_notifications(
-                event.userId, event.orderId, kind, message, unless=SUPERSEDED_BY.get(kind), skipped=skipped
-            )
-            if added and len(skipped) < len(CHANNELS):  # something for the deliverer
-                uow.after_commit(self.added)
+            wanted.append(Wanted(event.userId, event.orderId, kind, message, SUPERSEDED_BY.get(kind), skipped))
+
+    async def _add(self, repo: Notifications, uow: UnitOfWork, wanted: list[Wanted]) -> None:
+        if await repo.add_notifications(wanted):  # something for the deliverer
+            uow.after_commit(self.added)
 
     async def remember_contact(self, event: ev.Event, ctx: HandlerContext) -> None:
         """Keep (or replace) the user's email, phone and name."""

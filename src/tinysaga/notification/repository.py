@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from tinysaga.contracts.ids import new_id
-from tinysaga.notification.domain import EMAIL, SMS, Contact
+from tinysaga.notification.domain import EMAIL, SMS, Contact, Wanted
 
 
 class NotificationRepository:
@@ -34,37 +34,38 @@ class NotificationRepository:
 
     # ---- the handlers ----------------------------------------------------------------------------
 
-    async def add_notifications(
-        self,
-        user_id: str,
-        order_id: str,
-        kind: str,
-        message: str,
-        unless: str | None = None,
-        skipped: Mapping[str, str] | None = None,
-    ) -> bool:
-        """Both channels' rows of an (order, type), unless it has them already (or, `unless` given,
-        a notification of that type), in one statement; whether any was added. A channel in
-        `skipped` is added as SKIPPED, with its reason, instead of waiting for the deliverer."""
-        skipped = skipped or {}
-        status = await self.db.execute(
-            "INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message, status, last_error)"
-            " SELECT * FROM (VALUES ($1::uuid,$3,$4,$5,'EMAIL',$6,$8,$9), ($2::uuid,$3,$4,$5,'SMS',$6,$10,$11)) v"
-            " WHERE $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM notifications WHERE order_id=$4 AND type=$7)"
-            " ON CONFLICT (order_id, type, channel) DO NOTHING",
-            new_id(),
-            new_id(),
-            user_id,
-            order_id,
-            kind,
-            message,
-            unless,
-            "SKIPPED" if EMAIL in skipped else "PENDING",
-            skipped.get(EMAIL),
-            "SKIPPED" if SMS in skipped else "PENDING",
-            skipped.get(SMS),
+    async def add_notifications(self, wanted: Sequence[Wanted]) -> bool:
+        """Both channels' rows of each notification wanted, in one statement (a batch's, ADR 70), as
+        if added one after the other: a row the order has already (its order, type and channel) is
+        left as it is, and a notification whose `unless` type the order has, in the table or
+        earlier in `wanted`, is not added. Whether a PENDING row was added (one for the deliverer)."""
+        if not wanted:
+            return False
+        rows = await self.db.fetch(
+            "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY"
+            " AS v(email_id, sms_id, user_id, order_id, type, message, unless_type, email_status, email_error,"
+            " sms_status, sms_error, n)),"
+            " k AS (SELECT * FROM v WHERE v.unless_type IS NULL OR NOT ("
+            " EXISTS (SELECT 1 FROM notifications x WHERE x.order_id = v.order_id AND x.type = v.unless_type)"
+            " OR EXISTS (SELECT 1 FROM v w WHERE w.order_id = v.order_id AND w.type = v.unless_type AND w.n < v.n)))"
+            " INSERT INTO notifications(notification_id, user_id, order_id, type, channel, message, status, last_error)"
+            " SELECT email_id, user_id, order_id, type, 'EMAIL', message, email_status, email_error FROM k"
+            " UNION ALL SELECT sms_id, user_id, order_id, type, 'SMS', message, sms_status, sms_error FROM k"
+            " ON CONFLICT (order_id, type, channel) DO NOTHING RETURNING status",
+            [new_id() for _ in wanted],
+            [new_id() for _ in wanted],
+            [w.user_id for w in wanted],
+            [w.order_id for w in wanted],
+            [w.kind for w in wanted],
+            [w.message for w in wanted],
+            [w.unless for w in wanted],
+            ["SKIPPED" if EMAIL in w.skipped else "PENDING" for w in wanted],
+            [w.skipped.get(EMAIL) for w in wanted],
+            ["SKIPPED" if SMS in w.skipped else "PENDING" for w in wanted],
+            [w.skipped.get(SMS) for w in wanted],
         )
-        return status != "INSERT 0 0"  # the command tag: INSERT 0 <rows added>
+        return any(r["status"] == "PENDING" for r in rows)
 
     async def contacts(self, user_ids: Sequence[str]) -> dict[str, Contact]:
         """The email and phone of each of these users whose contact is known, by user."""

@@ -16,7 +16,7 @@ confirmed (a crash or a broker outage between the commit and the acknowledgement
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,6 +82,8 @@ class UnitOfWork(Protocol):
 
     async def stage(self, event: Event, topic: str | None = None) -> None: ...
 
+    def before_commit(self, key: str, flush: Callable[[], Awaitable[None]]) -> None: ...
+
     def after_commit(self, callback: Callable[[], None]) -> None: ...
 
 
@@ -90,18 +92,21 @@ class PgUnitOfWork:
         self.conn = conn
         self.topic = topic
         self.staged: list[Staged] = []  # the outbox rows written, for the publisher after the commit
+        self._before: dict[str, Callable[[], Awaitable[None]]] = {}
         self._after: list[Callable[[], None]] = []
 
     @classmethod
     @asynccontextmanager
     async def begin(cls, pool: asyncpg.Pool, topic: str, *, confirm: bool = True) -> AsyncIterator[PgUnitOfWork]:
-        """A transaction of its own, committed when the block ends without an exception; then what
-        it staged is published (the pool's connection already given back), and with `confirm`
-        acknowledged by Kafka before the block is left."""
+        """A transaction of its own, committed when the block ends without an exception (after the
+        writes left for the end, `before_commit`); then what it staged is published (the pool's
+        connection already given back), and with `confirm` acknowledged by Kafka before the block
+        is left."""
         async with pool.acquire() as conn:
             async with conn.transaction():
                 uow = cls(conn, topic)
                 yield uow
+                await uow.flush()
         await uow.committed(confirm=confirm)
 
     async def committed(self, *, confirm: bool = True) -> None:
@@ -116,6 +121,19 @@ class PgUnitOfWork:
             callback()
         if rows and _publisher is not None:
             await _publisher.publish(rows, confirm=confirm)
+
+    def before_commit(self, key: str, flush: Callable[[], Awaitable[None]]) -> None:
+        """Await `flush` in this transaction once the block's work is done, right before the commit,
+        once per `key` however often it is asked: for a write that a batch's events each add to,
+        made once for them all (ADR 70: Notification's rows, one INSERT per batch instead of one
+        per event). Not run when the block fails."""
+        self._before.setdefault(key, flush)
+
+    async def flush(self) -> None:
+        """Do the writes left for the end (`before_commit`), in the order they were asked for."""
+        while self._before:
+            key = next(iter(self._before))
+            await self._before.pop(key)()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once this transaction has committed (never if it rolls back): to wake
