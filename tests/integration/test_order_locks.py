@@ -15,7 +15,9 @@ import asyncpg
 from tests.support import rolled_back
 from tinysaga.contracts import events as ev
 from tinysaga.order import domain
+from tinysaga.order.handlers import Track
 from tinysaga.order.repository import OrderRepository, state_of
+from tinysaga.platform.consumer import HandlerContext
 from tinysaga.platform.settings import Settings
 from tinysaga.platform.uow import PgUnitOfWork
 
@@ -91,5 +93,53 @@ def test_a_batch_locks_its_orders_in_one_statement_and_a_change_answers_the_new_
         assert placed is not None and placed.status == domain.Status.PLACED
         history = await repo.history(first)
         assert [h["event_name"] for h in history] == [ev.ORDER_INITIATED, ev.PAYMENT_DONE]
+
+    rolled_back(settings, "tinysaga_order", body)
+
+
+def test_a_batch_s_plain_changes_land_by_one_statement_before_its_commit(settings: Settings) -> None:
+    """ADR 70: `track` on a batch's outcomes, in the batch's transaction, keeps its plain changes and
+    saves them together right before the commit: each order's row as its last change left it (the
+    version counted once per change) and every change's history row in the order of the events."""
+
+    def outcome(name: str, order_id: uuid.UUID) -> ev.Event:
+        return ev.make_event(
+            name,
+            correlation_id=str(order_id),
+            orderId=str(order_id),
+            userId="u-locks",
+            productId="PROD-1",
+            productQuantity=1,
+            totalAmount=Decimal("5.00"),
+            currency="USD",
+            transactionId="tx-9",
+        )
+
+    async def body(conn: asyncpg.Connection) -> None:
+        uow = PgUnitOfWork(conn, settings.topic)
+        repo = OrderRepository.of(uow)
+        created = [new_order() for _ in range(2)]
+        for order, event in created:
+            await repo.add_order(order, event)
+        a, b = (o.order_id for o, _ in created)
+        events = (
+            outcome(ev.PAYMENT_DONE, a),
+            outcome(ev.PAYMENT_DONE, b),
+            outcome(ev.INVENTORY_RESERVED, a),
+        )
+        track, memo = Track(OrderRepository.of), {}
+        for event in events:
+            await track(event, HandlerContext(None, event, settings.topic, uow, batch=events, memo=memo))  # type: ignore[arg-type]
+        assert (await repo.get(a))["order_status"] == "INITIATED"  # kept for the commit
+        await uow.flush()  # as PgUnitOfWork.begin does, right before the commit
+
+        rows = {i: await repo.get(i) for i in (a, b)}
+        assert {i: (r["order_status"], r["version"], r["transaction_id"]) for i, r in rows.items()} == {
+            a: ("PLACED", 3, "tx-9"),
+            b: ("PAYMENT_DONE", 2, "tx-9"),
+        }
+        history = [h["event_name"] for h in await repo.history(a)]
+        assert history == [ev.ORDER_INITIATED, ev.PAYMENT_DONE, ev.INVENTORY_RESERVED]
+        assert [h["event_name"] for h in await repo.history(b)] == [ev.ORDER_INITIATED, ev.PAYMENT_DONE]
 
     rolled_back(settings, "tinysaga_order", body)

@@ -21,6 +21,8 @@ from tinysaga.order import domain
 from tinysaga.order.orchestrator import Outgoing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# the columns a plain transition sets (`OrderRepository.save_changes`)
+SAVED = ("fail_reason", "refund_status", "status_info", "transaction_id", "payment_settled", "stock_settled", "version")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class FakeOrders:
     now: datetime = T0
     tick: int = 0
     lock_statements: int = 0  # the statements that locked orders (get_for_update, lock_all)
+    batched_saves: list[int] = field(default_factory=list)  # the changes each save_changes statement saved
 
     def of(self, uow: FakeUnitOfWork) -> FakeOrderRepository:
         """The repository of a unit of work (the handlers' factory)."""
@@ -259,6 +262,25 @@ class FakeOrderRepository:
         for topic, command in commands:
             await self.uow.stage(command, topic)
         return dict(row)
+
+    async def save_changes(self, changes: Any) -> None:
+        """Plain transitions in their order, each order's row as its change left it (its version as
+        given), a history row each; counted in `db.batched_saves` (the real one is one statement)."""
+        self.db.batched_saves.append(len(changes))
+        for changed, name in changes:
+            at = self.db.clock()
+            self.db.orders[changed["order_id"]].update(
+                {k: changed[k] for k in SAVED} | {"order_status": str(changed["order_status"]), "updated_at": at}
+            )
+            self.db.history.append(
+                {
+                    "order_id": changed["order_id"],
+                    "order_status": str(changed["order_status"]),
+                    "status_info": changed["status_info"],
+                    "event_name": name,
+                    "at": at,
+                }
+            )
 
     async def save_change(
         self,

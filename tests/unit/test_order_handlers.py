@@ -261,6 +261,8 @@ async def test_a_batch_locks_its_orders_with_one_statement_and_ends_as_one_by_on
 
     assert db.lock_statements == 1 and batched.commits == 1
     assert alone.lock_statements == len(again) and one_by_one.commits == len(again)
+    assert db.batched_saves == [4]  # the four changes saved by one statement (ADR 70)
+    assert alone.batched_saves == [1, 1, 1, 1]
     for key, order_id in ids.items():
         row, other = db.orders[order_id], alone.orders[same[key]]
         assert (row["order_status"], row["version"]) == (other["order_status"], other["version"])
@@ -268,6 +270,28 @@ async def test_a_batch_locks_its_orders_with_one_statement_and_ends_as_one_by_on
     # the second outcome of `a` saw the first one's change: placed, not left as a stale event
     assert db.orders[ids["a"]]["order_status"] == Status.PLACED
     assert db.events_of(ids["a"]) == [ev.ORDER_INITIATED, ev.PAYMENT_DONE, ev.INVENTORY_RESERVED]
+
+
+async def test_a_change_saved_at_once_comes_after_the_plain_ones_kept_before_it(db: FakeOrders) -> None:
+    """The plain changes of a batch wait for its commit (ADR 70); one that stages an event (the
+    cancel's end, ORDER_CANCELED) is saved at once, after those kept so far, so the order's
+    history keeps the order of its events."""
+    order_id, other = db.put(Status.CANCELING, transaction_id="tx-1"), db.put()
+    events = [
+        outcome(ev.PAYMENT_DONE, other),
+        outcome(ev.REFUND_INITIATED, order_id),
+        outcome(ev.REFUND_DONE, order_id),
+        cancel_answer(ev.INVENTORY_RELEASED, order_id),  # the second side settled: CANCELED, announced
+        outcome(ev.INVENTORY_RESERVED, other),
+    ]
+    uow = FakeUnitOfWork()
+    await deliver_batch(ORDER, handlers(db.of), events, uow)
+    assert db.batched_saves == [3, 1]  # those before the cancel's end, then the one after it
+    assert db.events_of(order_id)[-3:] == [ev.REFUND_INITIATED, ev.REFUND_DONE, ev.INVENTORY_RELEASED]
+    assert db.orders[order_id]["order_status"] == Status.CANCELED
+    assert db.orders[other]["order_status"] == Status.PLACED
+    assert db.orders[other]["version"] == 3
+    assert uow.names() == [ev.ORDER_CANCELED] and uow.commits == 1
 
 
 async def test_a_batch_of_one_locks_its_order_alone(db: FakeOrders, uow: FakeUnitOfWork) -> None:

@@ -540,7 +540,9 @@ class Track:
     PAYMENT_VOIDED, INVENTORY_RELEASED) to the order's state machine; the change that makes the
     order CANCELED stages ORDER_CANCELED with it. A stale or duplicate event, or one for an unknown
     order, leaves it as it is (counted). In a batch, the first event locks the orders of all of
-    them with one statement, and each event then works on its order as the batch left it."""
+    them with one statement, and each event then works on its order as the batch left it; the
+    plain changes (nothing staged, no alert) are saved together by one statement before the commit
+    (ADR 70)."""
 
     LOCKED = "track: orders locked"  # ctx.memo's key: order id -> its row as this transaction has it
 
@@ -575,14 +577,55 @@ class Track:
                 return
             if new.status == domain.Status.CANCELED and before.status != domain.Status.CANCELED:
                 announce = announcement(ev.ORDER_CANCELED, row, new)
+                await self._save_later_ones(repo, ctx)  # the order's history stays in its order
                 changed = await _save(repo, row, new, name, announce, now=self.clock())
                 log.info("order %s canceled (refund: %s)", event.orderId, new.refund_status)
             else:
                 # an outcome that moves the order on calls for the next step (orchestration)
                 moved = new.status != before.status
                 commands = self.orchestrator.commands(event) if moved else ()
-                changed = await _save(repo, row, new, name, now=self.clock(), commands=commands)
+                if commands or domain.needs_alert(new):
+                    await self._save_later_ones(repo, ctx)
+                    changed = await _save(repo, row, new, name, now=self.clock(), commands=commands)
+                else:
+                    changed = self._save_later(repo, uow, ctx, row, new, name)
             ctx.memo[self.LOCKED][row["order_id"]] = changed
+
+    PLAIN = "track: plain changes"  # ctx.memo's key: (the order as changed, event name), saved before the commit
+
+    def _save_later(
+        self, repo: OrderRepository, uow: Any, ctx: HandlerContext, row: Row, new: domain.OrderState, name: str
+    ) -> Row:
+        """A plain change (it stages nothing and raises no alert): kept, with those of the batch's
+        other events, and saved by one statement right before the commit (ADR 70). Counted and timed
+        now, as `_save` does. The order as changed (its updated_at: now, as the handler's clock has it)."""
+        now = self.clock()
+        changed = {
+            **row,
+            "order_status": new.status.value,
+            "fail_reason": new.fail_reason,
+            "refund_status": new.refund_status,
+            "status_info": new.status_info,
+            "transaction_id": new.transaction_id,
+            "payment_settled": new.payment_settled,
+            "stock_settled": new.stock_settled,
+            "version": row["version"] + 1,
+            "updated_at": now,
+        }
+        plain: list[tuple[Row, str]] = ctx.memo.setdefault(self.PLAIN, [])
+        if not plain:
+            uow.before_commit(self.PLAIN, lambda: self._save_later_ones(repo, ctx))
+        plain.append((changed, name))
+        TRANSITIONS.labels(new.status).inc()
+        observe(row, new, name, now)
+        return changed
+
+    async def _save_later_ones(self, repo: OrderRepository, ctx: HandlerContext) -> None:
+        """Save the plain changes kept so far (before a change saved at once, so that every order's
+        history rows stay in the order of its events)."""
+        plain: list[tuple[Row, str]] = ctx.memo.get(self.PLAIN, [])
+        changes, plain[:] = list(plain), []
+        await repo.save_changes(changes)
 
     async def _locked(self, repo: OrderRepository, ctx: HandlerContext, order_id: uuid.UUID) -> Row | None:
         """The order, locked for this transaction, as this transaction has it (None: no such

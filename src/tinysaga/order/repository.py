@@ -280,6 +280,42 @@ class OrderRepository:
         assert changed is not None  # the order was read in this transaction, and orders are never deleted
         return changed
 
+    async def save_changes(self, changes: Sequence[tuple[Row, str]]) -> None:
+        """A batch's plain transitions (no event staged, no alert), each as the order stood after it
+        and the name of the event that made it, in their order, in one statement (ADR 70): every
+        change's history row, in order, and each order's row as its last change left it (its
+        version counted one per change by the caller, the order locked in this transaction)."""
+        if not changes:
+            return
+        await self.db.execute(
+            "WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::text[], $8::bool[], $9::bool[], $10::int[]) WITH ORDINALITY AS c(order_id, order_status,"
+            " fail_reason, refund_status, status_info, transaction_id, event_name, payment_settled, stock_settled,"
+            " version, n)),"
+            " h AS (INSERT INTO order_history(order_id, order_status, status_info, event_name)"
+            " SELECT order_id, order_status, status_info, event_name FROM c ORDER BY n)"
+            " UPDATE orders o SET order_status=l.order_status, fail_reason=l.fail_reason,"
+            " refund_status=l.refund_status, status_info=l.status_info, transaction_id=l.transaction_id,"
+            " payment_settled=l.payment_settled, stock_settled=l.stock_settled, version=l.version,"
+            " updated_at=clock_timestamp()"
+            " FROM (SELECT DISTINCT ON (order_id) * FROM c ORDER BY order_id, n DESC) l WHERE o.order_id = l.order_id",
+            *(
+                [row[column] for row, _ in changes]
+                for column in (
+                    "order_id",
+                    "order_status",
+                    "fail_reason",
+                    "refund_status",
+                    "status_info",
+                    "transaction_id",
+                )
+            ),
+            [name for _, name in changes],
+            [row["payment_settled"] for row, _ in changes],
+            [row["stock_settled"] for row, _ in changes],
+            [row["version"] for row, _ in changes],
+        )
+
     async def requested_change(
         self, row: Row, new: domain.OrderState, event: ev.Event, commands: Outgoing = ()
     ) -> asyncpg.Record | None:
