@@ -23,6 +23,7 @@ class PaymentTable:
     rows: dict[str, Payment] = field(default_factory=dict)
     touched: dict[str, int] = field(default_factory=dict)  # order -> change counter (updated_at)
     clock: int = 0
+    charge_statements: int = 0  # the add_charges calls (one statement each in the real one)
 
     def put(self, p: Payment) -> None:
         self.clock += 1
@@ -48,14 +49,15 @@ class FakePayments:
         rows = [p for p in self.table.rows.values() if p.status == Status.VOID_PENDING]
         return sorted(rows, key=lambda p: self.table.touched[p.order_id])[:limit]
 
-    async def add(self, p: Payment, event: Event) -> bool:
-        """Insert the row and stage its event; nothing (False) if the order has a row."""
+    async def add_charges(self, charges: Sequence[tuple[Payment, Event]]) -> None:
+        """Each row in turn, its event staged with it; nothing for an order that has a row (or got one
+        earlier in `charges`). Counted in `table.charge_statements`."""
         assert self.uow is not None
-        if p.order_id in self.table.rows:
-            return False
-        self.table.put(p)
-        await self.uow.stage(event)
-        return True
+        self.table.charge_statements += 1
+        for p, event in charges:
+            if p.order_id not in self.table.rows:
+                self.table.put(p)
+                await self.uow.stage(event)
 
     async def add_unless_exists(self, p: Payment, event: Event | None = None) -> None:
         """Insert the row unless the order has one, staging `event` only with a row written."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.fakes import deliver
+from tests.unit.fakes import deliver, deliver_batch
 from tests.unit.fakes_payment import PaymentWorld
 from tinysaga.contracts import events as ev
 from tinysaga.payment.domain import CANCEL_VOID_DETAIL, EARLY_VOID_DETAIL, Payment, Status
@@ -193,6 +193,19 @@ async def test_the_same_order_twice_in_one_batch_is_charged_and_announced_once()
         assert await handle(w, e, prepared[e.eventId])
     assert w.uow.names() == [ev.PAYMENT_DONE]
     assert w.wallet.balances["u1"] == D("90.00") and second.eventId in w.uow.handled
+
+
+async def test_a_batch_s_payment_rows_are_written_by_one_statement_before_its_commit() -> None:
+    """ADR 70: in a batch's transaction each charge keeps its row and event, and one statement adds
+    them all as its transaction commits; the same order twice in the batch is written and announced
+    once."""
+    w = PaymentWorld()
+    w.wallet.balances.update({"u1": D("100"), "u2": D("5")})
+    a, b = order_initiated(user="u1"), order_initiated(user="u2")
+    await deliver_batch("payment", w.handlers.by_step(), [a, b, again(a)], w.uow)
+    assert w.table.charge_statements == 1 and w.uow.commits == 1
+    assert [w.row(x.orderId).status for x in (a, b)] == [Status.CHARGED, Status.DECLINED]
+    assert w.uow.names() == [ev.PAYMENT_DONE, ev.PAYMENT_FAIL]
 
 
 async def test_a_batch_the_wallet_does_not_answer_fails_every_order_of_it() -> None:

@@ -41,7 +41,7 @@ class Payments(Protocol):
 
     async def void_pending(self, limit: int = 100) -> list[Payment]: ...
 
-    async def add(self, p: Payment, event: ev.Event) -> bool: ...
+    async def add_charges(self, charges: Sequence[tuple[Payment, ev.Event]]) -> None: ...
 
     async def add_unless_exists(self, p: Payment, event: ev.Event | None = None) -> None: ...
 
@@ -153,9 +153,9 @@ class PaymentHandlers:
         return out
 
     async def charge(self, event: ev.Event, ctx: HandlerContext) -> None:
-        """ORDER_INITIATED: the payment row with its outcome (PAYMENT_DONE or PAYMENT_FAIL), in one
-        statement. The answer is the batch's (`ctx.prepared`), or this order's own when preparing
-        the batch failed."""
+        """ORDER_INITIATED: the payment row with its outcome (PAYMENT_DONE or PAYMENT_FAIL), written
+        with the batch's others by one statement right before its commit (ADR 70). The answer is
+        the batch's (`ctx.prepared`), or this order's own when preparing the batch failed."""
         order = order_initiated(event)
         answer = ctx.prepared if ctx.prepared is not None else (await self.prepare([order]))[order.eventId]
         if answer is ALREADY:  # acted on already (a second delivery under another id)
@@ -170,7 +170,13 @@ class PaymentHandlers:
         payment = Payment(order.orderId, order.userId, order.totalAmount, order.currency, change.to, tx)
         out = outgoing(change.event, order, transactionId=tx, failReason=change.fail_reason)
         async with ctx.transaction() as uow:
-            await self.repo(uow).add(payment, out)
+            charges: list[tuple[Payment, ev.Event]] = ctx.memo.setdefault(self.CHARGES, [])
+            if not charges:
+                repo = self.repo(uow)
+                uow.before_commit(self.CHARGES, lambda: repo.add_charges(charges))
+            charges.append((payment, out))
+
+    CHARGES = "charge: rows"  # ctx.memo's key: a batch's payments with their events, added before its commit
 
     # ---- refund --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import asyncpg
 
 from tinysaga.contracts.events import Event
 from tinysaga.payment.domain import Payment, Status
-from tinysaga.platform.uow import PgUnitOfWork
+from tinysaga.platform.uow import PgUnitOfWork, outbox_values
 
 
 def payment_of(row: Mapping[str, Any]) -> Payment:
@@ -64,18 +64,37 @@ class PaymentRepository:
 
     # ---- writes --------------------------------------------------------------------------------
 
-    async def add(self, p: Payment, event: Event) -> bool:
-        """The payment row of a charge and its outcome event, in one statement. A row already there
-        for the order (the same order twice in one poll, under two eventIds) writes nothing and
-        stages nothing: the first one's event stands. False then."""
-        row = await self._uow().change_with_event(
-            "p AS (INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (order_id) DO NOTHING RETURNING 1)",
-            "p",
-            (p.order_id, p.user_id, p.amount, p.currency, p.status.value, p.transaction_id),
-            event,
+    async def add_charges(self, charges: Sequence[tuple[Payment, Event]]) -> None:
+        """A batch's charges (ADR 70): each payment row and its outcome event, in one statement, as
+        if one after the other: a row already there for the order (or earlier in `charges`, the same
+        order twice in one poll under two eventIds) writes nothing and stages nothing, and the first
+        one's event stands."""
+        if not charges:
+            return
+        uow = self._uow()
+        outbox = [outbox_values(uow.topic, event) for _, event in charges]
+        rows = await self.db.fetch(
+            "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::text[], $5::text[],"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[], $11::jsonb[]) WITH ORDINALITY"
+            " AS v(order_id, user_id, amount, currency, status, transaction_id, topic, key, name, payload, headers,"
+            " n)),"
+            " p AS (INSERT INTO payments(order_id, user_id, amount, currency, status, transaction_id)"
+            " SELECT order_id, user_id, amount, currency, status, transaction_id FROM v ORDER BY n"
+            " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
+            " firsts AS (SELECT DISTINCT ON (order_id) * FROM v WHERE order_id IN (SELECT order_id FROM p)"
+            " ORDER BY order_id, n)"
+            " INSERT INTO outbox(topic, key, event_name, payload, headers)"
+            " SELECT topic, key, name, payload, headers FROM firsts ORDER BY n"
+            " RETURNING id, topic, key, payload, headers::text",
+            [p.order_id for p, _ in charges],
+            [p.user_id for p, _ in charges],
+            [p.amount for p, _ in charges],
+            [p.currency for p, _ in charges],
+            [p.status.value for p, _ in charges],
+            [p.transaction_id for p, _ in charges],
+            *([row[i] for row in outbox] for i in range(5)),
         )
-        return row is not None
+        uow.staged_as_returned(sorted(rows, key=lambda r: r["id"]))
 
     async def add_unless_exists(self, p: Payment, event: Event | None = None) -> None:
         """A payment row of a void before any charge, and `event` (a cancel's answer) staged in the

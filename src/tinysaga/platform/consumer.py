@@ -15,8 +15,9 @@
   (the others go one by one, in their place in the partition's order), and a `prepare` hook does,
   before the transaction, once for the batch what each event would do on its own (Payment: one
   wallet call for all the charges of the poll), and inside the transaction a handler may do
-  something once for the whole batch (`ctx.batch`, `ctx.memo`: Order locks the batch's orders
-  with one statement);
+  something once for the whole batch (`ctx.batch`, `ctx.memo`: Order and Inventory lock the
+  batch's rows with one statement) or leave its write for one statement right before the commit
+  (`uow.before_commit`: Order's plain transitions, Notification's rows; ADR 70);
 - a consumer whose steps nobody waits on (Notification's) gathers: after a poll that brought
   records it waits its step's `gather_seconds` and takes what came meanwhile with them, so events
   that come close together (an order's payment and placement) share one transaction; while its

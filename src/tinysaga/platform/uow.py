@@ -187,6 +187,12 @@ class PgUnitOfWork:
                 self._staged(outbox_id, values)
         return row
 
+    def staged_as_returned(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Outbox rows a repository's own statement wrote (a batch's, ADR 70), as it returned them:
+        id, topic, key, payload and headers (as text)."""
+        for r in rows:
+            self.staged.append(Staged(r["id"], r["topic"], r["key"], r["payload"], r["headers"]))
+
     async def change_with_outcome(
         self, ctes: str, source: str, args: Sequence[Any], events: Mapping[str, Event], *, outcome: str
     ) -> str | None:
