@@ -1,6 +1,7 @@
 """The consumer's poll loop, driven by a scripted consumer and clock: how often it reads its lag,
-and a consumer that gathers (a side channel) taking what comes within its gather as it comes,
-handling it with the poll, and having its fetches wait at the broker while records come."""
+a consumer that gathers (a side channel) taking what comes within its gather as it comes,
+handling it with the poll, and having its fetches wait at the broker while records come, and one
+that does not gather pacing its next fetch to its handling under load (ADR 71)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ async def test_a_gathering_consumers_fetches_wait_at_the_broker_while_records_co
     assert scripted.fetch_settings == [idle, held, held, held, held, idle, idle, held]
 
 
-async def test_a_consumer_that_does_not_gather_fetches_as_an_idle_one_always() -> None:
+async def test_a_consumer_that_does_not_gather_fetches_as_an_idle_one_after_short_handlings() -> None:
     async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
         return None
 
@@ -167,6 +168,51 @@ async def test_a_consumer_that_does_not_gather_fetches_as_an_idle_one_always() -
     scripted = ScriptedConsumer(polls, [0.0], _fetcher=pinned_fetcher())
     await run(c, scripted)
     assert set(scripted.fetch_settings) == {(1, consumer_module.IDLE_FETCH_WAIT_MS)}
+
+
+@dataclass
+class TimedConsumer(ScriptedConsumer):
+    """A scripted consumer whose polls take the time scripted for each on the loop's clock (0: the
+    records were already fetched, the poll returns at once)."""
+
+    waits: list[float] = field(default_factory=list)
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        if self.polls and self.waits:
+            self.clock[0] += self.waits.pop(0)
+        return await super().getmany(timeout_ms)
+
+
+def test_the_next_fetch_is_paced_only_after_a_long_handling_and_a_poll_that_did_not_wait() -> None:
+    assert consumer_module.paced(0.05, True) == pytest.approx(consumer_module.PACE_SHARE * 0.05)
+    assert consumer_module.paced(0.05, False) is None  # the poll waited for its records
+    assert consumer_module.paced(consumer_module.PACE_FROM / 2, True) is None  # a short handling
+    assert consumer_module.paced(0.0, True) is None
+
+
+async def test_a_consumer_that_does_not_gather_paces_its_fetches_to_its_handling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])
+    took = [0.05, 0.05, 0.005, 0.05, 0.05, 0.05]  # each poll's handling, on the loop's clock
+
+    async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
+        clock[0] += took.pop(0)
+
+    c = ConsumerLoop(Settings(), "poll-svc-6", None, {ev.PAYMENT_DONE: None}, ("order-topic",))  # type: ignore[arg-type,dict-item]
+    c._handle_run = handle_run  # type: ignore[method-assign]
+    polls = [[record(i, ev.PAYMENT_DONE)] for i in range(6)] + [[]]
+    # the fifth poll waits 20 ms for its record (it had not come), the others return at once
+    waits = [0.0, 0.0, 0.0, 0.0, 0.02, 0.0, 0.0]
+    scripted = TimedConsumer(polls, clock, _fetcher=pinned_fetcher(), waits=waits)
+    await run(c, scripted)
+    idle = (1, consumer_module.IDLE_FETCH_WAIT_MS)
+    paced = (consumer_module.GATHER_MIN_BYTES, round(consumer_module.PACE_SHARE * 50))
+    # what each poll found set by the one before it: the first poll follows no handling; the second
+    # and third follow 50 ms handlings with polls that did not wait; the fourth's handling took 5 ms;
+    # the fifth poll waited; the sixth follows a 50 ms handling again; the last poll brought nothing
+    assert scripted.fetch_settings == [idle, idle, paced, paced, idle, idle, paced]
 
 
 def test_the_fetches_settings_are_read_from_the_fetcher_on_the_pinned_aiokafka() -> None:

@@ -81,6 +81,12 @@ PREFETCH_HOLD = 5.0
 # instead and return early only once GATHER_MIN_BYTES have come (see `fetch_at_broker`).
 IDLE_FETCH_WAIT_MS = 5000
 GATHER_MIN_BYTES = 256 * 1024
+# A consumer that does not gather paces its next fetch to its handling (`paced`, ADR 71): PACE_SHARE
+# of the time the last poll's records took, once that was at least PACE_FROM seconds.
+PACE_SHARE = 0.8
+PACE_FROM = 0.01
+# a poll that returned within this many seconds took records already fetched: it did not wait
+INSTANT = 0.0005
 
 
 # Failures of the infrastructure, not of the message: wait them out.
@@ -122,6 +128,20 @@ def hold_prefetched(consumer: AIOKafkaConsumer) -> None:
         log.warning("this aiokafka has no fetcher._prefetch_backoff; fetched records are not held")
         return
     fetcher._prefetch_backoff = PREFETCH_HOLD
+
+
+def paced(busy: float, instant: bool) -> float | None:
+    """How long a consumer that does not gather lets its next fetch wait at the broker (seconds;
+    None: as an idle consumer's, answered by the first record). aiokafka fetches ahead once
+    (`hold_prefetched`): taking a poll's records lets the next fetch go, and the broker answers it
+    at once with what came meanwhile, so under load the records a poll takes are those that came
+    before the last handling began, while those that came during it wait at the broker for one
+    more handling. So when the last poll's records took `busy` seconds to handle (at least
+    PACE_FROM) and this poll took records already fetched (`instant`: they keep coming), the next
+    fetch waits PACE_SHARE of that at the broker (or until GATHER_MIN_BYTES): it is answered about
+    when this poll's records are handled, with what came during it. A poll that waited for its
+    records, and one after a short handling, fetch as an idle consumer does."""
+    return PACE_SHARE * busy if instant and busy >= PACE_FROM else None
 
 
 def fetch_at_broker(consumer: AIOKafkaConsumer, gather: float | None) -> bool:
@@ -283,15 +303,20 @@ class ConsumerLoop:
         last_commit = last_lag = time.monotonic()
         suspect = False  # the last idle poll found records waiting that it did not get
         gathering = False  # the fetches wait at the broker for the gather (`fetch_at_broker`)
+        busy = 0.0  # seconds the last poll's records took to handle (0: it brought none)
         while True:
             # getmany returns as soon as records arrive; the timeout only paces the offset commits,
             # so with nothing to commit the loop need not wake up every second.
             wait = COMMIT_EVERY if pending else RECHECK_WAIT if suspect else self.idle_wait
+            polled = time.monotonic()
             batches = await self.consumer.getmany(timeout_ms=int(wait * 1000))
+            instant = time.monotonic() - polled < INSTANT
+            # set before anything awaits, so that the fetch this poll lets go out has it
             if self.gather > 0 and bool(batches) != gathering:
-                # set before anything awaits, so that the fetch this poll lets go out has it
                 gathering = bool(batches)
                 fetch_at_broker(self.consumer, self.gather if gathering else None)
+            elif self.gather <= 0:
+                fetch_at_broker(self.consumer, paced(busy, instant) if batches else None)
             if batches and self.gather > 0:
                 batches = await self._gathered(batches)
             if not batches and not pending:
@@ -303,11 +328,14 @@ class ConsumerLoop:
                 suspect = behind
             else:
                 suspect = False
+            busy = 0.0
             if batches:
+                started = time.monotonic()
                 if self.batch:  # one transaction for the poll (each partition in order)
                     await self._work_together(list(batches.values()))
                 else:
                     await asyncio.gather(*(self._work_partition(recs) for recs in batches.values()))
+                busy = time.monotonic() - started
                 for tp, recs in batches.items():
                     pending[TopicPartition(tp.topic, tp.partition)] = recs[-1].offset + 1
             if not batches or time.monotonic() - last_lag >= LAG_EVERY:
