@@ -209,9 +209,10 @@ async def test_a_consumer_that_does_not_gather_paces_its_fetches_to_its_handling
     await run(c, scripted)
     idle = (1, consumer_module.IDLE_FETCH_WAIT_MS)
     paced = (consumer_module.GATHER_MIN_BYTES, round(consumer_module.PACE_SHARE * 50))
-    # what each poll found set by the one before it: the first poll follows no handling; the second
-    # and third follow 50 ms handlings with polls that did not wait; the fourth's handling took 5 ms;
-    # the fifth poll waited; the sixth follows a 50 ms handling again; the last poll brought nothing
+    # the settings each poll found, as the poll before it left them: none before the first; the
+    # first follows no handling (idle); the second and third follow 50 ms handlings and returned at
+    # once (paced); the fourth follows the 5 ms handling (idle); the fifth waited (idle); the sixth
+    # follows a 50 ms handling and returned at once (paced)
     assert scripted.fetch_settings == [idle, idle, paced, paced, idle, idle, paced]
 
 
