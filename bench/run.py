@@ -38,6 +38,8 @@ import asyncpg
 import psutil
 from hdrh.histogram import HdrHistogram
 
+from bench import stretches
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 OVERLOADED = "urn:tinysaga:problem:overloaded"
@@ -213,6 +215,33 @@ class StackCounters:
         out: dict[str, float] = {}
         for tp, end in (await self.consumer.end_offsets(self.partitions)).items():
             out[tp.topic] = out.get(tp.topic, 0.0) + end
+        return out
+
+    async def offsets(self) -> dict[Any, int]:
+        """Where each partition of the stack's topics ends now."""
+        return dict(await self.consumer.end_offsets(self.partitions))
+
+    async def sent_between(self, start: dict[Any, int], end: dict[Any, int]) -> list[stretches.Sent]:
+        """The records written between two readings of `offsets`: the order each is about (its key),
+        its event (the eventName header), when its producer sent it."""
+        wanted = {tp: (start.get(tp, 0), stop) for tp, stop in end.items() if stop > start.get(tp, 0)}
+        out: list[stretches.Sent] = []
+        if not wanted:
+            return out
+        self.consumer.assign(list(wanted))
+        for tp, (first, _) in wanted.items():
+            self.consumer.seek(tp, first)
+        left = set(wanted)
+        while left:
+            for tp, records in (await self.consumer.getmany(*left, timeout_ms=5000)).items():
+                for r in records:
+                    if r.offset >= wanted[tp][1] or r.key is None:
+                        continue
+                    name = dict(r.headers or ()).get("eventName", b"?").decode("utf-8", "replace")
+                    out.append(stretches.Sent(r.key.decode("utf-8", "replace"), name, float(r.timestamp)))
+                if records and records[-1].offset + 1 >= wanted[tp][1]:
+                    left.discard(tp)
+        self.consumer.unsubscribe()
         return out
 
     async def read(self) -> dict[str, dict[str, float]]:
@@ -511,7 +540,7 @@ async def wait_ended(pool: asyncpg.Pool, phase: Phase, timeout: float) -> float:
     return time.perf_counter() - t
 
 
-async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
+async def measure(pool: asyncpg.Pool, phase: Phase, sent: list[stretches.Sent] | None = None) -> None:
     ids = [o for o, _ in phase.accepted]
     rows = await pool.fetch(
         "SELECT o.order_id, o.order_status, min(h.at) AS start, max(h.at) AS stop FROM orders o"
@@ -529,6 +558,9 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
 
     def ms(p: float) -> float:
         return round(hist.get_value_at_percentile(p) / 1000, 1) if placed else float("nan")
+
+    def epoch_ms(r: asyncpg.Record) -> tuple[float, float]:
+        return r["start"].timestamp() * 1000, r["stop"].timestamp() * 1000
 
     phase.result = {
         "offeredRate": phase.rate,
@@ -566,6 +598,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase) -> None:
         "generatorCpuMsPerSaga": round(phase.generator_cpu_s * 1000 / len(ended), 2) if ended else None,
         "generatorCores": round(phase.generator_cpu_s / phase.wall_s, 3) if phase.wall_s else None,
         "perSaga": per_saga(phase, len(ended)) if ended and phase.counters else {},
+        "stretchesMs": stretches.stretches({str(r["order_id"]): epoch_ms(r) for r in placed}, sent) if sent else {},
     }
 
 
@@ -809,6 +842,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         " hypervisor gave to other guests while this one wanted it; on a shared host the same code can"
         " measure very differently from one run to the next, and this is where that shows.",
         "",
+        *stretches.lines(report["phases"]),
         "## Per saga: commits, WAL, Kafka",
         "",
         "Counters of the stack over each phase, divided by its sagas ended. Commits: transactions committed"
@@ -1028,6 +1062,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             nonlocal before
             print(f"phase {ph.name}: {ph.rate:g}/s for {ph.seconds:g} s ...", flush=True)
             c0, st0, g0, w0 = procs.cpu_by_name(), steal_seconds(), generator_cpu_seconds(), time.perf_counter()
+            o0 = await counters.offsets()
             profiling = (
                 asyncio.create_task(profile(procs, ph, opts.results, flame))
                 if ph.rate == opts.flame_rate and ph.name != OVERLOAD
@@ -1046,7 +1081,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             await asyncio.sleep(STATS_SETTLE_SECONDS)
             after = await counters.read()
             ph.counters, before = counters_delta(before, after), after
-            await measure(pool, ph)
+            await measure(pool, ph, await counters.sent_between(o0, await counters.offsets()))
             r = ph.result
             print(
                 f"  {r['completedPerSecond']} sagas/s, p50 {r['latencyMs']['p50']} ms, p99 {r['latencyMs']['p99']} ms,"
