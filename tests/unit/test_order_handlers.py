@@ -596,6 +596,19 @@ async def test_requests_waiting_for_a_count_share_it() -> None:
     assert counts.queries == 1 and bound.since == 5
 
 
+async def test_a_refusal_is_what_admit_would_decide_and_admits_nothing() -> None:
+    counts, clock = Counts(9), Clock()
+    bound = InFlightBound(counts, 10, clock=clock)
+    assert await bound.refusal() is None  # it fits: but nothing is admitted
+    assert await bound.refusal() is None and bound.since == 0
+    await bound.admit()  # now it is: the bound is full
+    refused = await bound.refusal()
+    assert isinstance(refused, domain.Overloaded) and refused.in_flight == 10
+    with pytest.raises(domain.Overloaded):
+        await bound.admit()
+    assert counts.queries == 1  # one count, younger than min_age, for all of them
+
+
 async def test_a_bound_of_zero_never_counts() -> None:
     counts = Counts(10**6, median_age=60)
     bound = InFlightBound(counts, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -19,11 +20,19 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from tinysaga.contracts import records, routes, saga
 from tinysaga.order import domain, saga_map
 from tinysaga.order.bootstrap import deps
-from tinysaga.order.handlers import OrderRequest
+from tinysaga.order.handlers import OrderRequest, turned_away
 from tinysaga.order.repository import OrderRepository, Row
 from tinysaga.platform.idempotency import check_key, request_hash, reused_with_other_body
 from tinysaga.platform.money import as_number
-from tinysaga.platform.web import JSON, Identity, Problem, admin_user, current_user, uuid_in_path
+from tinysaga.platform.web import (
+    JSON,
+    Identity,
+    Problem,
+    admin_user,
+    current_user,
+    problem_response,
+    uuid_in_path,
+)
 
 router = APIRouter()
 
@@ -103,6 +112,85 @@ async def quote(
     }
 
 
+def overloaded(e: domain.Overloaded) -> Problem:
+    return Problem(
+        503,
+        "Service Unavailable",
+        f"{e}; no order was created, try again shortly",
+        type_="urn:tinysaga:problem:overloaded",
+        headers={"Retry-After": str(e.retry_after)},
+    )
+
+
+class TurnAwayEarly:
+    """A new order the bound on sagas in flight turns away is answered here, ahead of the framework
+    (ADR 73): past the stack's capacity most requests are turned away, and through FastAPI's routing
+    and dependencies each cost Order about 1 ms of CPU, taken from the sagas it had accepted. The
+    answer is the route's (503, Retry-After) and so is the decision (`InFlightBound.refusal`). The
+    route answers what it answered before: a request with an Idempotency-Key (a retry of an order
+    already accepted gets that order, bound or not), one without the gateway's user (401), and one
+    whose body it would refuse (400, 422), read here and handed on as it came."""
+
+    PATH = "/api/orders"
+    MAX_BODY = 65536  # a longer body goes on to the route, which has the limit
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.PATH:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        d = scope["app"].state.rt.deps
+        if b"idempotency-key" in headers or not headers.get(b"x-user-id") or d is None:
+            return await self.app(scope, receive, send)
+        refused = await d.create_order.bound.refusal()
+        if refused is None:
+            return await self.app(scope, receive, send)
+        body, more = await _read_body(receive, self.MAX_BODY)
+        if more or not _valid_order(body):
+            return await self.app(scope, _replayed(body, more, receive), send)
+        turned_away(refused)
+        await problem_response(overloaded(refused))(scope, receive, send)
+
+
+async def _read_body(receive: Any, limit: int) -> tuple[bytes, bool]:
+    """The request's body, up to about `limit` bytes; and whether more is left to receive."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    return b"".join(chunks), more
+
+
+def _replayed(body: bytes, more: bool, receive: Any) -> Any:
+    """`receive` with what was already read of the body given first."""
+    given = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return again
+
+
+def _valid_order(body: bytes) -> bool:
+    """Would the route take this body (FastAPI: JSON, then the model)?"""
+    try:
+        OrderIn.model_validate(json.loads(body))
+    except ValueError:  # json's JSONDecodeError and pydantic's ValidationError are ValueErrors
+        return False
+    return True
+
+
 @router.post("/api/orders", status_code=202)
 async def create_order(
     body: OrderIn,
@@ -124,13 +212,7 @@ async def create_order(
             type_="urn:tinysaga:problem:out-of-stock",
         ) from e
     except domain.Overloaded as e:
-        raise Problem(
-            503,
-            "Service Unavailable",
-            f"{e}; no order was created, try again shortly",
-            type_="urn:tinysaga:problem:overloaded",
-            headers={"Retry-After": str(e.retry_after)},
-        ) from e
+        raise overloaded(e) from e
     if row["request_hash"] != digest:
         raise reused_with_other_body()
     return JSON(order_json(row), status_code=202, headers={"Location": f"/api/orders/{row['order_id']}"})

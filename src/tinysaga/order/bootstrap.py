@@ -131,4 +131,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lambda rt: setup(rt, dead_letters.collector),
         routers=[api.router, dead_letters.router],
         settings=settings,
+        middleware=[api.TurnAwayEarly],
     )

@@ -177,8 +177,18 @@ class InFlightBound:
 
     async def admit(self) -> None:
         """Return when one more saga fits (and count it), raise domain.Overloaded when not."""
+        refused = await self.refusal()
+        if refused is not None:
+            turned_away(refused)
+            raise refused
+        if self.near_at != math.inf:
+            self.since += 1
+
+    async def refusal(self) -> domain.Overloaded | None:
+        """Why one more saga would be turned away now, or None when it fits; nothing is admitted or
+        counted as turned away. What `admit` decides, reading the count first when it would."""
         if self.near_at == math.inf:
-            return
+            return None
         asked = self.clock()
         age = asked - self.counted_at
         if age >= self.max_age or (self.counted.count + self.since >= self.near_at and age >= self.min_age):
@@ -188,13 +198,16 @@ class InFlightBound:
                     self.counted, self.counted_at, self.since = counted, self.clock(), 0
         estimate = self.counted.count + self.since
         if 0 < self.bound <= estimate:
-            TURNED_AWAY.labels("bound").inc()
-            raise domain.Overloaded(estimate, self.bound, self.retry_after)
+            return domain.Overloaded(estimate, self.bound, self.retry_after)
         wait = self.counted.expected_wait()
         if self.max_wait > 0 and estimate >= self.wait_from and wait > self.max_wait:
-            TURNED_AWAY.labels("wait").inc()
-            raise domain.Overloaded(estimate, self.bound, self.retry_after, wait=wait)
-        self.since += 1
+            return domain.Overloaded(estimate, self.bound, self.retry_after, wait=wait)
+        return None
+
+
+def turned_away(refused: domain.Overloaded) -> None:
+    """Count an order turned away, by the limit that did it."""
+    TURNED_AWAY.labels("bound" if refused.wait is None else "wait").inc()
 
 
 class CreateOrder:

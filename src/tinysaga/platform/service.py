@@ -9,7 +9,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -226,7 +226,11 @@ def create_service_app(
     settings: Settings | None = None,
     pool_size: int = 10,
     title: str | None = None,
+    middleware: Sequence[type] = (),
 ) -> FastAPI:
+    """A service's app: its runtime (started by the app's lifespan, then `setup`), the error
+    handlers, the request guard, health and metrics, `routers`; `middleware` (plain ASGI) runs
+    after the request guard, ahead of the routing."""
     settings = settings or get_settings()
     setup_logging(name, settings.log_level)
     tracing.setup(name, settings)  # before the HTTP session is made: its calls carry the trace context
@@ -266,6 +270,8 @@ def create_service_app(
         title=title or f"Tiny-Saga {name}", lifespan=lifespan, default_response_class=web.JSON, redirect_slashes=False
     )
     app.state.rt = rt
+    for m in middleware:  # added first, so inside the request guard
+        app.add_middleware(m)
     web.install(app, internal_secret=rt.secret, max_body=settings.max_body_bytes)
     tracing.instrument_app(app)
 
