@@ -454,11 +454,12 @@ async def test_create_order_writes_the_order_initiated_with_its_event(db: FakeOr
 
 
 async def test_create_order_out_of_stock_creates_nothing(db: FakeOrders, uow: FakeUnitOfWork) -> None:
-    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("1.00"), 2)))
+    create = create_order(db, uow, FakeCatalogue(P1=Product(Decimal("1.00"), 2)), bound=10)
     with pytest.raises(domain.OutOfStock) as e:
         await create("user-1", "P1", 3, "WALLET")
     assert e.value.available == 2
     assert db.orders == {} and uow.published == []
+    assert create.bound.writing == 0  # given up: not left in the bound's estimate
 
 
 async def test_create_order_with_a_key_used_before_answers_the_first_order(db: FakeOrders, uow: FakeUnitOfWork) -> None:
@@ -554,6 +555,7 @@ async def test_far_from_the_bound_an_order_costs_no_count() -> None:
     bound = InFlightBound(counts, 100, clock=clock, max_age=1.0, near=0.75)
     for _ in range(50):
         await bound.admit()
+        bound.written()
     assert counts.queries == 1
     clock.t += 1.0  # the count is old: read again, and what this replica admitted is in it now
     counts.n = 50
@@ -566,6 +568,7 @@ async def test_near_the_bound_it_counts_again_so_the_other_replica_is_seen() -> 
     bound = InFlightBound(counts, 100, clock=clock, min_age=0.01, near=0.75)
     for _ in range(5):
         await bound.admit()  # 70 counted, 5 admitted here: the estimate is 75, near the bound
+        bound.written()
     assert counts.queries == 1
     counts.n = 99  # those 5, and 24 the other replica accepted meanwhile
 
@@ -576,6 +579,25 @@ async def test_near_the_bound_it_counts_again_so_the_other_replica_is_seen() -> 
     with pytest.raises(domain.Overloaded) as e:
         await bound.admit()  # within min_age: no new count, the estimate says full
     assert counts.queries == 2 and e.value.in_flight == 100
+
+
+async def test_orders_admitted_and_not_yet_written_stay_in_the_estimate_after_a_count() -> None:
+    counts, clock = Counts(0), Clock()
+    bound = InFlightBound(counts, 10, clock=clock, min_age=0.01)
+    for _ in range(8):
+        await bound.admit()  # 8 admitted here, being written: the table shows none of them yet
+    for _ in range(6):
+        bound.written()  # 6 of them written
+    counts.n = 6
+    clock.t += 1.0
+
+    await bound.admit()  # counts again: 6 written, the 2 still being written, and this one
+
+    assert counts.queries == 2 and bound.counted.count + bound.since == 9
+    await bound.admit()
+    with pytest.raises(domain.Overloaded) as e:
+        await bound.admit()  # full: the two not yet written were not forgotten by the count
+    assert e.value.in_flight == 10
 
 
 async def test_requests_waiting_for_a_count_share_it() -> None:

@@ -150,8 +150,9 @@ class InFlightBound:
     far from the bound an order costs no query. Once that estimate reaches `near` of a limit (the
     bound, or `wait_from`) it counts before each answer, at most once every `min_age` seconds, and
     requests waiting meanwhile share that count: the other replica's orders are seen within
-    `min_age`, so a limit is passed by at most what the replicas accept in that time. An order
-    turned away is told to come back after `retry_after` seconds."""
+    `min_age`, so a limit is passed by at most what the replicas accept in that time. A count cannot
+    see an order admitted and not yet written (from `admit` to `written`), so those stay in the
+    estimate after it. An order turned away is told to come back after `retry_after` seconds."""
 
     def __init__(
         self,
@@ -173,16 +174,24 @@ class InFlightBound:
         self.near_at = near * min(limits, default=math.inf)
         self.clock = clock
         self.counted, self.counted_at, self.since = domain.InFlight(0, 0.0), -math.inf, 0
+        self.writing = 0  # admitted here, their order not yet written (or given up)
         self._lock = asyncio.Lock()
 
     async def admit(self) -> None:
-        """Return when one more saga fits (and count it), raise domain.Overloaded when not."""
+        """Return when one more saga fits (and count it), raise domain.Overloaded when not; once
+        admitted, call `written` when its order is written or given up."""
         refused = await self.refusal()
         if refused is not None:
             turned_away(refused)
             raise refused
         if self.near_at != math.inf:
             self.since += 1
+            self.writing += 1
+
+    def written(self) -> None:
+        """The order of a saga admitted here is written (a count sees it from now on) or given up."""
+        if self.near_at != math.inf:
+            self.writing -= 1
 
     async def refusal(self) -> domain.Overloaded | None:
         """Why one more saga would be turned away now, or None when it fits; nothing is admitted or
@@ -194,8 +203,12 @@ class InFlightBound:
         if age >= self.max_age or (self.counted.count + self.since >= self.near_at and age >= self.min_age):
             async with self._lock:
                 if self.counted_at < asked:  # nobody counted while this one waited
+                    writing, since = self.writing, self.since
                     counted = await self.count()
-                    self.counted, self.counted_at, self.since = counted, self.clock(), 0
+                    # what the count cannot have seen: the orders being written when it started,
+                    # and those admitted while it ran
+                    self.counted, self.counted_at = counted, self.clock()
+                    self.since = writing + self.since - since
         estimate = self.counted.count + self.since
         if 0 < self.bound <= estimate:
             return domain.Overloaded(estimate, self.bound, self.retry_after)
@@ -249,6 +262,14 @@ class CreateOrder:
             if prior is not None:
                 return prior
         await self.bound.admit()
+        try:
+            return await self._write(user_id, product_id, quantity, payment_type, key, digest)
+        finally:
+            self.bound.written()
+
+    async def _write(
+        self, user_id: str, product_id: str, quantity: int, payment_type: str, key: str | None, digest: str | None
+    ) -> Row:
         product = await self.catalogue.product(product_id)
         if not domain.in_stock(product.available_count, quantity):
             raise domain.OutOfStock(product_id, product.available_count)
