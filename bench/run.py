@@ -1234,7 +1234,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--light-rate", type=float, default=5)
     ap.add_argument("--light-seconds", type=float, default=20)
     ap.add_argument(
-        "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 80, 120, 150, 180, 240, 300]
+        "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[20, 40, 80, 120, 150, 180, 240, 300, 330]
     )
     ap.add_argument("--step-seconds", type=float, default=15)
     ap.add_argument("--max-inflight", type=int, default=2000)
