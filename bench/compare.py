@@ -115,6 +115,16 @@ def compare(a_runs: list[dict[str, Any]], b_runs: list[dict[str, Any]], processe
     names = list(dict.fromkeys(p["name"] for r in a_runs + b_runs for p in r["phases"]))
     for name in names:
         phases = [[p for r in runs for p in r["phases"] if p["name"] == name] for runs in (a_runs, b_runs)]
+        # a phase offered at each run's own rate (the overload phase: twice the best step kept up)
+        # compares only between runs offered alike: its offered rates are shown when they differ
+        offered = [
+            [float(p["offeredRate"]) for p in side if isinstance(p.get("offeredRate"), int | float)] for side in phases
+        ]
+        if len(set(offered[0] + offered[1])) > 1:
+            out.append(
+                f"| {name} | offered/s | {_cell(spread(offered[0]), len(offered[0]))}"
+                f" | {_cell(spread(offered[1]), len(offered[1]))} | offered unlike: compare with care |"
+            )
         figures = list(FIGURES)
         if processes:
             procs = dict.fromkeys(k for side in phases for p in side for k in p.get("cpuMsPerSagaByProcess") or {})

@@ -65,6 +65,19 @@ def test_the_hosts_speed_is_shown_beside_the_code_and_never_judged() -> None:
     assert host == ["42 (40–44)", "70.5 (70–71)", "the host, not the code"]
 
 
+def test_a_phase_offered_unlike_shows_its_offered_rates() -> None:
+    def offered(r: dict[str, Any], rate: float) -> dict[str, Any]:
+        r["phases"][0]["offeredRate"] = rate
+        return r
+
+    a = [offered(run(6.4, 271.1, 690.0), 590), offered(run(6.4, 275.1, 724.0), 467)]
+    b = [offered(run(6.6, 266.9, 509.0), 576), offered(run(6.2, 285.2, 607.0), 358)]
+    table = rows(compare(a, b))
+    assert table[("light", "offered/s")] == ["528.5 (467–590)", "467 (358–576)", "offered unlike: compare with care"]
+    alike = rows(compare([offered(run(6.4, 5.0, 70.0), 5)] * 2, [offered(run(6.0, 5.0, 60.0), 5)] * 2))
+    assert ("light", "offered/s") not in alike  # a step offered alike: nothing to say
+
+
 def test_the_command_reads_result_folders_and_refuses_what_is_not_a_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
