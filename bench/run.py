@@ -107,10 +107,15 @@ class Processes:
         return out
 
     def cpu_by_name(self) -> dict[str, float]:
+        """CPU seconds so far of each name's processes. A tree's root adds what its children that
+        ended had used (the kernel adds it to the parent that waits for them): without it the sum
+        of PostgreSQL's backends fell when one exited, and a fall reads as a restart (`cpu_delta`),
+        so a phase or an idle window counted every backend's CPU since the start. The supervisor
+        stands alone, without its children's: its children are the other names."""
         out: dict[str, float] = {}
         for name, procs in self.named().items():
-            for p in procs:
-                seconds = _cpu_seconds(p)
+            for i, p in enumerate(procs):
+                seconds = _cpu_seconds(p, ended_children=i == 0 and name != "supervisor")
                 if seconds is not None:
                     out[name] = out.get(name, 0.0) + seconds
         return out
@@ -1198,13 +1203,14 @@ async def profile(procs: Processes, phase: Phase, out: Path, flame: dict[str, An
     )
 
 
-def _cpu_seconds(p: psutil.Process) -> float | None:
-    """A process's CPU seconds so far (user and system), None when it has ended."""
+def _cpu_seconds(p: psutil.Process, ended_children: bool = False) -> float | None:
+    """A process's CPU seconds so far (user and system), and with `ended_children` those of its
+    children that ended and were waited for; None when it has ended."""
     try:
         t = p.cpu_times()
-        return t.user + t.system
     except psutil.NoSuchProcess:
         return None
+    return t.user + t.system + (t.children_user + t.children_system if ended_children else 0.0)
 
 
 def flame_samples(svg: Path) -> int | None:
