@@ -421,7 +421,8 @@ class Phase:
     seconds: float
     accepted: list[tuple[str, float]] = field(default_factory=list)  # (orderId, wall time)
     errors: dict[str, int] = field(default_factory=dict)
-    turned_away: int = 0  # answered 503 overloaded: the bound on sagas in flight (ADR 50)
+    turned_away: int = 0  # answered 503 overloaded: the bound on sagas in flight (ADR 50) or the wait (ADR 52)
+    turned_away_by: dict[str, int] = field(default_factory=dict)  # by the limit the answer names
     dropped: int = 0
     late_ms: list[float] = field(default_factory=list)
     backlog: list[int] = field(default_factory=list)
@@ -495,8 +496,10 @@ async def offer(
             async with http.post(f"{base}/api/orders", json=body, headers=headers) as r:
                 if r.status == 202:
                     phase.accepted.append(((await r.json())["orderId"], time.time()))
-                elif r.status == 503 and (await r.json(content_type=None)).get("type") == OVERLOADED:
+                elif r.status == 503 and (problem := await r.json(content_type=None)).get("type") == OVERLOADED:
                     phase.turned_away += 1
+                    limit = str(problem.get("limit", "unnamed"))
+                    phase.turned_away_by[limit] = phase.turned_away_by.get(limit, 0) + 1
                 else:
                     phase.errors[str(r.status)] = phase.errors.get(str(r.status), 0) + 1
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -600,6 +603,7 @@ async def measure(pool: asyncpg.Pool, phase: Phase, sent: list[stretches.Sent] |
         if phase.late_ms
         else 0.0,
         "turnedAway": phase.turned_away,
+        "turnedAwayBy": dict(sorted(phase.turned_away_by.items())),
         "generatorCpuMsPerSaga": round(phase.generator_cpu_s * 1000 / len(ended), 2) if ended else None,
         "generatorCores": round(phase.generator_cpu_s / phase.wall_s, 3) if phase.wall_s else None,
         "perSaga": per_saga(phase, len(ended)) if ended and phase.counters else {},
@@ -785,6 +789,12 @@ def host_speed_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def turned_away_cell(phase: dict[str, Any]) -> str:
+    """How many of a phase's orders were turned away and, when any were, by which limit."""
+    n, by = phase.get("turnedAway", 0), phase.get("turnedAwayBy") or {}
+    return f"{n} ({', '.join(f'{limit} {k}' for limit, k in by.items())})" if n and by else str(n)
+
+
 def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -819,7 +829,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
     for p in report["phases"]:
         lat = p["latencyMs"]
         lines.append(
-            f"| {p['name']} | {p['offeredRate']} | {p['accepted']} | {p.get('turnedAway', 0)} | {p['ended']}"
+            f"| {p['name']} | {p['offeredRate']} | {p['accepted']} | {turned_away_cell(p)} | {p['ended']}"
             f" | {p['completedPerSecond']} | {lat['p50']} | {lat['p95']} | {lat['p99']} | {lat['max']}"
             f" | {p['cpuMsPerSaga']} | {p['cpuCoresBusy']} | {p.get('hostStealCores', '-')} | {p['backlogMax']}"
             f" | {p['drainSeconds']}"
@@ -838,8 +848,8 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
         f" Turned away: answered 503 because {report.get('maxSagasInFlight')} sagas were in flight"
         " (`TINYSAGA_MAX_SAGAS_IN_FLIGHT`, ADR 50), or because, with at least"
         f" {report.get('maxSagaSecondsFrom')} in flight, a new one would have taken over"
-        f" {report.get('maxSagaSeconds')} s (`TINYSAGA_MAX_SAGA_SECONDS`, ADR 52); the overload phase is offered"
-        " twice the best rate kept up."
+        f" {report.get('maxSagaSeconds')} s (`TINYSAGA_MAX_SAGA_SECONDS`, ADR 52), as each answer names it"
+        " (`bound`, `wait`); the overload phase is offered twice the best rate kept up."
         " The load generator's line: its own CPU (this process: the load, its readings of the stack), in ms per"
         " saga and in cores, phase by phase, on the same two cores as the stack.",
         "sagas/s: sagas ended / (last end − first acceptance). Backlog: sagas in flight, sampled each second;"

@@ -22,6 +22,8 @@ PROBLEM = "application/problem+json"
 UNSETTLED = [s.value for s in domain.UNSETTLED]
 # how old a replica's count of the sagas in flight may be near the bound
 MIN_AGE = inspect.signature(InFlightBound).parameters["min_age"].default
+# how old it may be at most, near the bound or not
+MAX_AGE = inspect.signature(InFlightBound).parameters["max_age"].default
 
 
 def in_flight(settings: Settings) -> int:
@@ -68,6 +70,7 @@ def test_beyond_the_bound_a_new_order_is_turned_away_with_nothing_written(
             assert headers["content-type"].startswith(PROBLEM)
             assert headers["retry-after"] == str(settings.overloaded_retry_after_seconds)
             assert body["type"] == "urn:tinysaga:problem:overloaded" and body["status"] == 503
+            assert body["limit"] in ("bound", "wait") and body["inFlight"] >= settings.max_saga_seconds_from, body
     # turned away once the held sagas were too many, or too many and too old: which of the two comes
     # first depends on how fast the host accepts them (the test below makes sure of the wait); never
     # before wait_from of them, and never past the bound by more than the requests racing at it (8)
@@ -110,8 +113,8 @@ def test_once_the_sagas_in_flight_are_old_a_new_order_is_turned_away_for_the_wai
             # fewer than wait_from in flight: accepted however long they take
             first = list(pool.map(lambda i: users[i % 2].order(pid), range(wait_from - in_flight(settings))))
             assert [r.status_code for r in first] == [202] * len(first), [r.text for r in first if r.status_code != 202]
-            # older than an order may wait, and past the age (1 s) at which each replica counts again
-            time.sleep(max(max_wait, 1.0) + 0.5)
+            # older than an order may wait, and past the age at which each replica counts again
+            time.sleep(max(max_wait, MAX_AGE) + 0.5)
             later = list(pool.map(lambda i: users[i % 2].order(pid), range(6)))
         held = in_flight(settings)
     finally:
@@ -124,6 +127,7 @@ def test_once_the_sagas_in_flight_are_old_a_new_order_is_turned_away_for_the_wai
         body = r.json()
         assert body["type"] == "urn:tinysaga:problem:overloaded", body
         assert f"{held} orders are in progress and a new one would take about" in body["detail"], body
+        assert body["limit"] == "wait" and body["expectedWaitSeconds"] >= max_wait, body
     ids = [u.user_id for u in users]
     [row] = run_sync(fetch(settings, "order", "SELECT count(*) AS n FROM orders WHERE user_id = ANY($1)", ids))
     assert row["n"] == len(first)

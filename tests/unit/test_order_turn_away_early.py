@@ -87,13 +87,16 @@ async def test_an_order_the_bound_turns_away_is_answered_here_as_the_route_would
     problem = orjson.loads(body["body"])
     assert problem["type"] == "urn:tinysaga:problem:overloaded" and problem["status"] == 503
     assert "no order was created" in problem["detail"]
+    assert problem["limit"] == "bound" and problem["inFlight"] == 200 and "expectedWaitSeconds" not in problem
     assert turned_away("bound") == before + 1
 
 
-async def test_the_wait_rule_is_counted_as_such() -> None:
+async def test_the_wait_rule_is_counted_and_answered_as_such() -> None:
     before = turned_away("wait")
-    await call(Bound(domain.Overloaded(60, 200, retry_after=1, wait=0.8)))
+    _, (_, body) = await call(Bound(domain.Overloaded(60, 200, retry_after=1, wait=0.8333)))
     assert turned_away("wait") == before + 1
+    problem = orjson.loads(body["body"])
+    assert (problem["limit"], problem["inFlight"], problem["expectedWaitSeconds"]) == ("wait", 60, 0.83)
 
 
 async def test_an_order_that_fits_goes_on_with_its_body() -> None:

@@ -113,12 +113,19 @@ async def quote(
 
 
 def overloaded(e: domain.Overloaded) -> Problem:
+    """The answer to a new order turned away, with the limit that did it for a client (or the bench)
+    to tell apart without reading the detail: `bound` (that many in flight) or `wait` (a new one
+    would wait `expectedWaitSeconds`)."""
+    extensions: dict[str, object] = {"limit": e.limit, "inFlight": e.in_flight}
+    if e.wait is not None:
+        extensions["expectedWaitSeconds"] = round(e.wait, 2)
     return Problem(
         503,
         "Service Unavailable",
         f"{e}; no order was created, try again shortly",
         type_="urn:tinysaga:problem:overloaded",
         headers={"Retry-After": str(e.retry_after)},
+        extensions=extensions,
     )
 
 

@@ -442,6 +442,11 @@ class Overloaded(Exception):
         super().__init__(reason)
         self.in_flight, self.bound, self.retry_after, self.wait = in_flight, bound, retry_after, wait
 
+    @property
+    def limit(self) -> str:
+        """The limit that turned the order away: `bound` (ADR 50) or `wait` (ADR 52)."""
+        return "bound" if self.wait is None else "wait"
+
 
 def total(unit_price: Decimal, quantity: int) -> Decimal:
     """What an order of `quantity` costs, to the cent."""

@@ -220,7 +220,7 @@ class InFlightBound:
 
 def turned_away(refused: domain.Overloaded) -> None:
     """Count an order turned away, by the limit that did it."""
-    TURNED_AWAY.labels("bound" if refused.wait is None else "wait").inc()
+    TURNED_AWAY.labels(refused.limit).inc()
 
 
 class CreateOrder:

@@ -62,7 +62,9 @@ ERROR_STATUSES = {
     503: (
         "ServiceUnavailable",
         "Service Unavailable: no healthy server behind the gateway, or (a new order) as many sagas in flight"
-        " as the shop takes at once, or so many that a new one would wait too long; try again after Retry-After.",
+        " as the shop takes at once, or so many that a new one would wait too long; try again after Retry-After."
+        " Then the problem names the limit (`limit`: `bound` or `wait`), the sagas in flight (`inFlight`) and,"
+        " for the wait, the seconds a new one would take (`expectedWaitSeconds`).",
     ),
 }
 VALIDATION_STATUS = 422

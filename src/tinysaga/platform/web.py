@@ -49,17 +49,21 @@ class Problem(Exception):
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
         type_: str | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail = status, title, detail or title
         self.errors, self.headers = errors, headers
         self.type = type_ or f"urn:tinysaga:problem:{title.lower().replace(' ', '-')}"
+        self.extensions = extensions  # members of the problem's type, beside the standard ones (RFC 9457)
 
 
 def problem_response(p: Problem) -> Response:
     body: dict[str, Any] = {"type": p.type, "title": p.title, "status": p.status, "detail": p.detail}
     if p.errors is not None:
         body["errors"] = p.errors
+    if p.extensions:
+        body.update(p.extensions)
     return Response(orjson.dumps(body), status_code=p.status, media_type=PROBLEM, headers=p.headers)
 
 
