@@ -41,6 +41,7 @@ class ScriptedConsumer:
     wait_when_empty: bool = False
     lag_readings: int = 0
     asked: list[int] = field(default_factory=list)  # each poll's timeout_ms
+    asked_records: list[int | None] = field(default_factory=list)  # each poll's max_records
     _fetcher: Any = None  # aiokafka's, where the fetches' settings are read
     fetch_settings: list[tuple[int, int]] = field(default_factory=list)  # (min bytes, max wait ms) at each poll
 
@@ -54,14 +55,18 @@ class ScriptedConsumer:
         self.lag_readings += 1
         return 100
 
-    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+    async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         if not self.polls:
             raise asyncio.CancelledError
         self.asked.append(timeout_ms)
+        self.asked_records.append(max_records)
         if self._fetcher is not None:
             self.fetch_settings.append((self._fetcher._fetch_min_bytes, self._fetcher._fetch_max_wait_ms))
         self.clock[0] += self.poll_seconds
         records = self.polls.pop(0)
+        if max_records is not None and len(records) > max_records:  # the rest stay fetched, for the next poll
+            records, rest = records[:max_records], records[max_records:]
+            self.polls.insert(0, rest)
         if not records and self.wait_when_empty:  # nothing came: the poll waits out its timeout
             await asyncio.sleep(timeout_ms / 1000)
         return {TP: records} if records else {}
@@ -121,6 +126,30 @@ async def test_a_gathering_consumer_handles_what_came_within_its_gather_with_the
     assert scripted.asked[0] > 1000 and all(0 < t <= 50 for t in scripted.asked[1:3])
 
 
+async def test_a_gather_ends_once_it_holds_a_polls_most() -> None:
+    handled: list[int] = []
+
+    async def handler(event: ev.Event, ctx: Any) -> None:  # pragma: no cover - the runs are recorded instead
+        raise AssertionError
+
+    async def handle_run(run: list[tuple[ev.Event, Any, Any]]) -> None:
+        handled.append(len(run))
+
+    most = consumer_module.GATHER_MOST
+    c = ConsumerLoop(Settings(), "poll-svc-5", None, {ev.PAYMENT_DONE: handler}, ("order-topic",), gather=30.0)  # type: ignore[arg-type]
+    c._handle_run = handle_run  # type: ignore[method-assign]
+    # a consumer behind: the poll brings 300, the next poll has 300 more fetched, then nothing
+    polls = [[record(i, ev.PAYMENT_DONE) for i in range(300)], [record(i, ev.PAYMENT_DONE) for i in range(300, 600)]]
+    scripted = ScriptedConsumer(polls, [0.0], wait_when_empty=True)
+    started = asyncio.get_running_loop().time()
+    await run(c, scripted)
+    # the gather took what its most had room for and ended without waiting out its 30 s; the next
+    # poll (the script's last) took the rest
+    assert handled == [most]
+    assert scripted.asked_records == [None, most - 300, None]
+    assert asyncio.get_running_loop().time() - started < 5
+
+
 def pinned_fetcher() -> Any:
     """aiokafka's fetcher with its fetches' settings as a consumer built by the loop has them."""
     from aiokafka.consumer.fetcher import Fetcher
@@ -177,10 +206,10 @@ class TimedConsumer(ScriptedConsumer):
 
     waits: list[float] = field(default_factory=list)
 
-    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+    async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         if self.polls and self.waits:
             self.clock[0] += self.waits.pop(0)
-        return await super().getmany(timeout_ms)
+        return await super().getmany(timeout_ms, max_records)
 
 
 def test_the_next_fetch_is_paced_only_after_a_long_handling_and_a_poll_that_did_not_wait() -> None:

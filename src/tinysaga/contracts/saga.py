@@ -197,8 +197,9 @@ STEPS: tuple[Step, ...] = (
         (*ev.STEP_OUTCOMES, ev.ORDER_TIMED_OUT, *ev.ORDER_CHANGES),
         kind="notification",
         batch=True,
-        # an order's payment and its placement come 10-30 ms apart: one transaction, not two
-        gather_seconds=0.2,
+        # an order's payment and its placement come 10-30 ms apart, and at light load the next
+        # order's a fraction of a second later: one transaction for a second of them (ADR 75)
+        gather_seconds=1.0,
     ),
     # ---- the user, before any order ------------------------------------------------------------
     Step(

@@ -81,6 +81,9 @@ PREFETCH_HOLD = 5.0
 # instead and return early only once GATHER_MIN_BYTES have come (see `fetch_at_broker`).
 IDLE_FETCH_WAIT_MS = 5000
 GATHER_MIN_BYTES = 256 * 1024
+# A gather ends early once it holds this many records (a poll's most): a consumer that is behind
+# handles them at once rather than a second's worth of full polls in one transaction (ADR 75).
+GATHER_MOST = 500
 # A consumer that does not gather paces its next fetch to its handling (`paced`, ADR 71): PACE_SHARE
 # of the time the last poll's records took, once that was at least PACE_FROM seconds.
 PACE_SHARE = 0.8
@@ -353,16 +356,18 @@ class ConsumerLoop:
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """A consumer whose steps nobody waits on (`gather`): the records of this poll and of those
         that come within `gather` seconds after it, each partition's in order, to be handled in
-        one go. They are taken as they come rather than once at the end, so that each next fetch goes
-        at once (`hold_prefetched`)."""
+        one go, or until they are GATHER_MOST. They are taken as they come rather than once at the
+        end, so that each next fetch goes at once (`hold_prefetched`)."""
         assert self.consumer is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.gather
         out = {tp: list(recs) for tp, recs in batches.items()}
-        while (left := deadline - loop.time()) > 0:
-            more = await self.consumer.getmany(timeout_ms=max(1, round(left * 1000)))
+        held = sum(map(len, out.values()))
+        while held < GATHER_MOST and (left := deadline - loop.time()) > 0:
+            more = await self.consumer.getmany(timeout_ms=max(1, round(left * 1000)), max_records=GATHER_MOST - held)
             for tp, recs in more.items():
                 out.setdefault(tp, []).extend(recs)
+                held += len(recs)
         return out
 
     async def _record_lag(self) -> None:
