@@ -38,7 +38,7 @@ import asyncpg
 import psutil
 from hdrh.histogram import HdrHistogram
 
-from bench import stretches
+from bench import fanout, stretches
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -923,6 +923,7 @@ def write_report(report: dict[str, Any], out: Path = RESULTS) -> None:
             )
         ],
         "",
+        *fanout.lines(report),
         "## Audit",
         "",
         "After the run, once at rest, `tiny-saga audit` checked SPEC section 4 on every order of the run:",
@@ -1064,6 +1065,11 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             warm = Phase("warm-up", opts.warmup_rate, opts.warmup_seconds)
             await offer(warm, http, base, tokens, product, opts.max_inflight, pool)
             await wait_ended(pool, warm, opts.drain_timeout)
+        fan = None
+        if opts.probe_seconds > 0:
+            print(f"fan-out probe: {opts.probe_rate:g} events/s that no step handles, for {opts.probe_seconds:g} s ...")
+            fan = await fanout.measure(procs, settings, opts.probe_rate, opts.probe_seconds)
+            print(f"  {fan['msPerEvent']} ms of CPU per event", flush=True)
         counters = StackCounters(settings)
         await counters.start()
         await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -1142,6 +1148,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         "peakRssMb": {k: round(v, 1) for k, v in rss.peak.items()},
         "phases": [{"name": p.name, **p.result} for p in phases],
         "flameGraph": flame,
+        "fanOut": fan,
         "garbageCollection": gc,
         "audit": {
             "ok": checked.ok and not any(left.values()),
@@ -1263,6 +1270,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--flame-rate", type=float, default=150, help="the step whose busiest Python process py-spy records"
     )
+    ap.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=20,
+        help="the fan-out probe: events no step handles, against an idle window as long (0: none)",
+    )
+    ap.add_argument("--probe-rate", type=float, default=15, help="the probe's events per second (a saga's 3 at 5/s)")
     ap.add_argument("--quick", action="store_true", help="10 users, light 5 s, one step of 30/s for 5 s")
     ap.add_argument("--keep", action="store_true", help="leave the bench stack running (then: reset it yourself)")
     ap.add_argument("--port-offset", type=int, default=0, help="add this to every port of the bench stack")
@@ -1276,7 +1290,7 @@ def main(argv: list[str]) -> int:
     opts = ap.parse_args(argv)
     if opts.quick:
         opts.users, opts.light_seconds, opts.rates, opts.step_seconds = 10, 5, [30.0], 5
-        opts.settle, opts.idle, opts.warmup_seconds = 5, 5, 5
+        opts.settle, opts.idle, opts.warmup_seconds, opts.probe_seconds = 5, 5, 5, 5
     if opts.mode != "both":
         return run_mode(opts, opts.mode, opts.results)
     from bench.modes import write_comparison
