@@ -62,8 +62,9 @@ def per_event(
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-async def measure(procs: CpuReader, settings: Settings, rate: float, seconds: float) -> dict[str, Any]:
-    """The probe (see the module's docstring); the figures for the report."""
+async def measure(procs: CpuReader, settings: Settings, rates: list[float], seconds: float) -> dict[str, Any]:
+    """The probe (see the module's docstring): one idle window, then a window at each rate in
+    turn; the figures for the report."""
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
     from bench.run import cpu_delta  # noqa: PLC0415
@@ -75,58 +76,78 @@ async def measure(procs: CpuReader, settings: Settings, rate: float, seconds: fl
     try:
         c0, t0 = procs.cpu_by_name(), time.monotonic()
         await asyncio.sleep(seconds)
-        c1, t1 = procs.cpu_by_name(), time.monotonic()
-        sent = 0
-        acks: list[asyncio.Future[Any]] = []
-        while (due := t1 + sent / rate) < t1 + seconds:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            key, body, headers = probe_record(sent)
-            acks.append(await producer.send(ORDER_TOPIC, value=body, key=key, headers=headers))
-            sent += 1
-        await asyncio.gather(*acks)
-        await asyncio.sleep(max(0.0, t1 + seconds - time.monotonic()) + 1.0)  # the last deliveries
-        c2, t2 = procs.cpu_by_name(), time.monotonic()
+        idle, idle_s = cpu_delta(c0, procs.cpu_by_name()), time.monotonic() - t0
+        out = []
+        for rate in rates:
+            c1, t1 = procs.cpu_by_name(), time.monotonic()
+            sent = await _send(producer, rate, seconds)
+            await asyncio.sleep(max(0.0, t1 + seconds - time.monotonic()) + 1.0)  # the last deliveries
+            by = per_event(idle, idle_s, cpu_delta(c1, procs.cpu_by_name()), time.monotonic() - t1, sent)
+            out.append(
+                {"rate": rate, "events": sent, "msPerEventByProcess": by, "msPerEvent": round(sum(by.values()), 3)}
+            )
     finally:
         await producer.stop()
-    by = per_event(cpu_delta(c0, c1), t1 - t0, cpu_delta(c1, c2), t2 - t1, sent)
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "events": sent,
-        "msPerEventByProcess": by,
-        "msPerEvent": round(sum(by.values()), 3),
-    }
+    return {"seconds": seconds, "rates": out}
+
+
+async def _send(producer: Any, rate: float, seconds: float) -> int:
+    """`rate` probe events a second for `seconds`, open loop, all acknowledged; how many."""
+    start, sent = time.monotonic(), 0
+    acks: list[asyncio.Future[Any]] = []
+    while (due := start + sent / rate) < start + seconds:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        key, body, headers = probe_record(sent)
+        acks.append(await producer.send(ORDER_TOPIC, value=body, key=key, headers=headers))
+        sent += 1
+    await asyncio.gather(*acks)
+    return sent
 
 
 def lines(report: dict[str, Any]) -> list[str]:
-    """The report's section: each process's CPU per probe event, and the share of a light saga's CPU
-    that its own events' delivery is."""
+    """The report's section: each process's CPU per probe event at each rate, and the share of a
+    saga's CPU that its own events' delivery is, in the phase whose events came as fast."""
     probe = report.get("fanOut")
-    if not probe or not probe.get("events"):
+    runs = [r for r in (probe or {}).get("rates", []) if r.get("events")]
+    if not runs:
         return []
-    total = probe["msPerEvent"]
-    light = next((p for p in report["phases"] if p["name"] == "light"), None)
-    share = []
-    if light is not None and (n := light.get("perSaga", {}).get("messagesByTopic", {}).get(ORDER_TOPIC)):
-        share = [
-            "",
-            f"At light load a saga put {n:g} events on `{ORDER_TOPIC}`: about {n * total:.1f} ms of its"
-            f" {light['cpuMsPerSaga']} ms of CPU is their delivery to every group, before any step acts on them.",
-        ]
+    names = sorted(
+        {k for r in runs for k, v in r["msPerEventByProcess"].items() if v > 0},
+        key=lambda k: -max(r["msPerEventByProcess"].get(k, 0) for r in runs),
+    )
+    shares = []
+    for r in runs:
+        phase, n = _phase_at(report["phases"], r["rate"])
+        if phase is not None:
+            shares.append(
+                f"At {phase['name']} a saga put {n:g} events on `{ORDER_TOPIC}` ({r['rate']:g} a second):"
+                f" up to about {n * r['msPerEvent']:.1f} ms of its {phase['cpuMsPerSaga']} ms of CPU is their"
+                " delivery to every group, before any step acts on them."
+            )
     return [
         f"## What an event on `{ORDER_TOPIC}` costs before anyone handles it",
         "",
-        f"Before the measured phases, {probe['rate']:g} events a second for {probe['seconds']:g} s ({probe['events']}"
-        f" events) with a name no step handles, sent to `{ORDER_TOPIC}` by the bench's own producer; each"
-        " process's CPU less its CPU over an idle window as long just before, per event. Every group reads the"
-        " whole topic and skips such an event by its header without parsing it, so this is what the fan-out of"
-        " one topic to every group costs: the broker's answers to each group's fetch, and each consumer's"
-        " response read and decoded (`bench/fanout.py`).",
+        f"Before the measured phases, an idle window of {probe['seconds']:g} s, then {probe['seconds']:g} s at each"
+        f" rate of events with a name no step handles, sent to `{ORDER_TOPIC}` by the bench's own producer; each"
+        " process's CPU beyond its idle CPU over as long, per event. Every group reads the whole topic and skips"
+        " such an event by its header without parsing it, so this is what the fan-out of one topic to every"
+        " group costs: the broker's answers to each group's fetch, and each consumer's response read and"
+        " decoded (`bench/fanout.py`). A saga's events come in bursts, and a group sometimes gets two in one"
+        " answer, so for the saga this is an upper bound.",
         "",
-        "| process | ms per event |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in probe["msPerEventByProcess"].items() if v > 0],
-        f"| all | {total} |",
-        *share,
+        "| process | " + " | ".join(f"ms per event at {r['rate']:g}/s" for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+        *[f"| {k} | " + " | ".join(str(r["msPerEventByProcess"].get(k, 0.0)) for r in runs) + " |" for k in names],
+        "| all | " + " | ".join(str(r["msPerEvent"]) for r in runs) + " |",
         "",
+        *[line for s in shares for line in (s, "")],
     ]
+
+
+def _phase_at(phases: list[dict[str, Any]], rate: float) -> tuple[dict[str, Any] | None, float]:
+    """The phase whose sagas put events on the topic at `rate` a second, and its events per saga."""
+    for p in phases:
+        n = p.get("perSaga", {}).get("messagesByTopic", {}).get(ORDER_TOPIC)
+        if n and p.get("offeredRate") and abs(p["offeredRate"] * n - rate) <= 0.05 * rate:
+            return p, n
+    return None, 0.0

@@ -1067,9 +1067,10 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             await wait_ended(pool, warm, opts.drain_timeout)
         fan = None
         if opts.probe_seconds > 0:
-            print(f"fan-out probe: {opts.probe_rate:g} events/s that no step handles, for {opts.probe_seconds:g} s ...")
-            fan = await fanout.measure(procs, settings, opts.probe_rate, opts.probe_seconds)
-            print(f"  {fan['msPerEvent']} ms of CPU per event", flush=True)
+            print(f"fan-out probe: events that no step handles, {opts.probe_seconds:g} s idle then at each rate ...")
+            fan = await fanout.measure(procs, settings, opts.probe_rates, opts.probe_seconds)
+            for r in fan["rates"]:
+                print(f"  {r['rate']:g}/s: {r['msPerEvent']} ms of CPU per event", flush=True)
         counters = StackCounters(settings)
         await counters.start()
         await asyncio.sleep(STATS_SETTLE_SECONDS)
@@ -1274,9 +1275,14 @@ def main(argv: list[str]) -> int:
         "--probe-seconds",
         type=float,
         default=20,
-        help="the fan-out probe: events no step handles, against an idle window as long (0: none)",
+        help="the fan-out probe: seconds of each of its windows, idle then each rate (0: no probe)",
     )
-    ap.add_argument("--probe-rate", type=float, default=15, help="the probe's events per second (a saga's 3 at 5/s)")
+    ap.add_argument(
+        "--probe-rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[15, 450],
+        help="the probe's events per second, one window each (a saga's 3 at 5/s and at 150/s)",
+    )
     ap.add_argument("--quick", action="store_true", help="10 users, light 5 s, one step of 30/s for 5 s")
     ap.add_argument("--keep", action="store_true", help="leave the bench stack running (then: reset it yourself)")
     ap.add_argument("--port-offset", type=int, default=0, help="add this to every port of the bench stack")

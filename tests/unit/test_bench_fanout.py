@@ -3,6 +3,9 @@ report's section."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 from bench import fanout
 
@@ -38,29 +41,66 @@ def test_per_event_reads_less_than_idle_as_nothing_and_a_new_process_from_zero()
     assert fanout.per_event({}, 10.0, {"kafka": 1.0}, 10.0, 0) == {}
 
 
-def report(probe: dict | None, order_events: float | None = 3.0) -> dict:
+def phase(name: str, rate: float, cpu: float, order_events: float | None = 3.0) -> dict:
     per_saga = {"messagesByTopic": {saga.ORDER_TOPIC: order_events}} if order_events else {}
-    return {"fanOut": probe, "phases": [{"name": "light", "cpuMsPerSaga": 35.5, "perSaga": per_saga}]}
+    return {"name": name, "offeredRate": rate, "cpuMsPerSaga": cpu, "perSaga": per_saga}
 
 
-PROBE = {
+def report(runs: list[dict] | None, phases: list[dict] | None = None) -> dict:
+    phases = phases if phases is not None else [phase("light", 5, 35.5), phase("150/s", 150, 11.8)]
+    return {"fanOut": None if runs is None else {"seconds": 20.0, "rates": runs}, "phases": phases}
+
+
+LIGHT = {
     "rate": 15.0,
-    "seconds": 20.0,
     "events": 300,
     "msPerEventByProcess": {"kafka": 1.2, "payment": 0.4, "wallet": 0.0},
     "msPerEvent": 1.6,
 }
+LOADED = {"rate": 450.0, "events": 9000, "msPerEventByProcess": {"kafka": 0.3, "payment": 0.1}, "msPerEvent": 0.4}
 
 
-def test_the_report_shows_each_process_and_the_light_sagas_share() -> None:
-    text = "\n".join(fanout.lines(report(PROBE)))
-    assert "| kafka | 1.2 |" in text and "| payment | 0.4 |" in text and "| all | 1.6 |" in text
-    assert "wallet" not in text  # nothing per event
-    assert "put 3 events on `order-topic`: about 4.8 ms of its 35.5 ms" in text
+def test_the_report_shows_each_process_at_each_rate_and_each_phases_share() -> None:
+    text = "\n".join(fanout.lines(report([LIGHT, LOADED])))
+    assert "| process | ms per event at 15/s | ms per event at 450/s |" in text
+    assert "| kafka | 1.2 | 0.3 |" in text and "| payment | 0.4 | 0.1 |" in text and "| all | 1.6 | 0.4 |" in text
+    assert "wallet" not in text  # nothing per event at any rate
+    assert "At light a saga put 3 events on `order-topic` (15 a second): up to about 4.8 ms of its 35.5 ms" in text
+    assert "At 150/s a saga put 3 events on `order-topic` (450 a second): up to about 1.2 ms of its 11.8 ms" in text
 
 
-def test_the_report_has_no_section_without_a_probe_and_no_share_without_the_light_count() -> None:
+def test_a_rate_no_phase_came_at_has_no_share_and_no_probe_no_section() -> None:
     assert fanout.lines(report(None)) == []
-    assert fanout.lines(report({**PROBE, "events": 0})) == []
-    text = "\n".join(fanout.lines(report(PROBE, order_events=None)))
-    assert "| all | 1.6 |" in text and "At light load" not in text
+    assert fanout.lines(report([{**LIGHT, "events": 0}])) == []
+    text = "\n".join(fanout.lines(report([LIGHT], phases=[phase("light", 5, 35.5, order_events=None)])))
+    assert "| all | 1.6 |" in text and "a saga put" not in text
+    assert "a saga put" not in "\n".join(fanout.lines(report([{**LIGHT, "rate": 100.0}])))
+
+
+class AckingLater:
+    """A producer whose sends are acknowledged a little later, as Kafka's are."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, float]] = []
+        self.acked = 0
+
+    async def send(self, topic: str, *, value: bytes, key: bytes, headers: list) -> asyncio.Future:
+        self.sent.append((topic, dict(headers)["eventName"], time.monotonic()))
+        ack = asyncio.get_running_loop().create_future()
+
+        def done() -> None:
+            self.acked += 1
+            ack.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.02, done)
+        return ack
+
+
+def test_the_probe_sends_at_its_rate_open_loop_and_waits_for_every_acknowledgement() -> None:
+    producer = AckingLater()
+    sent = asyncio.run(fanout._send(producer, rate=100.0, seconds=0.3))
+    assert sent == 30 == len(producer.sent) == producer.acked
+    assert {t for t, _, _ in producer.sent} == {saga.ORDER_TOPIC}
+    assert {n for _, n, _ in producer.sent} == {fanout.PROBE_EVENT.encode()}
+    times = [t for _, _, t in producer.sent]
+    assert 0.25 <= times[-1] - times[0] <= 0.4  # paced over the window, not sent at once
