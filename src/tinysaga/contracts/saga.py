@@ -24,6 +24,8 @@ from tinysaga.contracts import events as ev
 ORDER_TOPIC = "order-topic"
 USER_TOPIC = "user-topic"
 COMMANDS_TOPIC = "saga-commands"  # orchestration mode only (SPEC section 5)
+# Notification keeps the users' contacts from the user topic in a consumer group of its own
+CONTACTS_GROUP = "notification-contacts"
 
 # How the saga runs (TINYSAGA_SAGA_MODE). Choreography: each participant reacts to the events that
 # trigger its steps. Orchestration: Order directs the saga; the steps that have a `command` are
@@ -400,6 +402,16 @@ def edges() -> tuple[Edge, ...]:
             elif not targets and s.kind != "tracking":
                 out.append(Edge(s.name, "track", name, s.kind in _UNDOING))
     return tuple(out)
+
+
+def consumer_groups(mode: str = CHOREOGRAPHY) -> tuple[str, ...]:
+    """The consumer groups that read the saga's topics in `mode`: each participant's, which is its
+    name, and Notification's for the contacts (CONTACTS_GROUP). What is at rest is read from these
+    (`ops.audit`), not only from the groups the brokers list at that moment: a coordinator that is
+    still loading its groups after a node restarts can leave them out."""
+    own = [p for p in participants() if consumed_topics(p, mode)]
+    contacts = [CONTACTS_GROUP] if USER_TOPIC in consumed_topics(NOTIFICATION, mode) else []
+    return (*own, *contacts)
 
 
 def participants() -> tuple[str, ...]:

@@ -33,7 +33,7 @@ def setup(rt: Runtime) -> None:
         NotificationRepository.of, added=deliverer.wake, contacts=NotificationRepository(rt.pool).contacts
     )
     rt.consume(hs.on_order_topic(), prepare=hs.prepare)
-    rt.consume(hs.on_user_topic(), topic=saga.USER_TOPIC, group="notification-contacts")
+    rt.consume(hs.on_user_topic(), topic=saga.USER_TOPIC, group=saga.CONTACTS_GROUP)
     rt.tasks.append(deliverer.notification_deliverer)
 
 

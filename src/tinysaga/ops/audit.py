@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from tinysaga.contracts import saga
 from tinysaga.platform.secrets import superuser_dsn
 from tinysaga.platform.settings import Settings
 
@@ -96,18 +97,21 @@ async def _fetch(dsn: Dsn, service: str, sql: str, *args: Any) -> list[asyncpg.R
         await conn.close()
 
 
-async def _committed(admin: Any, wanted: set[str]) -> dict[tuple[str, Any], int]:
-    """Each group's committed offset of each partition of the wanted topics. An answer Kafka marks
-    as one to ask again (a coordinator still loading its groups' offsets, as just after a node
-    starts or a coordinator moves) is asked again, within the caller's timeout."""
+async def _committed(admin: Any, wanted: set[str], groups: Iterable[str] = ()) -> dict[tuple[str, Any], int]:
+    """Each group's committed offset of each partition of the wanted topics: the groups the brokers
+    list, and `groups` whether they list them or not (a coordinator still loading its groups, as
+    just after a node restarts or a coordinator moves, can leave them out of the list, and a group
+    left out would read as caught up). An answer Kafka marks as one to ask again is asked
+    again, within the caller's timeout."""
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
     while True:
         try:
             committed = {}
-            for group, *_ in await admin.list_consumer_groups():
+            listed = {group for group, *_ in await admin.list_consumer_groups()}
+            for group in sorted(listed | set(groups)):
                 for tp, meta in (await admin.list_consumer_group_offsets(group)).items():
-                    if tp.topic in wanted:
+                    if tp.topic in wanted and meta.offset >= 0:  # -1: nothing committed there
                         committed[(group, tp)] = meta.offset
             return committed
         except KafkaError as e:
@@ -130,7 +134,7 @@ async def consumer_lag(settings: Settings, topics: Iterable[str] | None = None) 
         try:
             await probe.start()
             try:
-                committed = await _committed(admin, wanted)
+                committed = await _committed(admin, wanted, saga.consumer_groups(settings.saga_mode))
                 ends = await probe.end_offsets(list({tp for _, tp in committed})) if committed else {}
                 lag: dict[str, int] = defaultdict(int)
                 for (group, tp), off in committed.items():
