@@ -119,8 +119,9 @@ def lines(report: dict[str, Any]) -> list[str]:
     for r in runs:
         phase, n = _phase_at(report["phases"], r["rate"])
         if phase is not None:
+            when = "At light load" if phase["name"] == "light" else f"At {phase['name']}"
             shares.append(
-                f"At {phase['name']} a saga put {n:g} events on `{ORDER_TOPIC}` ({r['rate']:g} a second):"
+                f"{when} a saga put {n:g} events on `{ORDER_TOPIC}` ({r['rate']:g} a second):"
                 f" up to about {n * r['msPerEvent']:.1f} ms of its {phase['cpuMsPerSaga']} ms of CPU is their"
                 " delivery to every group, before any step acts on them."
             )
@@ -145,9 +146,11 @@ def lines(report: dict[str, Any]) -> list[str]:
 
 
 def _phase_at(phases: list[dict[str, Any]], rate: float) -> tuple[dict[str, Any] | None, float]:
-    """The phase whose sagas put events on the topic at `rate` a second, and its events per saga."""
+    """The phase whose sagas put events on the topic at about `rate` a second (the sagas it
+    completed, not those it was offered: a step past saturation turns orders away), and its events
+    per saga."""
     for p in phases:
         n = p.get("perSaga", {}).get("messagesByTopic", {}).get(ORDER_TOPIC)
-        if n and p.get("offeredRate") and abs(p["offeredRate"] * n - rate) <= 0.05 * rate:
+        if n and p.get("completedPerSecond") and abs(p["completedPerSecond"] * n - rate) <= 0.1 * rate:
             return p, n
     return None, 0.0

@@ -41,9 +41,15 @@ def test_per_event_reads_less_than_idle_as_nothing_and_a_new_process_from_zero()
     assert fanout.per_event({}, 10.0, {"kafka": 1.0}, 10.0, 0) == {}
 
 
-def phase(name: str, rate: float, cpu: float, order_events: float | None = 3.0) -> dict:
+def phase(name: str, rate: float, cpu: float, order_events: float | None = 3.0, completed: float = 0) -> dict:
     per_saga = {"messagesByTopic": {saga.ORDER_TOPIC: order_events}} if order_events else {}
-    return {"name": name, "offeredRate": rate, "cpuMsPerSaga": cpu, "perSaga": per_saga}
+    return {
+        "name": name,
+        "offeredRate": rate,
+        "completedPerSecond": completed or 0.997 * rate,
+        "cpuMsPerSaga": cpu,
+        "perSaga": per_saga,
+    }
 
 
 def report(runs: list[dict] | None, phases: list[dict] | None = None) -> dict:
@@ -65,7 +71,7 @@ def test_the_report_shows_each_process_at_each_rate_and_each_phases_share() -> N
     assert "| process | ms per event at 15/s | ms per event at 450/s |" in text
     assert "| kafka | 1.2 | 0.3 |" in text and "| payment | 0.4 | 0.1 |" in text and "| all | 1.6 | 0.4 |" in text
     assert "wallet" not in text  # nothing per event at any rate
-    assert "At light a saga put 3 events on `order-topic` (15 a second): up to about 4.8 ms of its 35.5 ms" in text
+    assert "At light load a saga put 3 events on `order-topic` (15 a second): up to about 4.8 ms of its 35.5 ms" in text
     assert "At 150/s a saga put 3 events on `order-topic` (450 a second): up to about 1.2 ms of its 11.8 ms" in text
 
 
@@ -75,6 +81,9 @@ def test_a_rate_no_phase_came_at_has_no_share_and_no_probe_no_section() -> None:
     text = "\n".join(fanout.lines(report([LIGHT], phases=[phase("light", 5, 35.5, order_events=None)])))
     assert "| all | 1.6 |" in text and "a saga put" not in text
     assert "a saga put" not in "\n".join(fanout.lines(report([{**LIGHT, "rate": 100.0}])))
+    # offered 150/s, it completed 99.6/s (the rest turned away): its events did not come at 450 a second
+    saturated = [phase("light", 5, 35.5), phase("150/s", 150, 17.1, completed=99.6)]
+    assert "At 150/s" not in "\n".join(fanout.lines(report([LIGHT, LOADED], phases=saturated)))
 
 
 class AckingLater:
