@@ -7,11 +7,11 @@ broker parks and answers each group's fetch, whether or not anyone acts on it. T
 that share on the bench stack, once it is warm and before the measured phases:
 
 - an idle window of `seconds`: every process's CPU with no traffic;
-- then `rate` events a second for as long, sent open loop to `order-topic` with a name no step
-  handles (PROBE_EVENT) and a saga event's size, by a producer of this process (idempotent,
-  acks=all, as the services' publisher sends);
-- per process, the CPU of the second window less that of the first (scaled to the same length),
-  per event sent. The producer's own CPU is this process's, counted in neither.
+- then, for each of `rates` in turn, as long at that many events a second, sent open loop to
+  `order-topic` with a name no step handles (PROBE_EVENT) and a saga event's size, by a producer
+  of this process (idempotent, acks=all, as the services' publisher sends);
+- per process and rate, the CPU of that window less the idle window's (scaled to the same
+  length), per event sent. The producer's own CPU is this process's, counted in neither.
 
 Every consumer skips such an event by its `eventName` header without parsing it (the consumer
 loop's `_decode`), so the figure is the delivery alone: what the saga's own events cost each group
