@@ -112,4 +112,4 @@ def test_the_probe_sends_at_its_rate_open_loop_and_waits_for_every_acknowledgeme
     assert {t for t, _, _ in producer.sent} == {saga.ORDER_TOPIC}
     assert {n for _, n, _ in producer.sent} == {fanout.PROBE_EVENT.encode()}
     times = [t for _, _, t in producer.sent]
-    assert 0.25 <= times[-1] - times[0] <= 0.4  # paced over the window, not sent at once
+    assert 0.25 <= times[-1] - times[0] < 1.0  # paced over the window, not sent at once (a busy host may run late)
