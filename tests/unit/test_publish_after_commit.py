@@ -14,6 +14,7 @@ import pytest
 
 from tinysaga.contracts import events as ev
 from tinysaga.platform import publisher as publisher_module
+from tinysaga.platform import relay
 from tinysaga.platform import uow as uow_module
 from tinysaga.platform.publisher import Publisher
 from tinysaga.platform.uow import PgUnitOfWork, Staged
@@ -168,10 +169,12 @@ class Producer:
     def __init__(self, outcome: str = "ack") -> None:
         self.outcome = outcome
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.futures: list[asyncio.Future[None]] = []
 
     async def send(self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         self.sent.append((topic, key, value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.futures.append(done)
         if self.outcome == "ack":
             done.set_result(None)
         elif self.outcome == "fail":
@@ -194,19 +197,48 @@ async def test_the_publisher_sends_in_order_and_deletes_what_kafka_acknowledged(
     assert sorted(deleted) == [1, 2, 3]
 
 
-async def test_acknowledgements_within_the_gather_are_deleted_by_one_statement_after_it(
+async def test_acknowledgements_are_deleted_by_one_statement_once_the_oldest_was_handed_over_delete_after_ago(
     pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(publisher_module, "DELETE_GATHER", 0.2)
+    monkeypatch.setattr(publisher_module, "DELETE_AFTER", 0.3)
     p = Publisher(Producer(), pool)  # type: ignore[arg-type]
-    started = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     await p.publish([staged(1)])
+    await asyncio.sleep(0.2)
     await p.publish([staged(2), staged(3)])
     assert pool.executed == []  # acknowledged, and gathering
     assert p._deleting is not None
     await p._deleting
-    assert asyncio.get_running_loop().time() - started >= 0.2
+    # timed from the first rows' handing over, not from the last acknowledgement
+    assert 0.3 <= loop.time() - started < 0.45  # from the last: 0.5
     assert [ids for _, (ids,) in pool.executed] == [[1, 2, 3]]
+
+
+async def test_rows_acknowledged_after_delete_after_are_deleted_at_once(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "DELETE_AFTER", 0.3)
+    producer = Producer("hang")
+    p = Publisher(producer, pool)  # type: ignore[arg-type]
+    await p.publish([staged(1)], confirm=False)
+    await asyncio.sleep(0.5)  # Kafka answers late, past DELETE_AFTER (and before the relay's grace)
+    loop = asyncio.get_running_loop()
+    acknowledged = loop.time()
+    for f in producer.futures:
+        f.set_result(None)
+    for _ in range(10):  # the acknowledgement's callbacks (the gather's, then the publisher's)
+        await asyncio.sleep(0)
+    assert p._deleting is not None
+    await p._deleting
+    assert loop.time() - acknowledged < 0.15  # not DELETE_AFTER from the acknowledgement
+    assert [ids for _, (ids,) in pool.executed] == [[1]]
+
+
+def test_the_publisher_deletes_well_before_the_relay_looks() -> None:
+    """The relay sends a row again once it is GRACE old; the publisher deletes an acknowledged one
+    by DELETE_AFTER after its commit, with a margin for a long transaction and a late loop."""
+    assert relay.GRACE - publisher_module.DELETE_AFTER >= 1.0
 
 
 async def test_what_kafka_refuses_is_left_to_the_relay(pool: Pool) -> None:

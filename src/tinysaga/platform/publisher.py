@@ -9,9 +9,9 @@ request), it waits (at most PUBLISH_WAIT) for Kafka's acknowledgement, so the cl
 request comes after its events are on the topic. A consumer does not wait: its sends are under way,
 in order, and whatever it does next is sent after them by the same producer, while the events
 others publish because of its own can only follow them. Acknowledged rows are deleted by one
-statement for all those acknowledged within DELETE_GATHER of the first: each delete is a
-transaction of its own, with its commit and WAL flush, which the outbox's row would otherwise cost
-once more per event (ADR 51, "Later")."""
+statement for all those acknowledged by DELETE_AFTER after the oldest of them was handed over: each
+delete is a transaction of its own, with its commit and WAL flush, which the outbox's row would
+otherwise cost once more per event (ADR 51, "Later")."""
 
 from __future__ import annotations
 
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("tinysaga.publisher")
 
 PUBLISH_WAIT = 2.0  # seconds a committed transaction waits for Kafka before leaving its rows to the relay
-# seconds an acknowledged row waits for others to be deleted with (the relay leaves a row alone for
-# PUBLISH_WAIT + 1 s, so an acknowledgement that came as late as PUBLISH_WAIT is still deleted first)
-DELETE_GATHER = 0.5
+# Seconds after its rows were handed over (just after their commit) that an acknowledged batch is
+# deleted, with every batch acknowledged meanwhile; one acknowledged later is deleted at once. The
+# relay leaves a row alone for PUBLISH_WAIT + 1 s from its transaction's start: this leaves 1.5 s
+# for that transaction's own length and a busy event loop before the relay could send it again.
+DELETE_AFTER = 1.5
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
@@ -72,6 +74,7 @@ class Publisher:
         self.producer = producer
         self.pool = pool
         self.acked: list[int] = []
+        self.oldest: float | None = None  # when the oldest of the acknowledged rows was handed over
         self._deleting: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._closing = asyncio.Event()  # set by close(): what was acknowledged is deleted at once
@@ -81,6 +84,7 @@ class Publisher:
         at most PUBLISH_WAIT (an acknowledgement that comes later still deletes its rows); never
         raises: a row not acknowledged is left to the relay."""
         spans: list[Span] = []
+        handed = asyncio.get_running_loop().time()
         try:
             sent = [await send_row(self.producer, r.topic, r.key, r.payload, r.headers, spans) for r in rows]
         except Exception as e:  # the producer stopped, a topic unknown: the relay's turn
@@ -89,14 +93,14 @@ class Publisher:
             return
         acked = asyncio.gather(*sent)
         self._pending.add(acked)
-        acked.add_done_callback(functools.partial(self._done, [r.id for r in rows], spans))
+        acked.add_done_callback(functools.partial(self._done, [r.id for r in rows], spans, handed))
         if not confirm:
             return
         await asyncio.wait((acked,), timeout=PUBLISH_WAIT)
         if not acked.done():
             log.warning("outbox rows left to the relay: Kafka did not acknowledge them within %s s", PUBLISH_WAIT)
 
-    def _done(self, ids: list[int], spans: list[Span], acked: asyncio.Future[Any]) -> None:
+    def _done(self, ids: list[int], spans: list[Span], handed: float, acked: asyncio.Future[Any]) -> None:
         self._pending.discard(acked)
         if acked.cancelled() or acked.exception() is not None:
             error = acked.exception() if not acked.cancelled() else asyncio.CancelledError()
@@ -105,17 +109,22 @@ class Publisher:
             return
         tracing.end_publish(spans)
         self.acked += ids
+        self.oldest = handed if self.oldest is None else min(self.oldest, handed)
         if self._deleting is None or self._deleting.done():
             self._deleting = asyncio.create_task(self._delete_acked())
 
     async def _delete_acked(self) -> None:
-        """Delete what was acknowledged, once DELETE_GATHER has passed (or the publisher is
-        closing), in one statement for all that came meanwhile; a delete that fails leaves its rows
-        to the relay (sent twice, dropped by the consumers)."""
+        """Delete what was acknowledged, DELETE_AFTER after the oldest of it was handed over (at
+        once when the publisher is closing), in one statement for all that came meanwhile; a delete
+        that fails leaves its rows to the relay (sent twice, dropped by the consumers)."""
+        loop = asyncio.get_running_loop()
         while self.acked:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), DELETE_GATHER)
-            ids, self.acked = self.acked, []
+            assert self.oldest is not None  # set with every acknowledged row
+            wait = self.oldest + DELETE_AFTER - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+            ids, self.acked, self.oldest = self.acked, [], None
             try:
                 await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
             except Exception as e:
