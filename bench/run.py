@@ -36,9 +36,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+import uvloop
 from hdrh.histogram import HdrHistogram
 
 from bench import fanout, stretches
+from bench.client import BadAnswer, Client, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -473,15 +475,22 @@ async def register_users(http: aiohttp.ClientSession, base: str, n: int) -> list
     return await asyncio.gather(*(limited(i) for i in range(n)))
 
 
-async def offer(
-    phase: Phase,
-    http: aiohttp.ClientSession,
-    base: str,
-    tokens: list[str],
-    product: str,
-    max_inflight: int,
-    pool: asyncpg.Pool,
-) -> None:
+def order_requests(client: Client, tokens: list[str], product: str) -> list[bytes]:
+    """The load's request, one per user, made once: `offer` sends one of them as it is."""
+    body = json.dumps({"productId": product, "productQuantity": 1, "paymentType": "WALLET"}).encode()
+    return [
+        prepare(
+            "POST",
+            "/api/orders",
+            f"{client.host}:{client.port}",
+            {"Authorization": f"Bearer {t}", "Content-Type": "application/json"},
+            body,
+        )
+        for t in tokens
+    ]
+
+
+async def offer(phase: Phase, client: Client, requests: list[bytes], max_inflight: int, pool: asyncpg.Pool) -> None:
     """Open loop: request i is sent at t0 + i/rate, whatever happened to the others."""
     inflight = 0
     n = int(phase.rate * phase.seconds)
@@ -491,18 +500,16 @@ async def offer(
         nonlocal inflight
         inflight += 1
         try:
-            body = {"productId": product, "productQuantity": 1, "paymentType": "WALLET"}
-            headers = {"Authorization": f"Bearer {random.choice(tokens)}"}
-            async with http.post(f"{base}/api/orders", json=body, headers=headers) as r:
-                if r.status == 202:
-                    phase.accepted.append(((await r.json())["orderId"], time.time()))
-                elif r.status == 503 and (problem := await r.json(content_type=None)).get("type") == OVERLOADED:
-                    phase.turned_away += 1
-                    limit = str(problem.get("limit", "unnamed"))
-                    phase.turned_away_by[limit] = phase.turned_away_by.get(limit, 0) + 1
-                else:
-                    phase.errors[str(r.status)] = phase.errors.get(str(r.status), 0) + 1
-        except (aiohttp.ClientError, TimeoutError) as e:
+            r = await client.send(random.choice(requests))
+            if r.status == 202:
+                phase.accepted.append((json.loads(r.body)["orderId"], time.time()))
+            elif r.status == 503 and (problem := json.loads(r.body or b"{}")).get("type") == OVERLOADED:
+                phase.turned_away += 1
+                limit = str(problem.get("limit", "unnamed"))
+                phase.turned_away_by[limit] = phase.turned_away_by.get(limit, 0) + 1
+            else:
+                phase.errors[str(r.status)] = phase.errors.get(str(r.status), 0) + 1
+        except (OSError, EOFError, BadAnswer, ValueError, TimeoutError) as e:
             phase.errors[type(e).__name__] = phase.errors.get(type(e).__name__, 0) + 1
         finally:
             inflight -= 1
@@ -1060,10 +1067,12 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {admin['accessToken']}"},
         ) as r:
             assert r.status == 201, await r.text()
+        client = Client("127.0.0.1", settings.gateway_port)
+        requests = order_requests(client, tokens, product)
         if opts.warmup_seconds > 0:
             print(f"warm-up: {opts.warmup_rate:g}/s for {opts.warmup_seconds:g} s (not measured) ...", flush=True)
             warm = Phase("warm-up", opts.warmup_rate, opts.warmup_seconds)
-            await offer(warm, http, base, tokens, product, opts.max_inflight, pool)
+            await offer(warm, client, requests, opts.max_inflight, pool)
             await wait_ended(pool, warm, opts.drain_timeout)
         fan = None
         if opts.probe_seconds > 0:
@@ -1090,7 +1099,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
                 if ph.rate == opts.flame_rate and ph.name != OVERLOAD
                 else None
             )
-            await offer(ph, http, base, tokens, product, opts.max_inflight, pool)
+            await offer(ph, client, requests, opts.max_inflight, pool)
             ph.drain_s = await wait_ended(pool, ph, opts.drain_timeout)
 
             ph.cpu_by = cpu_delta(c0, procs.cpu_by_name())
@@ -1122,6 +1131,7 @@ async def run(opts: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
             await one_phase(over)
         gc = gc_during(gc_before, await read_gc(http, settings))
         await counters.close()
+        await client.close()
     print(f"settling {opts.settle:.0f} s after the load, then measuring idle CPU again ...", flush=True)
     await asyncio.sleep(opts.settle)
     idle_warm = await measure_idle(procs, opts.idle)
@@ -1323,7 +1333,7 @@ def run_mode(opts: argparse.Namespace, mode: str, results: Path) -> int:
         return 1
     try:
         opts.results.mkdir(parents=True, exist_ok=True)
-        report = asyncio.run(run(opts, env))
+        report = uvloop.run(run(opts, env))  # the generator's loop: uvloop, as the services' (bench/client.py)
         write_report(report, results)
         print((results / "report.md").read_text())
     finally:
