@@ -77,7 +77,7 @@ class Processes:
     def named(self) -> dict[str, list[psutil.Process]]:
         """Each name's processes, the tree's root first."""
         out: dict[str, list[psutil.Process]] = {}
-        for name, pids in self.trees({pid: ppid for pid, (ppid, _) in proc_table().items()}).items():
+        for name, pids in self.trees(proc_table()).items():
             procs = []
             for pid in pids:
                 try:
@@ -91,23 +91,22 @@ class Processes:
     def rss_by_name(self) -> dict[str, int]:
         """Each name's RSS in bytes, the sum over its processes, from one pass over /proc."""
         table = proc_table()
-        trees = self.trees({pid: ppid for pid, (ppid, _) in table.items()})
-        return {name: sum(table[pid][1] for pid in pids) for name, pids in trees.items()}
+        return {name: sum(table[pid][1] for pid in pids) for name, pids in self.trees(table).items()}
 
-    def trees(self, parents: dict[int, int]) -> dict[str, list[int]]:
+    def trees(self, table: dict[int, tuple[int, int]]) -> dict[str, list[int]]:
         """Each name's process ids (its root first, then its descendants), from the parent of each
-        process on the machine (others' included: the host is shared). One pass over the machine's
-        processes, then each tree from it: asking psutil for each process's children scans them all
-        again, each time, and that was most of the load generator's own CPU."""
+        process on the machine in a `proc_table` (others' included: the host is shared). One pass
+        over the machine's processes, then each tree from it: asking psutil for each process's
+        children scans them all again, each time, and that was most of the load generator's CPU."""
         kids: dict[int, list[int]] = {}
-        for pid, ppid in parents.items():
+        for pid, (ppid, _) in table.items():
             kids.setdefault(ppid, []).append(pid)
 
         def tree(pid: int) -> list[int]:
             out, todo = [], [pid]
             while todo:
                 q = todo.pop()
-                if q in parents:
+                if q in table:
                     out.append(q)
                     todo += kids.get(q, [])
             return out
@@ -115,15 +114,15 @@ class Processes:
         out: dict[str, list[int]] = {}
         state = json.loads((self.s.run_dir / "state.json").read_text())
         for name, c in state["children"].items():
-            if c.get("pid") and c["pid"] in parents:
+            if c.get("pid") and c["pid"] in table:
                 out[name] = tree(c["pid"])
         sup = state.get("supervisor")
-        if sup and sup in parents:
+        if sup and sup in table:
             out["supervisor"] = [sup]
         from tinysaga.infra import postgres
 
         pm = postgres.pid(self.s)
-        if pm and pm in parents:
+        if pm and pm in table:
             out["postgres"] = tree(pm)
         return out
 
